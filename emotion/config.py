@@ -1,0 +1,22 @@
+"""Hydra/OmegaConf set-up shared by the command-line apps: config folder and resolvers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+#: The `conf/` folder at the project's top level (the package is installed in editable mode).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def cpu_precision() -> str:
+    """`bf16-mixed` where the CPU has native bfloat16 (about 2x faster training here), else `32-true`."""
+    return "bf16-mixed" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+def register_resolvers() -> None:
+    """Resolvers the configs use: `${cpu_precision:}`."""
+    if not OmegaConf.has_resolver("cpu_precision"):
+        OmegaConf.register_new_resolver("cpu_precision", cpu_precision)

@@ -1,0 +1,130 @@
+"""An on-disk feature cache, keyed by corpus and feature parameters.
+
+Features of a corpus live in one folder per (corpus root, feature parameters).
+Each clip is identified by its path, size and modification time, so an edited
+or replaced file is recomputed. Features are written in shards of a few hundred
+clips, each written to a temporary file and renamed into place: a run that dies
+while caching leaves no half-written shard, and the next run computes only the
+clips that no shard holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from emotion.data.audio import fit_length, load_audio
+from emotion.data.corpora import BadFilePolicy, Clip
+from emotion.data.features import FeatureSet
+from emotion.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureTable:
+    """Features of the clips that could be decoded, in manifest order, with what the cache did."""
+
+    clips: list[Clip]
+    tensors: dict[str, torch.Tensor]
+    computed: int = 0
+    cached: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def clip_key(path: str | Path) -> str:
+    """Identity of a file's current contents: its absolute path, size and modification time."""
+    stat = os.stat(path)
+    return hashlib.sha1(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+class FeatureCache:
+    """Cached features of one feature set for the clips of one corpus root."""
+
+    def __init__(self, cache_dir: str | Path, corpus_root: str | Path, features: FeatureSet,
+                 shard_size: int = 512, batch_size: int = 64) -> None:  # fmt: skip
+        corpus = hashlib.sha1(str(Path(corpus_root).resolve()).encode()).hexdigest()[:12]
+        self.folder = Path(cache_dir).expanduser() / "features" / f"{corpus}-{features.name}-{features.key()}"
+        self.features = features
+        self.shard_size = shard_size
+        self.batch_size = batch_size
+
+    def table(self, clips: Sequence[Clip], on_bad_file: BadFilePolicy = "skip") -> FeatureTable:
+        """Features of `clips`: read from the cache, computing and caching only those it lacks."""
+        keys = [clip_key(c.path) for c in clips]
+        stored = self._read_shards()
+        missing = [i for i, k in enumerate(keys) if k not in stored]
+        skipped = self._compute(clips, keys, missing, stored, on_bad_file)
+        kept = [i for i, k in enumerate(keys) if k in stored]
+        names = self.features.shapes()
+        tensors = {name: torch.stack([stored[keys[i]][name] for i in kept]) if kept else torch.empty(0)
+                   for name in names}  # fmt: skip
+        if skipped:
+            log.warning("skipped %d clip(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
+        return FeatureTable(clips=[clips[i] for i in kept], tensors=tensors,
+                            computed=len(missing) - len(skipped), cached=len(clips) - len(missing),
+                            skipped=skipped)  # fmt: skip
+
+    def _read_shards(self) -> dict[str, dict[str, torch.Tensor]]:
+        stored: dict[str, dict[str, torch.Tensor]] = {}
+        for shard in sorted(self.folder.glob("shard-*.pt")):
+            data = torch.load(shard, weights_only=True)
+            for row, key in enumerate(data["keys"]):
+                stored[key] = {name: tensor[row] for name, tensor in data["tensors"].items()}
+        return stored
+
+    def _compute(self, clips: Sequence[Clip], keys: list[str], missing: list[int],
+                 stored: dict[str, dict[str, torch.Tensor]], on_bad_file: BadFilePolicy) -> list[str]:  # fmt: skip
+        skipped: list[str] = []
+        if not missing:
+            return skipped
+        with tqdm(total=len(missing), desc=f"Computing {self.features.name} features", unit="clip") as bar:
+            for shard in _chunks(missing, self.shard_size):
+                shard_keys, shard_tensors = [], []
+                for batch in _chunks(shard, self.batch_size):
+                    waves, good = self._decode(clips, batch, on_bad_file, skipped)
+                    if good:
+                        shard_tensors.append(self.features(torch.stack(waves)))
+                        shard_keys += [keys[i] for i in good]
+                    bar.update(len(batch))
+                if shard_keys:
+                    merged = {n: torch.cat([t[n] for t in shard_tensors]) for n in shard_tensors[0]}
+                    self._write_shard(shard_keys, merged)
+                    for row, key in enumerate(shard_keys):
+                        stored[key] = {name: tensor[row] for name, tensor in merged.items()}
+        return skipped
+
+    def _decode(self, clips: Sequence[Clip], batch: list[int], on_bad_file: BadFilePolicy,
+                skipped: list[str]) -> tuple[list[torch.Tensor], list[int]]:  # fmt: skip
+        waves, good = [], []
+        for i in batch:
+            try:
+                wave = load_audio(clips[i].path, self.features.sample_rate)
+            except DataError:
+                if on_bad_file == "error":
+                    raise
+                skipped.append(clips[i].path)
+                continue
+            waves.append(fit_length(wave, self.features.n_samples))
+            good.append(i)
+        return waves, good
+
+    def _write_shard(self, keys: list[str], tensors: dict[str, torch.Tensor]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{uuid.uuid4().hex}.pt"
+        partial = self.folder / f".{name}.partial"
+        torch.save({"keys": keys, "tensors": {n: t.contiguous() for n, t in tensors.items()}}, partial)
+        os.replace(partial, self.folder / name)
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,155 @@
+"""Acoustic features computed in batches with torchaudio.
+
+A feature set turns a batch of fixed-length waveforms into one or more named
+tensors (`logmel`, `mfcc`, ...). Every clip is first cropped or padded to the
+samples that make exactly `n_frames` STFT frames (see `emotion.data.audio.fit_length`).
+Models check the shapes a feature set declares before training starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torchaudio.transforms as T
+
+
+@dataclass(frozen=True)
+class Spectral:
+    """STFT and mel settings shared by all feature sets (defaults: the report's 128 mels x 62 frames)."""
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 128
+    n_frames: int = 62
+    f_min: float = 0.0
+    f_max: float | None = None
+    top_db: float = 80.0
+
+    @property
+    def n_samples(self) -> int:
+        """Waveform length that a centred STFT turns into exactly `n_frames` frames."""
+        return self.hop_length * (self.n_frames - 1)
+
+    def mel_spectrogram(self) -> T.MelSpectrogram:
+        return T.MelSpectrogram(sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
+                                n_mels=self.n_mels, f_min=self.f_min, f_max=self.f_max, power=2.0)  # fmt: skip
+
+
+class FeatureSet:
+    """Base of the feature sets: named outputs with known shapes, and a cache key."""
+
+    name: str = "features"
+
+    def __init__(self, spectral: Spectral) -> None:
+        self.spectral = spectral
+
+    @property
+    def sample_rate(self) -> int:
+        return self.spectral.sample_rate
+
+    @property
+    def n_samples(self) -> int:
+        return self.spectral.n_samples
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of one example of each output, without the batch dimension."""
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        """Everything that changes the output; part of the cache key."""
+        return {"name": self.name, **asdict(self.spectral)}
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(self.params(), sort_keys=True).encode()).hexdigest()[:12]
+
+    @torch.no_grad()
+    def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features of a batch of waveforms shaped (batch, n_samples)."""
+        raise NotImplementedError
+
+
+class LogMel(FeatureSet):
+    """Log-mel spectrogram in dB, shaped (1, n_mels, n_frames): an image for the 2D CNN."""
+
+    name = "logmel"
+
+    def __init__(self, spectral: Spectral) -> None:
+        super().__init__(spectral)
+        self._mel = spectral.mel_spectrogram()
+        self._db = T.AmplitudeToDB("power", top_db=spectral.top_db)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"logmel": (1, self.spectral.n_mels, self.spectral.n_frames)}
+
+    def log_mel(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(batch, 1, n_mels, n_frames) in dB; the channel dimension makes `top_db` clamp each clip alone."""
+        return self._db(self._mel(waveforms.unsqueeze(1)))
+
+    @torch.no_grad()
+    def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logmel": self.log_mel(waveforms)}
+
+
+class MelMean(LogMel):
+    """Log-mel averaged over time, shaped (1, n_mels): the report's input of the 1D CNN."""
+
+    name = "mel_mean"
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"mel_mean": (1, self.spectral.n_mels)}
+
+    @torch.no_grad()
+    def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"mel_mean": self.log_mel(waveforms).mean(dim=-1)}
+
+
+class MFCC(FeatureSet):
+    """MFCCs from the log-mel spectrogram, shaped (1, n_mfcc, n_frames)."""
+
+    name = "mfcc"
+
+    def __init__(self, spectral: Spectral, n_mfcc: int = 40) -> None:
+        super().__init__(spectral)
+        if n_mfcc > spectral.n_mels:
+            raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({spectral.n_mels})")
+        self.n_mfcc = n_mfcc
+        self._mfcc = T.MFCC(sample_rate=spectral.sample_rate, n_mfcc=n_mfcc, log_mels=False,
+                            melkwargs={"n_fft": spectral.n_fft, "hop_length": spectral.hop_length,
+                                       "n_mels": spectral.n_mels, "f_min": spectral.f_min,
+                                       "f_max": spectral.f_max})  # fmt: skip
+        self._mfcc.amplitude_to_DB = T.AmplitudeToDB("power", top_db=spectral.top_db)
+
+    def params(self) -> dict:
+        return {**super().params(), "n_mfcc": self.n_mfcc}
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"mfcc": (1, self.n_mfcc, self.spectral.n_frames)}
+
+    @torch.no_grad()
+    def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"mfcc": self._mfcc(waveforms.unsqueeze(1))}
+
+
+class LogMelMFCC(FeatureSet):
+    """Both the log-mel spectrogram and the MFCCs: the inputs of the fusion model."""
+
+    name = "logmel_mfcc"
+
+    def __init__(self, spectral: Spectral, n_mfcc: int = 40) -> None:
+        super().__init__(spectral)
+        self._logmel = LogMel(spectral)
+        self._mfcc = MFCC(spectral, n_mfcc)
+
+    def params(self) -> dict:
+        return {**super().params(), "n_mfcc": self._mfcc.n_mfcc}
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {**self._logmel.shapes(), **self._mfcc.shapes()}
+
+    @torch.no_grad()
+    def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {**self._logmel(waveforms), **self._mfcc(waveforms)}

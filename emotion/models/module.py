@@ -1,0 +1,113 @@
+"""The LightningModule shared by every architecture: loss, optimiser, scheduler and metrics.
+
+It tracks accuracy, macro-F1 and unweighted average recall (UAR, the macro
+mean of per-class recalls, the usual headline metric of emotion recognition
+because it does not reward predicting the majority class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+def count_trainable_params(model: nn.Module) -> int:
+    """Number of parameters the optimiser updates."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "uar": MulticlassRecall(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class EmotionClassifier(pl.LightningModule):
+    """Trains any architecture of `emotion.models` on batches of (features, label)."""
+
+    def __init__(self, model: nn.Module, classes: Sequence[str], optimizer: OptimizerFactory,
+                 scheduler: SchedulerFactory | None = None, scheduler_monitor: str = "val/loss",
+                 label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
+        self.model = model
+        self.classes = tuple(classes)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        self.train_metrics = _metrics(len(classes), "train/")
+        self.val_metrics = _metrics(len(classes), "val/")
+        self.test_metrics = _metrics(len(classes), "test/")
+        self.test_predictions: list[torch.Tensor] = []
+        self.test_targets: list[torch.Tensor] = []
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(inputs)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        logits = self(inputs)
+        loss = self.loss(logits, targets)
+        self.train_metrics.update(logits, targets)
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(targets))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        inputs, targets = batch
+        logits = self(inputs)
+        self.val_metrics.update(logits, targets)
+        self.log("val/loss", self.loss(logits, targets), prog_bar=True, batch_size=len(targets))
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.val_metrics.compute()
+        self.log_dict(metrics, prog_bar=True)
+        self.val_metrics.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions.clear()
+        self.test_targets.clear()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        inputs, targets = batch
+        logits = self(inputs)
+        self.test_metrics.update(logits, targets)
+        self.log("test/loss", self.loss(logits, targets), batch_size=len(targets))
+        self.test_predictions.append(logits.argmax(dim=1).cpu())
+        self.test_targets.append(targets.cpu())
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def test_results(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """True and predicted class indices of the last test epoch."""
+        return torch.cat(self.test_targets), torch.cat(self.test_predictions)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor, "interval": "epoch"}}  # fmt: skip

@@ -1,0 +1,1 @@
+"""Experiment tracking with MLflow: runs, params, metrics, artifacts and checkpoints."""

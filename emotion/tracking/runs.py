@@ -1,0 +1,106 @@
+"""MLflow runs of training jobs: the logger, the config as params, and the test artifacts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
+from sklearn.metrics import classification_report, confusion_matrix  # noqa: E402
+
+from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR  # noqa: E402
+
+
+def artifact_uri(location: str) -> str:
+    """An artifact location as a URI: local folders become absolute `file://` URIs."""
+    return location if "://" in location else Path(location).expanduser().resolve().as_uri()
+
+
+def make_logger(tracking_uri: str, experiment_name: str, artifact_location: str, run_name: str | None = None,
+                tags: Mapping[str, str] | None = None) -> MLFlowLogger:  # fmt: skip
+    """A Lightning MLFlowLogger; a new experiment stores its artifacts under `artifact_location`."""
+    return MLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_name=run_name,
+                        tags=dict(tags or {}), artifact_location=artifact_uri(artifact_location),
+                        log_model=False)  # fmt: skip
+
+
+@contextmanager
+def run_status(logger: MLFlowLogger) -> Iterator[None]:
+    """Mark the run FAILED (KILLED on Ctrl-C) if the block raises, FINISHED otherwise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        logger.experiment.set_terminated(logger.run_id, "KILLED")
+        raise
+    except BaseException:
+        logger.experiment.set_terminated(logger.run_id, "FAILED")
+        raise
+    logger.experiment.set_terminated(logger.run_id, "FINISHED")
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config as dotted keys (`model.channels`), lists kept as their string form; Hydra's `_partial_` left out."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "_partial_":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_config(logger: MLFlowLogger, config: Mapping[str, Any]) -> None:
+    """The resolved config as params (dotted keys) and as a `config.yaml` artifact."""
+    logger.log_hyperparams(flatten(config))
+    logger.experiment.log_text(logger.run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
+
+
+def log_json(logger: MLFlowLogger, payload: Any, artifact_file: str) -> None:
+    logger.experiment.log_text(logger.run_id, json.dumps(payload, indent=2), artifact_file)
+
+
+def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> plt.Figure:
+    """Counts and row-normalised (recall) confusion matrices side by side."""
+    counts = confusion_matrix(y_true, y_pred, labels=range(len(classes)))
+    recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5.2), constrained_layout=True)
+    for ax, matrix, title, fmt in ((axes[0], counts, "counts", "d"), (axes[1], recall, "row-normalised", ".2f")):
+        image = ax.imshow(matrix, cmap="Blues", vmin=0)
+        ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
+               xlabel="predicted", ylabel="true", title=f"Confusion matrix ({title})")  # fmt: skip
+        ax.tick_params(axis="x", rotation=45)
+        threshold = matrix.max() / 2
+        for (row, col), value in np.ndenumerate(matrix):
+            ax.text(col, row, format(value, fmt), ha="center", va="center",
+                    color="white" if value > threshold else "black")  # fmt: skip
+        figure.colorbar(image, ax=ax, shrink=0.8)
+    return figure
+
+
+def log_test_report(logger: MLFlowLogger, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> None:
+    """`confusion_matrix.png` and `classification_report.{json,txt}` of the test predictions."""
+    labels = list(range(len(classes)))
+    report = dict(labels=labels, target_names=list(classes), zero_division=0)
+    logger.experiment.log_text(logger.run_id, classification_report(y_true, y_pred, digits=3, **report),
+                               "classification_report.txt")  # fmt: skip
+    log_json(logger, classification_report(y_true, y_pred, output_dict=True, **report), "classification_report.json")
+    figure = plot_confusion_matrix(y_true, y_pred, classes)
+    logger.experiment.log_figure(logger.run_id, figure, "confusion_matrix.png")
+    plt.close(figure)
+
+
+def log_checkpoint(logger: MLFlowLogger, path: str | Path) -> None:
+    """Upload a checkpoint file under the run's `checkpoints/` artifacts."""
+    logger.experiment.log_artifact(logger.run_id, str(path), CHECKPOINT_ARTIFACT_DIR)

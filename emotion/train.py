@@ -1,0 +1,125 @@
+"""`emotion-train`: train one model on one corpus, tracked in MLflow (a Hydra app).
+
+    emotion-train                                  # the report's 2D CNN on the embedded corpus
+    emotion-train experiment=report_cnn1d_mel      # another of the report's setups
+    emotion-train data=crema_d data.root=/data/CREMA-D trainer.max_epochs=30
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from emotion.config import CONFIG_DIR, register_resolvers
+from emotion.data.datamodule import EmotionDataModule
+from emotion.data.features import FeatureSet
+from emotion.errors import ConfigError, EmotionError
+from emotion.models.module import EmotionClassifier, count_trainable_params
+from emotion.tracking import runs
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def build_model(cfg: DictConfig, features: FeatureSet, num_classes: int) -> nn.Module:
+    """The network of `cfg.model` for the shapes `features` produce; ConfigError naming both if they do not fit."""
+    try:
+        return instantiate(cfg.model)(input_shapes=features.shapes(), num_classes=num_classes)
+    except ConfigError as exc:
+        model = cfg.model.get("_target_", "?").rsplit(".", 1)[-1]
+        raise ConfigError(f"model {model} cannot take features={features.name}: {exc}") from None
+
+
+def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[ModelCheckpoint, list[pl.Callback]]:
+    """Best-checkpoint saving on the monitored metric, and early stopping when `patience` is set."""
+    monitor, mode = cfg.callbacks.monitor, cfg.callbacks.mode
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best-epoch{epoch:02d}", monitor=monitor, mode=mode,
+                                 auto_insert_metric_name=False, save_top_k=1)  # fmt: skip
+    callbacks: list[pl.Callback] = [checkpoint]
+    if cfg.callbacks.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.callbacks.early_stopping_patience))
+    return checkpoint, callbacks
+
+
+def run_tags(cfg: DictConfig, model: nn.Module, features: FeatureSet) -> dict[str, str]:
+    """Tags that make runs easy to filter in the MLflow UI."""
+    return {
+        "architecture": getattr(model, "arch", type(model).__name__),
+        "features": features.name,
+        "data": cfg.data.name,
+        "split": cfg.data.split.strategy,
+        "augmentation": "none",
+        "leaky": "false",
+    }
+
+
+def train(cfg: DictConfig) -> float:
+    """Train, test and log one run; returns the best value of the monitored metric."""
+    pl.seed_everything(cfg.seed, workers=True)
+    features: FeatureSet = instantiate(cfg.features)
+    model = build_model(cfg, features, len(cfg.data.classes))
+    datamodule: EmotionDataModule = instantiate(cfg.data, features=features, cache_dir=cfg.paths.cache_dir)
+    datamodule.setup()
+    tags = run_tags(cfg, model, features)
+    logger = runs.make_logger(cfg.logger.tracking_uri, cfg.logger.experiment_name, cfg.logger.artifact_location,
+                              run_name=cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}",
+                              tags=tags)  # fmt: skip
+    with runs.run_status(logger):
+        return _fit_and_test(cfg, model, datamodule, logger)
+
+
+def _fit_and_test(cfg: DictConfig, model: nn.Module, datamodule: EmotionDataModule, logger: Any) -> float:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    runs.log_config(logger, config)
+    table, split = datamodule.table, datamodule.split
+    assert table is not None and split is not None
+    logger.log_hyperparams({"trainable_params": count_trainable_params(model), "features_computed": table.computed,
+                            "features_cached": table.cached, "clips_skipped": len(table.skipped),
+                            **{f"split.{p}_clips": len(split.partition(p)) for p in ("train", "val", "test")}})  # fmt: skip
+    runs.log_json(logger, split.summary(datamodule.clips), "split.json")
+
+    module = EmotionClassifier(
+        model, list(cfg.data.classes), optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+        label_smoothing=cfg.loss.label_smoothing,
+        class_weights=datamodule.class_weights() if cfg.loss.class_weighting else None,
+    )  # fmt: skip
+    checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints")
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
+                                      default_root_dir=cfg.paths.output_dir)  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    best = checkpoint.best_model_path
+    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+    y_true, y_pred = module.test_results()
+    runs.log_test_report(logger, y_true.numpy(), y_pred.numpy(), cfg.data.classes)
+    if best:
+        runs.log_checkpoint(logger, best)
+    score = checkpoint.best_model_score
+    return float(score) if score is not None else float(trainer.callback_metrics[cfg.callbacks.monitor])
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def _app(cfg: DictConfig) -> float:
+    try:
+        return train(cfg)
+    except EmotionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def main() -> None:
+    """Console entry point."""
+    _app()
+
+
+if __name__ == "__main__":
+    main()
