@@ -13,7 +13,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def cpu_precision() -> str:
     """`bf16-mixed` where the CPU has native bfloat16 (about 2x faster training here), else `32-true`."""
-    return "bf16-mixed" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16-mixed" if native_bf16 else "32-true"
 
 
 def register_resolvers() -> None:

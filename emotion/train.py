@@ -1,8 +1,8 @@
 """`emotion-train`: train one model on one corpus, tracked in MLflow (a Hydra app).
 
-    emotion-train                                  # the report's 2D CNN on the embedded corpus
-    emotion-train experiment=report_cnn1d_mel      # another of the report's setups
-    emotion-train data=crema_d data.root=/data/CREMA-D trainer.max_epochs=30
+emotion-train                                  # the report's 2D CNN on the embedded corpus
+emotion-train experiment=report_cnn1d_mel      # another of the report's setups
+emotion-train data=crema_d data.root=/data/CREMA-D trainer.max_epochs=30
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import nn
 from emotion.config import CONFIG_DIR, register_resolvers
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
+from emotion.data.splits import PARTITIONS
 from emotion.errors import ConfigError, EmotionError
 from emotion.models.module import EmotionClassifier, count_trainable_params
 from emotion.tracking import runs
@@ -42,8 +43,14 @@ def build_model(cfg: DictConfig, features: FeatureSet, num_classes: int) -> nn.M
 def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[ModelCheckpoint, list[pl.Callback]]:
     """Best-checkpoint saving on the monitored metric, and early stopping when `patience` is set."""
     monitor, mode = cfg.callbacks.monitor, cfg.callbacks.mode
-    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best-epoch{epoch:02d}", monitor=monitor, mode=mode,
-                                 auto_insert_metric_name=False, save_top_k=1)  # fmt: skip
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename="best-epoch{epoch:02d}",
+        monitor=monitor,
+        mode=mode,
+        auto_insert_metric_name=False,
+        save_top_k=1,
+    )
     callbacks: list[pl.Callback] = [checkpoint]
     if cfg.callbacks.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.callbacks.early_stopping_patience))
@@ -70,32 +77,49 @@ def train(cfg: DictConfig) -> float:
     datamodule: EmotionDataModule = instantiate(cfg.data, features=features, cache_dir=cfg.paths.cache_dir)
     datamodule.setup()
     tags = run_tags(cfg, model, features)
-    logger = runs.make_logger(cfg.logger.tracking_uri, cfg.logger.experiment_name, cfg.logger.artifact_location,
-                              run_name=cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}",
-                              tags=tags)  # fmt: skip
+    logger = runs.make_logger(
+        cfg.logger.tracking_uri,
+        cfg.logger.experiment_name,
+        cfg.logger.artifact_location,
+        run_name=cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}",
+        tags=tags,
+    )
     with runs.run_status(logger):
-        return _fit_and_test(cfg, model, datamodule, logger)
+        return _fit_and_test(cfg, model, features, datamodule, logger)
 
 
-def _fit_and_test(cfg: DictConfig, model: nn.Module, datamodule: EmotionDataModule, logger: Any) -> float:
+def _fit_and_test(
+    cfg: DictConfig, model: nn.Module, features: FeatureSet, datamodule: EmotionDataModule, logger: Any
+) -> float:
     config = OmegaConf.to_container(cfg, resolve=True)
     runs.log_config(logger, config)
     table, split = datamodule.table, datamodule.split
     assert table is not None and split is not None
-    logger.log_hyperparams({"trainable_params": count_trainable_params(model), "features_computed": table.computed,
-                            "features_cached": table.cached, "clips_skipped": len(table.skipped),
-                            **{f"split.{p}_clips": len(split.partition(p)) for p in ("train", "val", "test")}})  # fmt: skip
+    logger.log_hyperparams(
+        {
+            "trainable_params": count_trainable_params(model),
+            "features_computed": table.computed,
+            "features_cached": table.cached,
+            "clips_skipped": len(table.skipped),
+            **{f"split.{p}_clips": len(split.partition(p)) for p in PARTITIONS},
+        }
+    )
     runs.log_json(logger, split.summary(datamodule.clips), "split.json")
 
     module = EmotionClassifier(
-        model, list(cfg.data.classes), optimizer=instantiate(cfg.optimizer),
+        model,
+        list(cfg.data.classes),
+        input_shapes=features.shapes(),
+        optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
         label_smoothing=cfg.loss.label_smoothing,
         class_weights=datamodule.class_weights() if cfg.loss.class_weighting else None,
-    )  # fmt: skip
+    )
+    module.standardizer.fit(datamodule.datasets["train"].tensors)
     checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints")
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks,
-                                      default_root_dir=cfg.paths.output_dir)  # fmt: skip
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir
+    )
     trainer.fit(module, datamodule=datamodule)
     best = checkpoint.best_model_path
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)

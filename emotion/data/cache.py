@@ -49,8 +49,14 @@ def clip_key(path: str | Path) -> str:
 class FeatureCache:
     """Cached features of one feature set for the clips of one corpus root."""
 
-    def __init__(self, cache_dir: str | Path, corpus_root: str | Path, features: FeatureSet,
-                 shard_size: int = 512, batch_size: int = 64) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        corpus_root: str | Path,
+        features: FeatureSet,
+        shard_size: int = 512,
+        batch_size: int = 64,
+    ) -> None:
         corpus = hashlib.sha1(str(Path(corpus_root).resolve()).encode()).hexdigest()[:12]
         self.folder = Path(cache_dir).expanduser() / "features" / f"{corpus}-{features.name}-{features.key()}"
         self.features = features
@@ -65,13 +71,18 @@ class FeatureCache:
         skipped = self._compute(clips, keys, missing, stored, on_bad_file)
         kept = [i for i, k in enumerate(keys) if k in stored]
         names = self.features.shapes()
-        tensors = {name: torch.stack([stored[keys[i]][name] for i in kept]) if kept else torch.empty(0)
-                   for name in names}  # fmt: skip
+        tensors = {
+            name: torch.stack([stored[keys[i]][name] for i in kept]) if kept else torch.empty(0) for name in names
+        }
         if skipped:
             log.warning("skipped %d clip(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
-        return FeatureTable(clips=[clips[i] for i in kept], tensors=tensors,
-                            computed=len(missing) - len(skipped), cached=len(clips) - len(missing),
-                            skipped=skipped)  # fmt: skip
+        return FeatureTable(
+            clips=[clips[i] for i in kept],
+            tensors=tensors,
+            computed=len(missing) - len(skipped),
+            cached=len(clips) - len(missing),
+            skipped=skipped,
+        )
 
     def _read_shards(self) -> dict[str, dict[str, torch.Tensor]]:
         stored: dict[str, dict[str, torch.Tensor]] = {}
@@ -81,8 +92,14 @@ class FeatureCache:
                 stored[key] = {name: tensor[row] for name, tensor in data["tensors"].items()}
         return stored
 
-    def _compute(self, clips: Sequence[Clip], keys: list[str], missing: list[int],
-                 stored: dict[str, dict[str, torch.Tensor]], on_bad_file: BadFilePolicy) -> list[str]:  # fmt: skip
+    def _compute(
+        self,
+        clips: Sequence[Clip],
+        keys: list[str],
+        missing: list[int],
+        stored: dict[str, dict[str, torch.Tensor]],
+        on_bad_file: BadFilePolicy,
+    ) -> list[str]:
         skipped: list[str] = []
         if not missing:
             return skipped
@@ -102,8 +119,9 @@ class FeatureCache:
                         stored[key] = {name: tensor[row] for name, tensor in merged.items()}
         return skipped
 
-    def _decode(self, clips: Sequence[Clip], batch: list[int], on_bad_file: BadFilePolicy,
-                skipped: list[str]) -> tuple[list[torch.Tensor], list[int]]:  # fmt: skip
+    def _decode(
+        self, clips: Sequence[Clip], batch: list[int], on_bad_file: BadFilePolicy, skipped: list[str]
+    ) -> tuple[list[torch.Tensor], list[int]]:
         waves, good = [], []
         for i in batch:
             try:

@@ -31,8 +31,19 @@ CREMA_D_EMOTION_CODES: dict[str, str] = {
 }
 #: CREMA-D's twelve sentence codes.
 CREMA_D_SENTENCES: tuple[str, ...] = (
-    "IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI",
-)  # fmt: skip
+    "IEO",
+    "TIE",
+    "IOM",
+    "IWW",
+    "TAI",
+    "MTI",
+    "IWL",
+    "ITH",
+    "DFA",
+    "ITS",
+    "TSI",
+    "WSI",
+)
 #: CREMA-D intensity codes: low, medium, high, unspecified.
 CREMA_D_LEVELS: tuple[str, ...] = ("LO", "MD", "HI", "XX")
 
@@ -100,8 +111,13 @@ def read_crema_d(
         )
     if not clips:
         raise DataError(f"no clip of the classes {list(classes)} found under {root}")
-    log.info("read %d clips of %d speakers from %s: %s", len(clips), len({c.speaker for c in clips}), root,
-             dict(sorted(Counter(c.emotion for c in clips).items())))  # fmt: skip
+    log.info(
+        "read %d clips of %d speakers from %s: %s",
+        len(clips),
+        len({c.speaker for c in clips}),
+        root,
+        dict(sorted(Counter(c.emotion for c in clips).items())),
+    )
     return clips
 
 

@@ -41,11 +41,21 @@ class FeatureDataset(Dataset):
 class EmotionDataModule(pl.LightningDataModule):
     """Reads a corpus (or synthesises the embedded one), splits it and serves cached features."""
 
-    def __init__(self, features: FeatureSet, cache_dir: str | Path, name: str = "synthetic",
-                 root: str | None = None, reader: str = "crema_d", synthetic: dict[str, Any] | None = None,
-                 classes: Sequence[str] = EMOTIONS, split: dict[str, Any] | None = None, batch_size: int = 32,
-                 num_workers: int = 0, on_bad_name: BadFilePolicy = "skip",
-                 on_bad_file: BadFilePolicy = "skip") -> None:  # fmt: skip
+    def __init__(
+        self,
+        features: FeatureSet,
+        cache_dir: str | Path,
+        name: str = "synthetic",
+        root: str | None = None,
+        reader: str = "crema_d",
+        synthetic: dict[str, Any] | None = None,
+        classes: Sequence[str] = EMOTIONS,
+        split: dict[str, Any] | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        on_bad_name: BadFilePolicy = "skip",
+        on_bad_file: BadFilePolicy = "skip",
+    ) -> None:
         super().__init__()
         if root is None and synthetic is None:
             raise ConfigError(f"data={name} needs data.root: the folder that holds the corpus")
@@ -87,8 +97,9 @@ class EmotionDataModule(pl.LightningDataModule):
             rows = torch.tensor(self.split.partition(partition), dtype=torch.long)
             tensors = {name: t[rows] for name, t in self.table.tensors.items()}
             self.datasets[partition] = FeatureDataset(tensors, labels[rows])
-        log.info("split %s: %s", self.split_options.get("strategy", "speaker"),
-                 {p: len(d) for p, d in self.datasets.items()})  # fmt: skip
+        log.info(
+            "split %s: %s", self.split_options.get("strategy", "speaker"), {p: len(d) for p, d in self.datasets.items()}
+        )
 
     @property
     def clips(self) -> list[Clip]:
@@ -97,9 +108,9 @@ class EmotionDataModule(pl.LightningDataModule):
 
     def class_weights(self) -> list[float]:
         """Inverse-frequency weights of the training classes (mean 1)."""
-        counts = Counter(self.datasets["train"].labels.tolist())
-        weights = [len(self.datasets["train"]) / (len(self.classes) * counts.get(i, 1)) for i in range(len(self.classes))]
-        return weights
+        labels = self.datasets["train"].labels.tolist()
+        counts = Counter(labels)
+        return [len(labels) / (len(self.classes) * counts.get(i, 1)) for i in range(len(self.classes))]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -111,5 +122,10 @@ class EmotionDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def _loader(self, partition: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[partition], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)  # fmt: skip
+        return DataLoader(
+            self.datasets[partition],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

@@ -35,8 +35,15 @@ class Spectral:
         return self.hop_length * (self.n_frames - 1)
 
     def mel_spectrogram(self) -> T.MelSpectrogram:
-        return T.MelSpectrogram(sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
-                                n_mels=self.n_mels, f_min=self.f_min, f_max=self.f_max, power=2.0)  # fmt: skip
+        return T.MelSpectrogram(
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            f_min=self.f_min,
+            f_max=self.f_max,
+            power=2.0,
+        )
 
 
 class FeatureSet:
@@ -117,10 +124,18 @@ class MFCC(FeatureSet):
         if n_mfcc > spectral.n_mels:
             raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({spectral.n_mels})")
         self.n_mfcc = n_mfcc
-        self._mfcc = T.MFCC(sample_rate=spectral.sample_rate, n_mfcc=n_mfcc, log_mels=False,
-                            melkwargs={"n_fft": spectral.n_fft, "hop_length": spectral.hop_length,
-                                       "n_mels": spectral.n_mels, "f_min": spectral.f_min,
-                                       "f_max": spectral.f_max})  # fmt: skip
+        self._mfcc = T.MFCC(
+            sample_rate=spectral.sample_rate,
+            n_mfcc=n_mfcc,
+            log_mels=False,
+            melkwargs={
+                "n_fft": spectral.n_fft,
+                "hop_length": spectral.hop_length,
+                "n_mels": spectral.n_mels,
+                "f_min": spectral.f_min,
+                "f_max": spectral.f_max,
+            },
+        )
         self._mfcc.amplitude_to_DB = T.AmplitudeToDB("power", top_db=spectral.top_db)
 
     def params(self) -> dict:

@@ -46,8 +46,13 @@ class Split:
         }
 
 
-def split_manifest(clips: Sequence[Clip], strategy: SplitStrategy = "speaker", val_fraction: float = 0.167,
-                   test_fraction: float = 0.167, seed: int = 0) -> Split:  # fmt: skip
+def split_manifest(
+    clips: Sequence[Clip],
+    strategy: SplitStrategy = "speaker",
+    val_fraction: float = 0.167,
+    test_fraction: float = 0.167,
+    seed: int = 0,
+) -> Split:
     """Split `clips` into train/val/test, class-stratified and seeded."""
     if strategy == "speaker":
         split = _split_by_speaker(clips, val_fraction, test_fraction, seed)
@@ -78,8 +83,9 @@ def _split_by_speaker(clips: Sequence[Clip], val_fraction: float, test_fraction:
     return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=sorted(test.tolist()))
 
 
-def _hold_out_speakers(clips: Sequence[Clip], indices: np.ndarray, fraction: float,
-                       seed: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _hold_out_speakers(
+    clips: Sequence[Clip], indices: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Hold out about `fraction` of the speakers of `indices`, keeping class proportions (one fold of K)."""
     groups = np.array([clips[i].speaker for i in indices])
     n_splits = min(max(2, round(1 / fraction)), len(set(groups)))
@@ -93,6 +99,7 @@ def _split_by_clip(clips: Sequence[Clip], val_fraction: float, test_fraction: fl
     indices = np.arange(len(clips))
     labels = np.array([c.emotion for c in clips])
     rest, test = train_test_split(indices, test_size=test_fraction, stratify=labels, random_state=seed)
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest],
-                                  random_state=seed)  # fmt: skip
+    train, val = train_test_split(
+        rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest], random_state=seed
+    )
     return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=sorted(test.tolist()))

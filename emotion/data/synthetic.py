@@ -64,8 +64,9 @@ class Prosody:
     f1_shift: float  # relative raise of the first formant (wider mouth opening)
 
 
-NEUTRAL = Prosody(f0_shift=0, f0_range=2.5, jitter=0.006, shimmer=0.04, rate=4.0, tilt=0.55,
-                  breathiness=0.06, loudness=0, f1_shift=0)  # fmt: skip
+NEUTRAL = Prosody(
+    f0_shift=0, f0_range=2.5, jitter=0.006, shimmer=0.04, rate=4.0, tilt=0.55, breathiness=0.06, loudness=0, f1_shift=0
+)
 PROSODY: dict[str, Prosody] = {
     "neutral": NEUTRAL,
     "angry": Prosody(4.0, 5.0, 0.012, 0.09, 4.7, 0.25, 0.03, 7.0, 0.10),
@@ -153,12 +154,28 @@ def clip_prosody(emotion: str, level: str, speaker: Speaker, rng: np.random.Gene
 
 
 # Minimum perturbation of each prosody field, so that even neutral clips vary.
-_PERTURBATION_FLOOR = {"f0_shift": 1.5, "f0_range": 1.0, "jitter": 0.004, "shimmer": 0.02, "rate": 0.4,
-                       "tilt": 0.1, "breathiness": 0.03, "loudness": 2.0, "f1_shift": 0.03}  # fmt: skip
+_PERTURBATION_FLOOR = {
+    "f0_shift": 1.5,
+    "f0_range": 1.0,
+    "jitter": 0.004,
+    "shimmer": 0.02,
+    "rate": 0.4,
+    "tilt": 0.1,
+    "breathiness": 0.03,
+    "loudness": 2.0,
+    "f1_shift": 0.03,
+}
 
 
-def synthesize(vowels: list[str], prosody: Prosody, speaker: Speaker, rng: np.random.Generator,
-               sample_rate: int, min_duration: float, max_duration: float) -> np.ndarray:  # fmt: skip
+def synthesize(
+    vowels: list[str],
+    prosody: Prosody,
+    speaker: Speaker,
+    rng: np.random.Generator,
+    sample_rate: int,
+    min_duration: float,
+    max_duration: float,
+) -> np.ndarray:
     """Render one utterance as float32 samples in [-1, 1]."""
     syllable_durations = rng.uniform(0.75, 1.25, size=len(vowels)) / prosody.rate
     lead, trail = rng.uniform(0.1, 0.2, size=2)
@@ -171,7 +188,7 @@ def synthesize(vowels: list[str], prosody: Prosody, speaker: Speaker, rng: np.ra
     source = _glottal_source(f0, prosody, rng, sample_rate)
     out = np.zeros(n)
     start = lead
-    for vowel, duration in zip(vowels, syllable_durations):
+    for vowel, duration in zip(vowels, syllable_durations, strict=True):
         out += _syllable(source, vowel, start, duration, prosody, speaker, rng, sample_rate)
         start += duration
     gain_db = prosody.loudness + speaker.loudness - 14
@@ -180,8 +197,15 @@ def synthesize(vowels: list[str], prosody: Prosody, speaker: Speaker, rng: np.ra
     return np.tanh(out).astype(np.float32)
 
 
-def _f0_contour(t: np.ndarray, lead: float, speech: float, prosody: Prosody, speaker: Speaker,
-                rng: np.random.Generator, sample_rate: int) -> np.ndarray:  # fmt: skip
+def _f0_contour(
+    t: np.ndarray,
+    lead: float,
+    speech: float,
+    prosody: Prosody,
+    speaker: Speaker,
+    rng: np.random.Generator,
+    sample_rate: int,
+) -> np.ndarray:
     """F0 in Hz per sample: declining line plus accent bumps, with slow drift and cycle jitter."""
     progress = np.clip((t - lead) / speech, 0, 1)
     n_accents = int(rng.integers(2, 4))
@@ -207,8 +231,16 @@ def _glottal_source(f0: np.ndarray, prosody: Prosody, rng: np.random.Generator, 
     return voiced + prosody.breathiness * 3 * aspiration
 
 
-def _syllable(source: np.ndarray, vowel: str, start: float, duration: float, prosody: Prosody,
-              speaker: Speaker, rng: np.random.Generator, sample_rate: int) -> np.ndarray:  # fmt: skip
+def _syllable(
+    source: np.ndarray,
+    vowel: str,
+    start: float,
+    duration: float,
+    prosody: Prosody,
+    speaker: Speaker,
+    rng: np.random.Generator,
+    sample_rate: int,
+) -> np.ndarray:
     """One consonant-vowel syllable: a fricative burst, then the source through the vowel's formants."""
     out = np.zeros(source.size)
     onset = duration * rng.uniform(0.15, 0.3)
@@ -219,7 +251,7 @@ def _syllable(source: np.ndarray, vowel: str, start: float, duration: float, pro
     formants = np.array(VOWELS[vowel]) * speaker.vtl_scale * rng.uniform(0.95, 1.05, 3)
     formants[0] *= 1 + prosody.f1_shift
     segment = source[c:d]
-    for frequency, bandwidth in zip(formants, (90, 110, 170)):
+    for frequency, bandwidth in zip(formants, (90, 110, 170), strict=True):
         segment = lfilter(*_resonator(frequency, bandwidth, sample_rate), segment)
     ramp = min(int(0.02 * sample_rate), (d - c) // 2)
     envelope = np.ones(d - c)
@@ -251,8 +283,9 @@ def render_clip(cfg: SyntheticCorpusConfig, spec: tuple[int, str, str, str]) -> 
     """Render the clip of `spec` deterministically."""
     speaker_number, sentence, code, level = spec
     speaker = make_speaker(speaker_number, cfg)
-    rng = np.random.default_rng([cfg.seed, speaker_number, CREMA_D_SENTENCES.index(sentence) + 1,
-                                 list(CREMA_D_EMOTION_CODES).index(code) + 1])  # fmt: skip
+    rng = np.random.default_rng(
+        [cfg.seed, speaker_number, CREMA_D_SENTENCES.index(sentence) + 1, list(CREMA_D_EMOTION_CODES).index(code) + 1]
+    )
     prosody = clip_prosody(CREMA_D_EMOTION_CODES[code], level, speaker, rng, cfg.variability)
     vowels = sentence_vowels(sentence, cfg.seed)
     return synthesize(vowels, prosody, speaker, rng, cfg.sample_rate, cfg.min_duration, cfg.max_duration)
@@ -261,8 +294,12 @@ def render_clip(cfg: SyntheticCorpusConfig, spec: tuple[int, str, str, str]) -> 
 def _write_clips(cfg: SyntheticCorpusConfig, folder: Path, specs: list[tuple[int, str, str, str]]) -> int:
     for spec in specs:
         speaker, sentence, code, level = spec
-        sf.write(folder / f"{speaker:04d}_{sentence}_{code}_{level}.wav", render_clip(cfg, spec),
-                 cfg.sample_rate, subtype="PCM_16")  # fmt: skip
+        sf.write(
+            folder / f"{speaker:04d}_{sentence}_{code}_{level}.wav",
+            render_clip(cfg, spec),
+            cfg.sample_rate,
+            subtype="PCM_16",
+        )
     return len(specs)
 
 

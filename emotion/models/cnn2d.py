@@ -20,23 +20,37 @@ class CNN2D(nn.Module):
 
     arch = "cnn2d"
 
-    def __init__(self, input_shapes: dict[str, tuple[int, ...]], num_classes: int = 6,
-                 channels: Sequence[int] = (256, 128, 64), kernel_size: int = 3, pool_size: int = 2,
-                 dropout: float = 0.25, dense: int = 64, activation: str = "relu") -> None:  # fmt: skip
+    def __init__(
+        self,
+        input_shapes: dict[str, tuple[int, ...]],
+        num_classes: int = 6,
+        channels: Sequence[int] = (256, 128, 64),
+        kernel_size: int = 3,
+        pool_size: int = 2,
+        dropout: float = 0.25,
+        dense: int = 64,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         self.input_name, (in_channels, height, width) = single_input(
             input_shapes, 3, "cnn2d", "(channels, height, width)"
         )
         blocks: list[nn.Module] = []
         for out_channels in channels:
-            blocks += [nn.Conv2d(in_channels, out_channels, kernel_size, padding="same"), make_activation(activation),
-                       nn.MaxPool2d(pool_size), nn.Dropout(dropout)]  # fmt: skip
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, kernel_size, padding="same"),
+                make_activation(activation),
+                nn.MaxPool2d(pool_size),
+                nn.Dropout(dropout),
+            ]
             in_channels, height, width = out_channels, height // pool_size, width // pool_size
         self.convs = nn.Sequential(*blocks)
         self.embedding = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_channels * height * width, dense), make_activation(activation),
+            nn.Flatten(),
+            nn.Linear(in_channels * height * width, dense),
+            make_activation(activation),
             nn.BatchNorm1d(dense),
-        )  # fmt: skip
+        )
         self.classifier = nn.Linear(dense, num_classes)
         self.embedding_size = dense
 

@@ -26,10 +26,17 @@ class Fusion(nn.Module):
 
     arch = "fusion"
 
-    def __init__(self, input_shapes: dict[str, tuple[int, ...]], num_classes: int = 6,
-                 branch: dict[str, Any] | None = None, hidden: int = 64, dropout: float = 0.3,
-                 activation: str = "relu", mode: Literal["end_to_end", "stacked"] = "end_to_end",
-                 branch_checkpoints: Sequence[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        input_shapes: dict[str, tuple[int, ...]],
+        num_classes: int = 6,
+        branch: dict[str, Any] | None = None,
+        hidden: int = 64,
+        dropout: float = 0.3,
+        activation: str = "relu",
+        mode: Literal["end_to_end", "stacked"] = "end_to_end",
+        branch_checkpoints: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
         if set(input_shapes) != set(BRANCH_INPUTS):
             given = ", ".join(f"{name} {tuple(shape)}" for name, shape in input_shapes.items())
@@ -40,9 +47,11 @@ class Fusion(nn.Module):
         )
         embedded = sum(b.embedding_size for b in self.branches.values())
         self.head = nn.Sequential(
-            nn.Linear(embedded, hidden), make_activation(activation), nn.Dropout(dropout),
+            nn.Linear(embedded, hidden),
+            make_activation(activation),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
-        )  # fmt: skip
+        )
         self.mode = mode
         if mode == "stacked":
             self._load_and_freeze_branches(branch_checkpoints)
@@ -69,7 +78,7 @@ class Fusion(nn.Module):
                 "fusion mode=stacked needs model.branch_checkpoints=[LOGMEL_SOURCE,MFCC_SOURCE]: "
                 "checkpoint paths or MLflow run IDs of trained cnn2d runs"
             )
-        for name, source in zip(BRANCH_INPUTS, sources):
+        for name, source in zip(BRANCH_INPUTS, sources, strict=True):
             branch = self.branches[name]
             state = load_model_state(source)
             try:

@@ -37,15 +37,57 @@ def _metrics(num_classes: int, prefix: str) -> MetricCollection:
     )
 
 
-class EmotionClassifier(pl.LightningModule):
-    """Trains any architecture of `emotion.models` on batches of (features, label)."""
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
-    def __init__(self, model: nn.Module, classes: Sequence[str], optimizer: OptimizerFactory,
-                 scheduler: SchedulerFactory | None = None, scheduler_monitor: str = "val/loss",
-                 label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None) -> None:  # fmt: skip
+
+class Standardizer(nn.Module):
+    """Per-frequency-row standardisation of each input with training-set statistics, kept in the checkpoint."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        super().__init__()
+        self.names = tuple(shapes)
+        for name, shape in shapes.items():
+            stats_shape = (shape[0], shape[1], *([1] * (len(shape) - 2)))
+            self.register_buffer(f"{name}_mean", torch.zeros(stats_shape))
+            self.register_buffer(f"{name}_std", torch.ones(stats_shape))
+
+    @torch.no_grad()
+    def fit(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Set the statistics from a (training) batch of every input: mean and std over examples and time."""
+        for name in self.names:
+            x = inputs[name]
+            dims = [0, *range(3, x.dim())]  # keep (channel, frequency)
+            getattr(self, f"{name}_mean").copy_(x.mean(dim=dims, keepdim=True)[0])
+            getattr(self, f"{name}_std").copy_(x.std(dim=dims, keepdim=True)[0].clamp_min(1e-5))
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: (x - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std") for name, x in inputs.items()}
+
+
+class EmotionClassifier(pl.LightningModule):
+    """Trains any architecture of `emotion.models` on batches of (features, label).
+
+    Inputs are standardised per frequency row with the statistics given to
+    `standardizer.fit` (the training partition's) before they reach the network.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: Sequence[str],
+        input_shapes: dict[str, tuple[int, ...]],
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_monitor: str = "val/loss",
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
-        self.model = model
+        # Channels-last convolutions run about 30% faster on CPU (oneDNN) and on GPU tensor cores.
+        self.model = model.to(memory_format=torch.channels_last)
+        self.standardizer = Standardizer(input_shapes)
         self.classes = tuple(classes)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -59,7 +101,7 @@ class EmotionClassifier(pl.LightningModule):
         self.test_targets: list[torch.Tensor] = []
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(inputs)
+        return self.model({name: _channels_last(x) for name, x in self.standardizer(inputs).items()})
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
@@ -109,5 +151,7 @@ class EmotionClassifier(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor, "interval": "epoch"}}  # fmt: skip
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor, "interval": "epoch"},
+        }

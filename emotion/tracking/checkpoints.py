@@ -24,10 +24,10 @@ def resolve_checkpoint(source: str) -> Path:
     import mlflow
 
     try:
-        folder = Path(mlflow.artifacts.download_artifacts(run_id=match["run_id"], artifact_path=CHECKPOINT_ARTIFACT_DIR))
+        folder = mlflow.artifacts.download_artifacts(run_id=match["run_id"], artifact_path=CHECKPOINT_ARTIFACT_DIR)
     except Exception as exc:  # MLflow raises several types for a missing run or artifact
         raise ConfigError(f"cannot download the checkpoint of MLflow run {match['run_id']}: {exc}") from exc
-    checkpoints = sorted(folder.glob("*.ckpt"))
+    checkpoints = sorted(Path(folder).glob("*.ckpt"))
     if not checkpoints:
         raise ConfigError(f"MLflow run {match['run_id']} has no .ckpt under {CHECKPOINT_ARTIFACT_DIR}/")
     return checkpoints[0]

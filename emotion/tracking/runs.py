@@ -8,16 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import yaml
+from lightning.pytorch.loggers import MLFlowLogger
+from matplotlib.figure import Figure
+from sklearn.metrics import classification_report, confusion_matrix
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
-from sklearn.metrics import classification_report, confusion_matrix  # noqa: E402
-
-from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR  # noqa: E402
+from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
 
 
 def artifact_uri(location: str) -> str:
@@ -25,12 +22,22 @@ def artifact_uri(location: str) -> str:
     return location if "://" in location else Path(location).expanduser().resolve().as_uri()
 
 
-def make_logger(tracking_uri: str, experiment_name: str, artifact_location: str, run_name: str | None = None,
-                tags: Mapping[str, str] | None = None) -> MLFlowLogger:  # fmt: skip
+def make_logger(
+    tracking_uri: str,
+    experiment_name: str,
+    artifact_location: str,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> MLFlowLogger:
     """A Lightning MLFlowLogger; a new experiment stores its artifacts under `artifact_location`."""
-    return MLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_name=run_name,
-                        tags=dict(tags or {}), artifact_location=artifact_uri(artifact_location),
-                        log_model=False)  # fmt: skip
+    return MLFlowLogger(
+        experiment_name=experiment_name,
+        tracking_uri=tracking_uri,
+        run_name=run_name,
+        tags=dict(tags or {}),
+        artifact_location=artifact_uri(artifact_location),
+        log_model=False,
+    )
 
 
 @contextmanager
@@ -48,7 +55,7 @@ def run_status(logger: MLFlowLogger) -> Iterator[None]:
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config as dotted keys (`model.channels`), lists kept as their string form; Hydra's `_partial_` left out."""
+    """Nested config as dotted keys (`model.channels`); lists stay whole, Hydra's `_partial_` flags are left out."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if key == "_partial_":
@@ -71,20 +78,29 @@ def log_json(logger: MLFlowLogger, payload: Any, artifact_file: str) -> None:
     logger.experiment.log_text(logger.run_id, json.dumps(payload, indent=2), artifact_file)
 
 
-def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> plt.Figure:
+def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> Figure:
     """Counts and row-normalised (recall) confusion matrices side by side."""
     counts = confusion_matrix(y_true, y_pred, labels=range(len(classes)))
     recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    figure, axes = plt.subplots(1, 2, figsize=(12, 5.2), constrained_layout=True)
+    figure = Figure(figsize=(12, 5.2), constrained_layout=True)
+    axes = figure.subplots(1, 2)
     for ax, matrix, title, fmt in ((axes[0], counts, "counts", "d"), (axes[1], recall, "row-normalised", ".2f")):
         image = ax.imshow(matrix, cmap="Blues", vmin=0)
-        ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-               xlabel="predicted", ylabel="true", title=f"Confusion matrix ({title})")  # fmt: skip
+        ax.set(
+            xticks=range(len(classes)),
+            yticks=range(len(classes)),
+            xticklabels=classes,
+            yticklabels=classes,
+            xlabel="predicted",
+            ylabel="true",
+            title=f"Confusion matrix ({title})",
+        )
         ax.tick_params(axis="x", rotation=45)
         threshold = matrix.max() / 2
         for (row, col), value in np.ndenumerate(matrix):
-            ax.text(col, row, format(value, fmt), ha="center", va="center",
-                    color="white" if value > threshold else "black")  # fmt: skip
+            ax.text(
+                col, row, format(value, fmt), ha="center", va="center", color="white" if value > threshold else "black"
+            )
         figure.colorbar(image, ax=ax, shrink=0.8)
     return figure
 
@@ -93,12 +109,12 @@ def log_test_report(logger: MLFlowLogger, y_true: np.ndarray, y_pred: np.ndarray
     """`confusion_matrix.png` and `classification_report.{json,txt}` of the test predictions."""
     labels = list(range(len(classes)))
     report = dict(labels=labels, target_names=list(classes), zero_division=0)
-    logger.experiment.log_text(logger.run_id, classification_report(y_true, y_pred, digits=3, **report),
-                               "classification_report.txt")  # fmt: skip
+    logger.experiment.log_text(
+        logger.run_id, classification_report(y_true, y_pred, digits=3, **report), "classification_report.txt"
+    )
     log_json(logger, classification_report(y_true, y_pred, output_dict=True, **report), "classification_report.json")
     figure = plot_confusion_matrix(y_true, y_pred, classes)
     logger.experiment.log_figure(logger.run_id, figure, "confusion_matrix.png")
-    plt.close(figure)
 
 
 def log_checkpoint(logger: MLFlowLogger, path: str | Path) -> None:

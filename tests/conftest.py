@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny synthetic corpus, real MLflow stores and composed Hydra configs in temporary folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from emotion.config import CONFIG_DIR, register_resolvers
+from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
+
+register_resolvers()
+
+#: A corpus small enough for tests: 6 speakers x 2 sentences x 6 emotions = 72 clips.
+TINY_CORPUS = {"n_speakers": 6, "n_sentences": 2}
+#: Train a handful of batches only.
+FEW_BATCHES = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+    "+trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the whole session, so the tiny corpus is synthesised once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(cache_dir: Path) -> Path:
+    return generate_corpus(SyntheticCorpusConfig(**TINY_CORPUS), cache_dir, workers=1)
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    """A real MLflow SQLite store of the test's own."""
+    return f"sqlite:///{tmp_path / 'mlruns.db'}"
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, cache_dir: Path, tracking_uri: str):
+    """Compose the app's config with test paths, a tiny corpus and `overrides`."""
+
+    def make(*overrides: str, corpus: dict | None = None) -> DictConfig:
+        corpus = TINY_CORPUS if corpus is None else corpus
+        base = [
+            f"paths.cache_dir={cache_dir}",
+            f"paths.output_dir={tmp_path / 'outputs'}",
+            f"logger.tracking_uri={tracking_uri}",
+            f"logger.artifact_location={tmp_path / 'mlartifacts'}",
+            *(f"data.synthetic.{k}={v}" for k, v in corpus.items()),
+        ]
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=[*base, *overrides])
+
+    return make
+
+
+def finished_runs(tracking_uri: str, experiment: str = "emotion") -> list[mlflow.entities.Run]:
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r} in {tracking_uri}"
+    return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])

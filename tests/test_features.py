@@ -1,0 +1,120 @@
+"""Features: shapes, decoding, crop/pad policy, and the on-disk cache."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from emotion.data.audio import fit_length, load_audio
+from emotion.data.cache import FeatureCache
+from emotion.data.corpora import read_crema_d
+from emotion.data.features import MFCC, LogMel, LogMelMFCC, MelMean, Spectral
+from emotion.errors import DataError
+
+SPECTRAL = Spectral()
+
+
+@pytest.mark.parametrize(
+    ("features", "shapes"),
+    [
+        (LogMel(SPECTRAL), {"logmel": (1, 128, 62)}),
+        (MelMean(SPECTRAL), {"mel_mean": (1, 128)}),
+        (MFCC(SPECTRAL, n_mfcc=40), {"mfcc": (1, 40, 62)}),
+        (LogMelMFCC(SPECTRAL, n_mfcc=20), {"logmel": (1, 128, 62), "mfcc": (1, 20, 62)}),
+    ],
+)
+def test_feature_sets_produce_the_shapes_they_declare(features, shapes) -> None:
+    assert features.shapes() == shapes
+    batch = features(torch.randn(3, features.n_samples))
+    assert {name: tuple(t.shape[1:]) for name, t in batch.items()} == shapes
+    assert all(t.shape[0] == 3 and torch.isfinite(t).all() for t in batch.values())
+
+
+def test_log_mel_clamps_each_clip_to_its_own_dynamic_range() -> None:
+    loud, quiet = torch.randn(SPECTRAL.n_samples), 1e-4 * torch.randn(SPECTRAL.n_samples)
+    together = LogMel(SPECTRAL)(torch.stack([loud, quiet]))["logmel"]
+    alone = LogMel(SPECTRAL)(quiet[None])["logmel"]
+    assert torch.allclose(together[1], alone[0], atol=1e-4)
+
+
+def test_window_is_exactly_n_frames() -> None:
+    assert SPECTRAL.n_samples == 512 * 61
+    assert fit_length(torch.ones(100), 300).shape == (300,)
+    assert fit_length(torch.ones(100), 300)[100:].abs().sum() == 0  # short clips are zero-padded at the end
+    assert torch.equal(fit_length(torch.arange(10.0), 4), torch.tensor([3.0, 4.0, 5.0, 6.0]))  # centre crop
+
+
+def test_audio_is_decoded_to_mono_at_the_requested_rate(tmp_path: Path) -> None:
+    stereo = np.stack([np.sin(np.linspace(0, 100, 44100)), np.zeros(44100)], axis=1).astype(np.float32)
+    sf.write(tmp_path / "stereo.wav", stereo, 44100)
+    wave = load_audio(tmp_path / "stereo.wav", 16000)
+    assert wave.shape == (16000,)
+    assert wave.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "cannot decode audio file"), (b"RIFF not really a wav file", "cannot decode audio file")],
+)
+def test_undecodable_files_are_named(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "1001_IEO_ANG_MD.wav"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=f"{message} {path}"):
+        load_audio(path, 16000)
+
+
+def test_zero_length_audio_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(DataError, match=f"audio file has no samples: {path}"):
+        load_audio(path, 16000)
+
+
+def test_second_read_computes_nothing(tiny_corpus: Path, tmp_path: Path) -> None:
+    clips = read_crema_d(tiny_corpus)
+    first = FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL)).table(clips)
+    second = FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL)).table(clips)
+    assert (first.computed, first.cached) == (72, 0)
+    assert (second.computed, second.cached) == (0, 72)
+    assert torch.equal(first.tensors["logmel"], second.tensors["logmel"])
+
+
+def test_cache_is_keyed_by_feature_parameters(tiny_corpus: Path, tmp_path: Path) -> None:
+    clips = read_crema_d(tiny_corpus)
+    FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL)).table(clips)
+    other = FeatureCache(tmp_path, tiny_corpus, LogMel(Spectral(n_mels=64))).table(clips)
+    assert other.computed == 72
+    assert other.tensors["logmel"].shape == (72, 1, 64, 62)
+
+
+def test_only_missing_clips_are_computed_after_an_interrupted_run(tiny_corpus: Path, tmp_path: Path) -> None:
+    clips = read_crema_d(tiny_corpus)
+    cache = FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL), shard_size=16)
+    cache.table(clips[:40])  # a run that died after caching 40 clips
+    (cache.folder / ".shard-dead.pt.partial").write_bytes(b"half-written")  # what a kill mid-write leaves
+    resumed = cache.table(clips)
+    assert (resumed.computed, resumed.cached) == (32, 40)
+    assert resumed.tensors["logmel"].shape[0] == 72
+
+
+def test_undecodable_clips_are_skipped_and_counted(tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    (corpus / "1001_IEO_ANG_MD.wav").write_bytes(b"garbage")
+    clips = read_crema_d(corpus)
+    table = FeatureCache(tmp_path, corpus, LogMel(SPECTRAL)).table(clips, on_bad_file="skip")
+    assert table.skipped == [str(corpus / "1001_IEO_ANG_MD.wav")]
+    assert len(table.clips) == 71 and table.tensors["logmel"].shape[0] == 71
+
+
+def test_undecodable_clips_stop_the_run_under_the_error_policy(tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    (corpus / "1001_IEO_ANG_MD.wav").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"1001_IEO_ANG_MD\.wav"):
+        FeatureCache(tmp_path, corpus, LogMel(SPECTRAL)).table(read_crema_d(corpus), on_bad_file="error")

@@ -1,0 +1,71 @@
+"""The report's architectures: faithful sizes, clear errors on the wrong features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emotion.data.features import MFCC, LogMel, LogMelMFCC, MelMean, Spectral
+from emotion.errors import ConfigError
+from emotion.models.cnn1d import CNN1D
+from emotion.models.cnn2d import CNN2D
+from emotion.models.fusion import Fusion
+from emotion.models.module import count_trainable_params
+
+SPECTRAL = Spectral()
+
+
+def test_cnn1d_has_the_reports_552486_trainable_parameters() -> None:
+    model = CNN1D(MelMean(SPECTRAL).shapes())
+    assert count_trainable_params(model) == 552_486
+    buffers = sum(b.numel() for name, b in model.named_buffers() if "running" in name)
+    assert count_trainable_params(model) + buffers == 553_894  # Keras's total counts BatchNorm's moving stats
+
+
+def test_cnn2d_has_the_reports_830726_trainable_parameters() -> None:
+    assert count_trainable_params(CNN2D(LogMel(SPECTRAL).shapes())) == 830_726
+
+
+@pytest.mark.parametrize(
+    ("model_class", "features"),
+    [(CNN1D, MelMean(SPECTRAL)), (CNN2D, LogMel(SPECTRAL)), (CNN2D, MFCC(SPECTRAL)), (Fusion, LogMelMFCC(SPECTRAL))],
+)
+def test_each_model_maps_a_batch_of_its_features_to_class_logits(model_class, features) -> None:
+    model = model_class(features.shapes(), num_classes=6).eval()
+    logits = model(features(torch.randn(2, features.n_samples)))
+    assert logits.shape == (2, 6)
+
+
+def test_fusion_branches_are_the_2d_cnn_up_to_its_embedding() -> None:
+    fusion = Fusion(LogMelMFCC(SPECTRAL, n_mfcc=40).shapes())
+    mel_branch = count_trainable_params(fusion.branches["logmel"])
+    assert mel_branch == 830_726 - (64 * 6 + 6)  # the 2D CNN without its last Dense layer
+    head = (128 * 64 + 64) + (64 * 6 + 6)
+    assert count_trainable_params(fusion) == mel_branch + count_trainable_params(fusion.branches["mfcc"]) + head
+
+
+def test_sizes_and_choices_are_configurable() -> None:
+    model = CNN2D(LogMel(SPECTRAL).shapes(), channels=(8, 16), kernel_size=5, dense=32, activation="elu")
+    assert [m.out_channels for m in model.convs if isinstance(m, torch.nn.Conv2d)] == [8, 16]
+    assert isinstance(model.convs[1], torch.nn.ELU)
+    with pytest.raises(ConfigError, match="unknown activation 'swish'"):
+        CNN2D(LogMel(SPECTRAL).shapes(), activation="swish")
+
+
+@pytest.mark.parametrize(
+    ("model_class", "features", "message"),
+    [
+        (CNN1D, LogMel(SPECTRAL), r"cnn1d takes one input shaped \(channels, length\), but the features give logmel"),
+        (CNN2D, MelMean(SPECTRAL), r"cnn2d takes one input shaped \(channels, height, width\).*mel_mean \(1, 128\)"),
+        (CNN2D, LogMelMFCC(SPECTRAL), r"cnn2d takes one input.*logmel \(1, 128, 62\), mfcc \(1, 40, 62\)"),
+        (Fusion, LogMel(SPECTRAL), r"fusion takes two inputs named logmel and mfcc"),
+    ],
+)
+def test_a_model_given_the_wrong_features_says_so_at_construction(model_class, features, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        model_class(features.shapes())
+
+
+def test_stacked_fusion_needs_two_branch_checkpoints() -> None:
+    with pytest.raises(ConfigError, match=r"model.branch_checkpoints=\[LOGMEL_SOURCE,MFCC_SOURCE\]"):
+        Fusion(LogMelMFCC(SPECTRAL).shapes(), mode="stacked")

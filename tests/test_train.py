@@ -1,0 +1,107 @@
+"""The training app end to end: real MLflow runs in a temporary SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from emotion.train import train
+from tests.conftest import FEW_BATCHES, TINY_CORPUS, finished_runs
+
+EPOCH_METRICS = {"train/loss", "val/loss", "val/acc", "val/f1", "val/uar"}
+TEST_METRICS = {"test/acc", "test/f1", "test/uar"}
+ARTIFACTS = {"config.yaml", "confusion_matrix.png", "classification_report.json", "classification_report.txt"}
+
+
+def run_app(*overrides: str, tmp_path: Path, cache_dir: Path) -> subprocess.CompletedProcess:
+    """`python -m emotion.train` as a user would start it, in `tmp_path` (on the tiny corpus unless data= is given)."""
+    env = {**os.environ, "EMOTION_CACHE_DIR": str(cache_dir), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns.db"}
+    own_data = any(o.startswith("data=") for o in overrides)
+    corpus = [] if own_data else [f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()]
+    return subprocess.run(
+        [sys.executable, "-m", "emotion.train", *corpus, *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_tiny_run_of_the_app_writes_a_finished_mlflow_run(tmp_path: Path, cache_dir: Path) -> None:
+    result = run_app(*FEW_BATCHES, "model.channels=[8,8,8]", tmp_path=tmp_path, cache_dir=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (run,) = finished_runs(f"sqlite:///{tmp_path}/mlruns.db")
+    assert run.info.status == "FINISHED"
+    assert set(run.data.metrics) >= EPOCH_METRICS | TEST_METRICS
+    assert run.data.params["model.channels"] == "[8, 8, 8]"
+    assert run.data.params["trainable_params"] == "59174"
+    assert run.data.tags["architecture"] == "cnn2d" and run.data.tags["features"] == "logmel"
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert artifacts >= ARTIFACTS
+    (checkpoint,) = client.list_artifacts(run.info.run_id, "checkpoints")
+    assert checkpoint.path.endswith(".ckpt") and checkpoint.file_size > 0
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+    report = json.loads(client.download_artifacts(run.info.run_id, "classification_report.json", str(tmp_path)) and
+                        (tmp_path / "classification_report.json").read_text())  # fmt: skip
+    assert set(report) >= {"angry", "disgust", "fear", "happy", "neutral", "sad", "accuracy", "macro avg"}
+
+
+def test_a_second_run_computes_no_features(make_config, tracking_uri: str) -> None:
+    small = ["model.channels=[4,4,4]", *FEW_BATCHES]
+    train(make_config(*small, "features.spectral.n_mels=32"))
+    train(make_config(*small, "features.spectral.n_mels=32"))
+    first, second = finished_runs(tracking_uri)
+    assert first.data.params["features_computed"] == "72"
+    assert (second.data.params["features_computed"], second.data.params["features_cached"]) == ("0", "72")
+
+
+def test_the_split_is_logged_per_partition(make_config, tracking_uri: str, tmp_path: Path) -> None:
+    train(make_config("model.channels=[4,4,4]", *FEW_BATCHES))
+    (run,) = finished_runs(tracking_uri)
+    path = mlflow.MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "split.json", str(tmp_path))
+    split = json.loads(Path(path).read_text())
+    assert [len(split[p]["speakers"]) for p in ("train", "val", "test")] == [4, 1, 1]
+    assert run.data.params["split.test_clips"] == str(split["test"]["clips"]) == "12"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=crema_d", "data.root=/no/such/folder"], "error: data folder does not exist: /no/such/folder"),
+        (["model=cnn1d"], "error: model CNN1D cannot take features=logmel: model cnn1d takes one input shaped"),
+        (["data.split.strategy=by_age"], "error: unknown split strategy 'by_age'"),
+    ],
+)
+def test_bad_input_gives_a_one_line_error(overrides, message, tmp_path: Path, cache_dir: Path) -> None:
+    result = run_app(*overrides, tmp_path=tmp_path, cache_dir=cache_dir)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(message), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_undecodable_wav_is_named_under_the_error_policy(tmp_path: Path, cache_dir: Path, tiny_corpus) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for wav in sorted(tiny_corpus.glob("*.wav")):
+        (corpus / wav.name).write_bytes(wav.read_bytes())
+    (corpus / "1003_TIE_SAD_MD.wav").write_bytes(b"RIFF....WAVEfmt broken")
+    result = run_app("data=crema_d", f"data.root={corpus}", "data.on_bad_file=error", tmp_path=tmp_path,
+                     cache_dir=cache_dir)  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: cannot decode audio file {corpus / '1003_TIE_SAD_MD.wav'}")
+    )
