@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
+import mlflow
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -72,6 +73,7 @@ def run_tags(cfg: DictConfig, model: nn.Module, features: FeatureSet) -> dict[st
 def train(cfg: DictConfig) -> float:
     """Train, test and log one run; returns the best value of the monitored metric."""
     pl.seed_everything(cfg.seed, workers=True)
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)  # models may load trained weights from runs of this store
     features: FeatureSet = instantiate(cfg.features)
     model = build_model(cfg, features, len(cfg.data.classes))
     datamodule: EmotionDataModule = instantiate(cfg.data, features=features, cache_dir=cfg.paths.cache_dir)

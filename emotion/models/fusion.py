@@ -86,3 +86,6 @@ class Fusion(nn.Module):
             except RuntimeError as exc:
                 raise ConfigError(f"checkpoint {source} does not fit the fusion {name} branch: {exc}") from exc
             branch.requires_grad_(False)
+        # Lightning keeps each submodule's own train/eval flag (it never calls .train() on the whole model),
+        # so the frozen branches are put in eval mode here, and `train` below keeps them there.
+        self.branches.eval()
