@@ -7,6 +7,7 @@ emotion-train data=crema_d data.root=/data/CREMA-D trainer.max_epochs=30
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -58,15 +59,15 @@ def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[ModelCheckpoi
     return checkpoint, callbacks
 
 
-def run_tags(cfg: DictConfig, model: nn.Module, features: FeatureSet) -> dict[str, str]:
+def run_tags(cfg: DictConfig, model: nn.Module, features: FeatureSet, datamodule: EmotionDataModule) -> dict[str, str]:
     """Tags that make runs easy to filter in the MLflow UI."""
     return {
         "architecture": getattr(model, "arch", type(model).__name__),
         "features": features.name,
         "data": cfg.data.name,
         "split": cfg.data.split.strategy,
-        "augmentation": "none",
-        "leaky": "false",
+        "augmentation": cfg.augment.get("name", "none") if cfg.augment else "none",
+        "leaky": str(datamodule.leaky).lower(),
     }
 
 
@@ -76,9 +77,12 @@ def train(cfg: DictConfig) -> float:
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)  # models may load trained weights from runs of this store
     features: FeatureSet = instantiate(cfg.features)
     model = build_model(cfg, features, len(cfg.data.classes))
-    datamodule: EmotionDataModule = instantiate(cfg.data, features=features, cache_dir=cfg.paths.cache_dir)
+    augment = OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None
+    datamodule: EmotionDataModule = instantiate(
+        cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=augment
+    )
     datamodule.setup()
-    tags = run_tags(cfg, model, features)
+    tags = run_tags(cfg, model, features, datamodule)
     logger = runs.make_logger(
         cfg.logger.tracking_uri,
         cfg.logger.experiment_name,
@@ -103,6 +107,12 @@ def _fit_and_test(
             "features_computed": table.computed,
             "features_cached": table.cached,
             "clips_skipped": len(table.skipped),
+            "names_skipped": datamodule.bad_names,
+            "dropped_classes": json.dumps(datamodule.dropped_classes, sort_keys=True),
+            **{
+                f"split.{p}_speakers": ",".join(sorted({datamodule.clips[i].speaker for i in split.partition(p)}))
+                for p in PARTITIONS
+            },
             **{f"split.{p}_clips": len(split.partition(p)) for p in PARTITIONS},
         }
     )
@@ -117,7 +127,7 @@ def _fit_and_test(
         label_smoothing=cfg.loss.label_smoothing,
         class_weights=datamodule.class_weights() if cfg.loss.class_weighting else None,
     )
-    module.standardizer.fit(datamodule.datasets["train"].tensors)
+    module.standardizer.fit(datamodule.clean_train_features())
     checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints")
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir

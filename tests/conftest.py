@@ -47,12 +47,12 @@ def tracking_uri(tmp_path: Path) -> str:
 
 @pytest.fixture
 def make_config(tmp_path: Path, cache_dir: Path, tracking_uri: str):
-    """Compose the app's config with test paths, a tiny corpus and `overrides`."""
+    """Compose the app's config with test paths, a tiny corpus and `overrides`; `cache` replaces the shared cache."""
 
-    def make(*overrides: str, corpus: dict | None = None) -> DictConfig:
+    def make(*overrides: str, corpus: dict | None = None, cache: Path | None = None) -> DictConfig:
         corpus = TINY_CORPUS if corpus is None else corpus
         base = [
-            f"paths.cache_dir={cache_dir}",
+            f"paths.cache_dir={cache or cache_dir}",
             f"paths.output_dir={tmp_path / 'outputs'}",
             f"logger.tracking_uri={tracking_uri}",
             f"logger.artifact_location={tmp_path / 'mlartifacts'}",

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from emotion.data.corpora import read_crema_d
+from emotion.data.corpora import read_corpus
 from emotion.errors import DataError
 
 
 def test_manifest_has_path_speaker_emotion_sentence_and_intensity(tiny_corpus: Path) -> None:
-    clips = read_crema_d(tiny_corpus)
+    clips = read_corpus(tiny_corpus).clips
     clip = next(c for c in clips if Path(c.path).name == "1001_IEO_ANG_MD.wav")
     assert clip.as_dict() == {
         "path": str(tiny_corpus / "1001_IEO_ANG_MD.wav"),
@@ -21,17 +21,18 @@ def test_manifest_has_path_speaker_emotion_sentence_and_intensity(tiny_corpus: P
         "emotion": "angry",
         "sentence": "IEO",
         "intensity": "MD",
+        "copy": 0,
     }
 
 
 def test_reads_nested_folders_as_a_corpus_unpacks(tiny_corpus: Path, tmp_path: Path) -> None:
     nested = tmp_path / "CREMA-D" / "AudioWAV"
     shutil.copytree(tiny_corpus, nested)
-    assert len(read_crema_d(tmp_path)) == 72
+    assert len(read_corpus(tmp_path).clips) == 72
 
 
 def test_classes_outside_the_class_set_are_dropped(tiny_corpus: Path) -> None:
-    clips = read_crema_d(tiny_corpus, classes=("angry", "sad"))
+    clips = read_corpus(tiny_corpus, classes=("angry", "sad")).clips
     assert {c.emotion for c in clips} == {"angry", "sad"}
     assert len(clips) == 24
 
@@ -48,22 +49,22 @@ def test_names_outside_the_scheme_are_skipped_with_a_counted_warning(
     corpus_with_stray_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        clips = read_crema_d(corpus_with_stray_file, on_bad_name="skip")
+        clips = read_corpus(corpus_with_stray_file, on_bad_name="skip").clips
     assert len(clips) == 72
-    assert "skipped 2 file(s) whose names are outside the CREMA-D scheme" in caplog.text
+    assert "skipped 2 file(s) whose names crema_d could not read" in caplog.text
 
 
 def test_names_outside_the_scheme_stop_the_read_under_the_error_policy(corpus_with_stray_file: Path) -> None:
-    with pytest.raises(DataError, match=r"outside the CREMA-D scheme.*1001_IEO_XYZ_HI\.wav"):
-        read_crema_d(corpus_with_stray_file, on_bad_name="error")
+    with pytest.raises(DataError, match=r"unknown CREMA-D emotion code 'XYZ': .*1001_IEO_XYZ_HI\.wav"):
+        read_corpus(corpus_with_stray_file, on_bad_name="error")
 
 
 def test_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=f"data folder does not exist: {tmp_path / 'nowhere'}"):
-        read_crema_d(tmp_path / "nowhere")
+        read_corpus(tmp_path / "nowhere")
 
 
 def test_empty_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("no audio here")
     with pytest.raises(DataError, match=f"holds no audio files.*{tmp_path}"):
-        read_crema_d(tmp_path)
+        read_corpus(tmp_path)

@@ -12,7 +12,7 @@ import torch
 
 from emotion.data.audio import fit_length, load_audio
 from emotion.data.cache import FeatureCache
-from emotion.data.corpora import read_crema_d
+from emotion.data.corpora import read_corpus
 from emotion.data.features import MFCC, LogMel, LogMelMFCC, MelMean, Spectral
 from emotion.errors import DataError
 
@@ -76,7 +76,7 @@ def test_zero_length_audio_is_named(tmp_path: Path) -> None:
 
 
 def test_second_read_computes_nothing(tiny_corpus: Path, tmp_path: Path) -> None:
-    clips = read_crema_d(tiny_corpus)
+    clips = read_corpus(tiny_corpus).clips
     first = FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL)).table(clips)
     second = FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL)).table(clips)
     assert (first.computed, first.cached) == (72, 0)
@@ -85,7 +85,7 @@ def test_second_read_computes_nothing(tiny_corpus: Path, tmp_path: Path) -> None
 
 
 def test_cache_is_keyed_by_feature_parameters(tiny_corpus: Path, tmp_path: Path) -> None:
-    clips = read_crema_d(tiny_corpus)
+    clips = read_corpus(tiny_corpus).clips
     FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL)).table(clips)
     other = FeatureCache(tmp_path, tiny_corpus, LogMel(Spectral(n_mels=64))).table(clips)
     assert other.computed == 72
@@ -93,7 +93,7 @@ def test_cache_is_keyed_by_feature_parameters(tiny_corpus: Path, tmp_path: Path)
 
 
 def test_only_missing_clips_are_computed_after_an_interrupted_run(tiny_corpus: Path, tmp_path: Path) -> None:
-    clips = read_crema_d(tiny_corpus)
+    clips = read_corpus(tiny_corpus).clips
     cache = FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL), shard_size=16)
     cache.table(clips[:40])  # a run that died after caching 40 clips
     (cache.folder / ".shard-dead.pt.partial").write_bytes(b"half-written")  # what a kill mid-write leaves
@@ -106,7 +106,7 @@ def test_undecodable_clips_are_skipped_and_counted(tiny_corpus: Path, tmp_path: 
     corpus = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, corpus)
     (corpus / "1001_IEO_ANG_MD.wav").write_bytes(b"garbage")
-    clips = read_crema_d(corpus)
+    clips = read_corpus(corpus).clips
     table = FeatureCache(tmp_path, corpus, LogMel(SPECTRAL)).table(clips, on_bad_file="skip")
     assert table.skipped == [str(corpus / "1001_IEO_ANG_MD.wav")]
     assert len(table.clips) == 71 and table.tensors["logmel"].shape[0] == 71
@@ -117,4 +117,4 @@ def test_undecodable_clips_stop_the_run_under_the_error_policy(tiny_corpus: Path
     shutil.copytree(tiny_corpus, corpus)
     (corpus / "1001_IEO_ANG_MD.wav").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"1001_IEO_ANG_MD\.wav"):
-        FeatureCache(tmp_path, corpus, LogMel(SPECTRAL)).table(read_crema_d(corpus), on_bad_file="error")
+        FeatureCache(tmp_path, corpus, LogMel(SPECTRAL)).table(read_corpus(corpus).clips, on_bad_file="error")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from emotion.data.corpora import Clip, read_crema_d
-from emotion.data.splits import Split, check_speaker_disjoint, split_manifest
+from emotion.data.corpora import Clip, read_corpus
+from emotion.data.splits import Split, check_no_leakage, split_manifest
 from emotion.data.synthetic import SyntheticCorpusConfig, clip_specs
 from emotion.errors import DataError
 
@@ -55,10 +55,10 @@ def test_clip_split_is_the_reports_protocol_and_shares_speakers() -> None:
 
 
 def test_a_speaker_in_two_partitions_is_caught(tiny_corpus: Path) -> None:
-    clips = read_crema_d(tiny_corpus)
+    clips = read_corpus(tiny_corpus).clips
     leaky = Split(train=[0, 1], val=[], test=[2])  # clips 0-2 are all speaker 1001
-    with pytest.raises(DataError, match="speaker 1001 is in both the train and test partitions"):
-        check_speaker_disjoint(clips, leaky)
+    with pytest.raises(DataError, match="leak: speaker 1001 is in both the train and test partitions"):
+        check_no_leakage(clips, leaky)
 
 
 def test_too_few_speakers_for_a_speaker_split_is_an_error() -> None:

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from emotion.data.audio import fit_length, load_audio
+from emotion.data.augment import WaveAugment
 from emotion.data.corpora import BadFilePolicy, Clip
 from emotion.data.features import FeatureSet
 from emotion.errors import DataError
@@ -56,19 +57,29 @@ class FeatureCache:
         features: FeatureSet,
         shard_size: int = 512,
         batch_size: int = 64,
+        min_duration: float = 0.0,
     ) -> None:
         corpus = hashlib.sha1(str(Path(corpus_root).resolve()).encode()).hexdigest()[:12]
         self.folder = Path(cache_dir).expanduser() / "features" / f"{corpus}-{features.name}-{features.key()}"
         self.features = features
         self.shard_size = shard_size
         self.batch_size = batch_size
+        self.min_duration = min_duration
 
-    def table(self, clips: Sequence[Clip], on_bad_file: BadFilePolicy = "skip") -> FeatureTable:
-        """Features of `clips`: read from the cache, computing and caching only those it lacks."""
-        keys = [clip_key(c.path) for c in clips]
+    def table(
+        self, clips: Sequence[Clip], on_bad_file: BadFilePolicy = "skip", augment: WaveAugment | None = None
+    ) -> FeatureTable:
+        """Features of `clips`: read from the cache, computing and caching only those it lacks.
+
+        Clips with `copy` > 0 are augmented copies: decoded, then passed through `augment`
+        with a random stream fixed by (clip, copy), so a cached copy is the one a rerun would make.
+        """
+        if augment is None and any(c.copy for c in clips):
+            raise ValueError("augmented copies need the augmentation that makes them")
+        keys = [_item_key(c, augment) for c in clips]
         stored = self._read_shards()
         missing = [i for i, k in enumerate(keys) if k not in stored]
-        skipped = self._compute(clips, keys, missing, stored, on_bad_file)
+        skipped = self._compute(clips, keys, missing, stored, on_bad_file, augment)
         kept = [i for i, k in enumerate(keys) if k in stored]
         names = self.features.shapes()
         tensors = {
@@ -99,6 +110,7 @@ class FeatureCache:
         missing: list[int],
         stored: dict[str, dict[str, torch.Tensor]],
         on_bad_file: BadFilePolicy,
+        augment: WaveAugment | None,
     ) -> list[str]:
         skipped: list[str] = []
         if not missing:
@@ -107,7 +119,7 @@ class FeatureCache:
             for shard in _chunks(missing, self.shard_size):
                 shard_keys, shard_tensors = [], []
                 for batch in _chunks(shard, self.batch_size):
-                    waves, good = self._decode(clips, batch, on_bad_file, skipped)
+                    waves, good = self._decode(clips, batch, on_bad_file, skipped, augment)
                     if good:
                         shard_tensors.append(self.features(torch.stack(waves)))
                         shard_keys += [keys[i] for i in good]
@@ -120,17 +132,27 @@ class FeatureCache:
         return skipped
 
     def _decode(
-        self, clips: Sequence[Clip], batch: list[int], on_bad_file: BadFilePolicy, skipped: list[str]
+        self,
+        clips: Sequence[Clip],
+        batch: list[int],
+        on_bad_file: BadFilePolicy,
+        skipped: list[str],
+        augment: WaveAugment | None,
     ) -> tuple[list[torch.Tensor], list[int]]:
         waves, good = [], []
         for i in batch:
+            clip = clips[i]
             try:
-                wave = load_audio(clips[i].path, self.features.sample_rate)
-            except DataError:
+                wave = load_audio(clip.path, self.features.sample_rate)
+                check_duration(wave, self.features.sample_rate, self.min_duration, clip.path)
+            except DataError as exc:
                 if on_bad_file == "error":
                     raise
-                skipped.append(clips[i].path)
+                log.warning("skipping clip: %s", exc)
+                skipped.append(clip.path)
                 continue
+            if clip.copy and augment is not None:
+                wave = augment(wave, augment.rng_for(clip.path, clip.copy))
             waves.append(fit_length(wave, self.features.n_samples))
             good.append(i)
         return waves, good
@@ -141,6 +163,20 @@ class FeatureCache:
         partial = self.folder / f".{name}.partial"
         torch.save({"keys": keys, "tensors": {n: t.contiguous() for n, t in tensors.items()}}, partial)
         os.replace(partial, self.folder / name)
+
+
+def _item_key(clip: Clip, augment: WaveAugment | None) -> str:
+    if not clip.copy:
+        return clip_key(clip.path)
+    assert augment is not None
+    return hashlib.sha1(f"{clip_key(clip.path)}:{augment.key()}:{clip.copy}".encode()).hexdigest()
+
+
+def check_duration(wave: torch.Tensor, sample_rate: int, min_duration: float, path: str) -> None:
+    """DataError naming the file if it is shorter than `min_duration` seconds (too short to pad into a window)."""
+    seconds = wave.shape[-1] / sample_rate
+    if seconds < min_duration:
+        raise DataError(f"clip is {seconds:.3f} s long, shorter than data.min_duration={min_duration} s: {path}")
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:

@@ -1,7 +1,16 @@
 """Corpus readers: turn a folder of labelled audio into a manifest of clips.
 
-The embedded synthetic corpus is written in the CREMA-D naming scheme, so the
-CREMA-D reader serves both it and a user's copy of the real corpus.
+Each corpus encodes speaker and emotion in its file names; a parser per corpus
+reads them into one vocabulary. The embedded synthetic corpus is written in the
+CREMA-D naming scheme, so the CREMA-D parser serves it too.
+
+| corpus  | file name                  | speaker          | labels beyond the six classes |
+|---------|----------------------------|------------------|-------------------------------|
+| CREMA-D | `1001_DFA_ANG_XX.wav`      | 1001 (91 actors) |                               |
+| RAVDESS | `03-01-05-01-02-01-12.wav` | actor 12 (24)    | calm, surprise                |
+| TESS    | `OAF_back_angry.wav`       | OAF, YAF (2)     | surprise (`ps`)               |
+| SAVEE   | `DC_a01.wav`, `DC/a01.wav` | DC, JE, JK, KL   | surprise (`su`)               |
+| EmoDB   | `03a01Fa.wav`              | 03 (10 speakers) | boredom (`L`)                 |
 """
 
 from __future__ import annotations
@@ -9,7 +18,8 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -19,8 +29,9 @@ log = logging.getLogger(__name__)
 
 #: The six CREMA-D emotions, in the order used for class indices everywhere.
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad")
+#: Labels some corpora have beyond the six; keep them by adding them to `data.classes`.
+EXTRA_EMOTIONS: tuple[str, ...] = ("calm", "surprise", "boredom")
 
-#: CREMA-D emotion codes and their names in our vocabulary.
 CREMA_D_EMOTION_CODES: dict[str, str] = {
     "ANG": "angry",
     "DIS": "disgust",
@@ -30,24 +41,46 @@ CREMA_D_EMOTION_CODES: dict[str, str] = {
     "SAD": "sad",
 }
 #: CREMA-D's twelve sentence codes.
-CREMA_D_SENTENCES: tuple[str, ...] = (
-    "IEO",
-    "TIE",
-    "IOM",
-    "IWW",
-    "TAI",
-    "MTI",
-    "IWL",
-    "ITH",
-    "DFA",
-    "ITS",
-    "TSI",
-    "WSI",
-)
+CREMA_D_SENTENCES = ("IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DFA", "ITS", "TSI", "WSI")
 #: CREMA-D intensity codes: low, medium, high, unspecified.
 CREMA_D_LEVELS: tuple[str, ...] = ("LO", "MD", "HI", "XX")
-
-_CREMA_D_NAME = re.compile(r"^(?P<speaker>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})$")
+RAVDESS_EMOTION_CODES = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
+}
+TESS_EMOTION_CODES = {
+    "angry": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "happy",
+    "neutral": "neutral",
+    "sad": "sad",
+    "ps": "surprise",
+}
+SAVEE_EMOTION_CODES = {
+    "a": "angry",
+    "d": "disgust",
+    "f": "fear",
+    "h": "happy",
+    "n": "neutral",
+    "sa": "sad",
+    "su": "surprise",
+}
+EMODB_EMOTION_CODES = {
+    "W": "angry",
+    "E": "disgust",
+    "A": "fear",
+    "F": "happy",
+    "N": "neutral",
+    "T": "sad",
+    "L": "boredom",
+}
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -56,69 +89,159 @@ BadFilePolicy = Literal["skip", "error"]
 
 @dataclass(frozen=True)
 class Clip:
-    """One labelled recording of the manifest."""
+    """One labelled recording of the manifest; `copy` > 0 marks the copy-th augmented copy of it."""
 
     path: str
     speaker: str
     emotion: str
     sentence: str
     intensity: str
+    copy: int = 0
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, str | int]:
         return asdict(self)
 
-
-def crema_d_clip(path: Path) -> Clip | None:
-    """Parse a CREMA-D file name (`1001_DFA_ANG_XX.wav`); None if it does not follow the scheme."""
-    match = _CREMA_D_NAME.match(path.stem)
-    if match is None or match["emotion"] not in CREMA_D_EMOTION_CODES or match["level"] not in CREMA_D_LEVELS:
-        return None
-    return Clip(
-        path=str(path),
-        speaker=match["speaker"],
-        emotion=CREMA_D_EMOTION_CODES[match["emotion"]],
-        sentence=match["sentence"],
-        intensity=match["level"],
-    )
+    def augmented(self, copy: int) -> Clip:
+        return replace(self, copy=copy)
 
 
-def read_crema_d(
+class BadName(ValueError):
+    """A file name that a corpus parser cannot read; the message says why."""
+
+
+def _label(codes: dict[str, str], code: str, corpus: str) -> str:
+    try:
+        return codes[code]
+    except KeyError:
+        raise BadName(f"unknown {corpus} emotion code {code!r}") from None
+
+
+_CREMA_D = re.compile(r"^(?P<speaker>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<level>[A-Z]{2})$")
+
+
+def crema_d_clip(path: Path) -> Clip:
+    """`1001_DFA_ANG_XX`: speaker, sentence, emotion, intensity."""
+    match = _CREMA_D.match(path.stem)
+    if match is None:
+        raise BadName("name outside the CREMA-D scheme SPEAKER_SENTENCE_EMOTION_LEVEL")
+    if match["level"] not in CREMA_D_LEVELS:
+        raise BadName(f"unknown CREMA-D intensity code {match['level']!r}")
+    emotion = _label(CREMA_D_EMOTION_CODES, match["emotion"], "CREMA-D")
+    return Clip(str(path), match["speaker"], emotion, match["sentence"], match["level"])
+
+
+_RAVDESS = re.compile(r"^(?P<modality>\d\d)-(?P<channel>\d\d)-(?P<emotion>\d\d)-(?P<intensity>\d\d)-"
+                      r"(?P<statement>\d\d)-(?P<repetition>\d\d)-(?P<actor>\d\d)$")  # fmt: skip
+
+
+def ravdess_clip(path: Path) -> Clip:
+    """`03-01-05-01-02-01-12`: modality, channel (01 speech, 02 song), emotion, intensity, statement, take, actor."""
+    match = _RAVDESS.match(path.stem)
+    if match is None:
+        raise BadName("name outside the RAVDESS scheme MM-VC-EM-IN-ST-RE-AC")
+    emotion = _label(RAVDESS_EMOTION_CODES, match["emotion"], "RAVDESS")
+    intensity = {"01": "normal", "02": "strong"}.get(match["intensity"], match["intensity"])
+    return Clip(str(path), f"actor{match['actor']}", emotion, f"statement{match['statement']}", intensity)
+
+
+_TESS = re.compile(r"^(?P<speaker>[OY]AF)_(?P<word>[A-Za-z]+)_(?P<emotion>[A-Za-z]+)$", re.IGNORECASE)
+
+
+def tess_clip(path: Path) -> Clip:
+    """`OAF_back_angry`: speaker (older or younger actress), word, emotion (`ps` = pleasant surprise)."""
+    match = _TESS.match(path.stem)
+    if match is None:
+        raise BadName("name outside the TESS scheme SPEAKER_WORD_EMOTION")
+    emotion = _label(TESS_EMOTION_CODES, match["emotion"].lower(), "TESS")
+    return Clip(str(path), match["speaker"].upper(), emotion, match["word"].lower(), "XX")
+
+
+_SAVEE = re.compile(r"^(?:(?P<speaker>DC|JE|JK|KL)_)?(?P<emotion>sa|su|[adfhn])(?P<sentence>\d\d)$")
+
+
+def savee_clip(path: Path) -> Clip:
+    """`DC_a01` (flat) or `DC/a01` (AudioData folders): speaker, emotion, sentence number."""
+    match = _SAVEE.match(path.stem)
+    if match is None:
+        raise BadName("name outside the SAVEE scheme SPEAKER_EMOTIONNN (or SPEAKER/EMOTIONNN)")
+    speaker = match["speaker"] or path.parent.name
+    if speaker not in ("DC", "JE", "JK", "KL"):
+        raise BadName(f"unknown SAVEE speaker {speaker!r} (expected DC, JE, JK or KL)")
+    emotion = _label(SAVEE_EMOTION_CODES, match["emotion"], "SAVEE")
+    return Clip(str(path), speaker, emotion, f"{match['emotion']}{match['sentence']}", "XX")
+
+
+_EMODB = re.compile(r"^(?P<speaker>\d\d)(?P<text>[a-z]\d\d)(?P<emotion>[A-Z])(?P<version>[a-z])$")
+
+
+def emodb_clip(path: Path) -> Clip:
+    """`03a01Fa`: speaker, text code, emotion (German initial), version."""
+    match = _EMODB.match(path.stem)
+    if match is None:
+        raise BadName("name outside the EmoDB scheme SPEAKER TEXT EMOTION VERSION (e.g. 03a01Fa)")
+    emotion = _label(EMODB_EMOTION_CODES, match["emotion"], "EmoDB")
+    return Clip(str(path), match["speaker"], emotion, match["text"], "XX")
+
+
+#: File-name parser of each corpus, by its `data.reader` name.
+PARSERS: dict[str, Callable[[Path], Clip]] = {
+    "crema_d": crema_d_clip,
+    "ravdess": ravdess_clip,
+    "tess": tess_clip,
+    "savee": savee_clip,
+    "emodb": emodb_clip,
+}
+
+
+@dataclass
+class Manifest:
+    """The clips read from a corpus, and what was left out and why."""
+
+    clips: list[Clip]
+    dropped_classes: dict[str, int]
+    bad_names: int
+
+
+def read_corpus(
     root: str | Path,
+    reader: str = "crema_d",
     on_bad_name: BadFilePolicy = "skip",
-    classes: tuple[str, ...] = EMOTIONS,
-) -> list[Clip]:
-    """Read every audio file under `root` (recursively) named in the CREMA-D scheme.
+    classes: Sequence[str] = EMOTIONS,
+) -> Manifest:
+    """Read every audio file under `root` (recursively) with the file-name parser of `reader`.
 
-    Files whose names fall outside the scheme are skipped with one counted warning
-    (`on_bad_name="skip"`) or stop the read naming the first one (`"error"`).
-    Clips of emotions outside `classes` are dropped.
+    Names the parser cannot read (outside the scheme, unknown label codes) are
+    skipped with one counted warning (`on_bad_name="skip"`) or stop the read naming
+    the file (`"error"`). Clips of emotions outside `classes` are dropped and counted.
     """
-    root = Path(root)
-    files = _audio_files(root)
+    if reader not in PARSERS:
+        raise DataError(f"unknown corpus reader {reader!r}: choose one of {sorted(PARSERS)}")
+    parse = PARSERS[reader]
+    root = Path(root).expanduser()
     clips: list[Clip] = []
-    bad_names: list[Path] = []
-    for path in files:
-        clip = crema_d_clip(path)
-        if clip is None:
+    bad: list[str] = []
+    dropped: Counter[str] = Counter()
+    for path in _audio_files(root):
+        try:
+            clip = parse(path)
+        except BadName as exc:
             if on_bad_name == "error":
-                raise DataError(f"file name outside the CREMA-D scheme SPEAKER_SENTENCE_EMOTION_LEVEL: {path}")
-            bad_names.append(path)
-        elif clip.emotion in classes:
+                raise DataError(f"{exc}: {path}") from None
+            bad.append(f"{exc}: {path}")
+            continue
+        if clip.emotion in classes:
             clips.append(clip)
-    if bad_names:
-        log.warning(
-            "skipped %d file(s) whose names are outside the CREMA-D scheme, e.g. %s", len(bad_names), bad_names[0]
-        )
+        else:
+            dropped[clip.emotion] += 1
+    if bad:
+        log.warning("skipped %d file(s) whose names %s could not read, e.g. %s", len(bad), reader, bad[0])
+    if dropped:
+        log.info("dropped clips of classes outside data.classes: %s", dict(dropped))
     if not clips:
-        raise DataError(f"no clip of the classes {list(classes)} found under {root}")
-    log.info(
-        "read %d clips of %d speakers from %s: %s",
-        len(clips),
-        len({c.speaker for c in clips}),
-        root,
-        dict(sorted(Counter(c.emotion for c in clips).items())),
-    )
-    return clips
+        raise DataError(f"no clip of the classes {list(classes)} found under {root} (reader {reader})")
+    log.info("read %d clips of %d speakers from %s: %s", len(clips), len({c.speaker for c in clips}), root,
+             dict(sorted(Counter(c.emotion for c in clips).items())))  # fmt: skip
+    return Manifest(clips=clips, dropped_classes=dict(dropped), bad_names=len(bad))
 
 
 def _audio_files(root: Path) -> list[Path]:

@@ -1,4 +1,12 @@
-"""The LightningDataModule: corpus -> manifest -> split -> cached features -> loaders."""
+"""The LightningDataModule: corpus -> manifest -> split -> augmentation -> cached features -> loaders.
+
+Augmentation touches the training partition only and happens after the split:
+either as `copies` augmented copies of each training clip, cached like any
+features, or `on_the_fly` (each epoch draws new waveform augmentations and the
+features are computed per batch, on the training device). SpecAugment masks
+are drawn per training batch. The report's protocol, augmenting every clip and
+then splitting, needs `augment.before_split=true`; such runs are tagged leaky.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from emotion.data.audio import fit_length, load_audio
+from emotion.data.augment import SpecAugment, WaveAugment
 from emotion.data.cache import FeatureCache, FeatureTable
-from emotion.data.corpora import EMOTIONS, BadFilePolicy, Clip, read_crema_d
+from emotion.data.corpora import EMOTIONS, BadFilePolicy, Clip, read_corpus
 from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS, Split, split_manifest
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
@@ -21,7 +32,7 @@ from emotion.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-READERS = {"crema_d": read_crema_d}
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 
 
 class FeatureDataset(Dataset):
@@ -38,29 +49,35 @@ class FeatureDataset(Dataset):
         return {name: t[index] for name, t in self.tensors.items()}, self.labels[index]
 
 
-class EmotionDataModule(pl.LightningDataModule):
-    """Reads a corpus (or synthesises the embedded one), splits it and serves cached features."""
+class WaveformDataset(Dataset):
+    """Decoded training clips, augmented afresh at every read and cut to the feature window."""
 
-    def __init__(
-        self,
-        features: FeatureSet,
-        cache_dir: str | Path,
-        name: str = "synthetic",
-        root: str | None = None,
-        reader: str = "crema_d",
-        synthetic: dict[str, Any] | None = None,
-        classes: Sequence[str] = EMOTIONS,
-        split: dict[str, Any] | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        on_bad_name: BadFilePolicy = "skip",
-        on_bad_file: BadFilePolicy = "skip",
-    ) -> None:
+    def __init__(self, waves: list[torch.Tensor], labels: torch.Tensor, augment: WaveAugment, n_samples: int) -> None:
+        self.waves = waves
+        self.labels = labels
+        self.augment = augment
+        self.n_samples = n_samples
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        rng = np.random.default_rng(int(torch.randint(2**62, ())))  # follows seed_everything, in workers too
+        wave = fit_length(self.augment(self.waves[index], rng), self.n_samples)
+        return {"waveform": wave}, self.labels[index]
+
+
+class EmotionDataModule(pl.LightningDataModule):
+    """Reads a corpus (or synthesises the embedded one), splits it, augments training data, serves features."""
+
+    def __init__(self, features: FeatureSet, cache_dir: str | Path, name: str = "synthetic",
+                 root: str | None = None, reader: str = "crema_d", synthetic: dict[str, Any] | None = None,
+                 classes: Sequence[str] = EMOTIONS, split: dict[str, Any] | None = None, batch_size: int = 32,
+                 num_workers: int = 0, on_bad_name: BadFilePolicy = "skip", on_bad_file: BadFilePolicy = "skip",
+                 min_duration: float = 0.25, augment: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__()
         if root is None and synthetic is None:
             raise ConfigError(f"data={name} needs data.root: the folder that holds the corpus")
-        if reader not in READERS:
-            raise ConfigError(f"unknown reader {reader!r}: choose one of {sorted(READERS)}")
         self.features = features
         self.cache_dir = Path(cache_dir).expanduser()
         self.name = name
@@ -73,9 +90,18 @@ class EmotionDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.on_bad_name = on_bad_name
         self.on_bad_file = on_bad_file
+        self.min_duration = min_duration
+        self.augmentation = _Augmentation.from_config(augment, features.sample_rate)
         self.table: FeatureTable | None = None
         self.split: Split | None = None
-        self.datasets: dict[str, FeatureDataset] = {}
+        self.dropped_classes: dict[str, int] = {}
+        self.bad_names = 0
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def leaky(self) -> bool:
+        """True when augmented copies of one clip may sit in different partitions (the report's protocol)."""
+        return self.augmentation.before_split and self.split_options.get("strategy", "speaker") == "clip"
 
     def corpus_root(self) -> Path:
         """The corpus folder: the user's `root`, or the synthetic corpus generated into the cache."""
@@ -85,32 +111,68 @@ class EmotionDataModule(pl.LightningDataModule):
         return generate_corpus(self.synthetic, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        """Read, split and featurise the corpus once; later calls reuse it."""
+        """Read, split, augment and featurise the corpus once; later calls reuse it."""
         if self.datasets:
             return
         root = self.corpus_root()
-        clips = READERS[self.reader](root, on_bad_name=self.on_bad_name, classes=self.classes)
-        self.table = FeatureCache(self.cache_dir, root, self.features).table(clips, self.on_bad_file)
-        self.split = split_manifest(self.table.clips, **self.split_options)
-        labels = torch.tensor([self.classes.index(c.emotion) for c in self.table.clips])
+        manifest = read_corpus(root, self.reader, on_bad_name=self.on_bad_name, classes=self.classes)
+        self.dropped_classes, self.bad_names = manifest.dropped_classes, manifest.bad_names
+        cache = FeatureCache(self.cache_dir, root, self.features, min_duration=self.min_duration)
+        originals = cache.table(manifest.clips, self.on_bad_file)
+        aug = self.augmentation
+        if aug.before_split:  # the report's protocol: copies of every clip, then the split
+            table = _concat(originals, cache.table(aug.copies_of(originals.clips), "skip", aug.wave))
+            self.split = split_manifest(table.clips, **self.split_options)
+        else:
+            self.split = split_manifest(originals.clips, **self.split_options)
+            train_clips = [originals.clips[i] for i in self.split.train]
+            table = originals
+            if aug.mode == "copies" and aug.copies:
+                table = _concat(originals, cache.table(aug.copies_of(train_clips), "skip", aug.wave))
+                first = len(originals.clips)
+                self.split = Split(self.split.train + list(range(first, len(table.clips))), self.split.val,
+                                   self.split.test)  # fmt: skip
+        self.table = table
+        labels = torch.tensor([self.classes.index(c.emotion) for c in table.clips])
         for partition in PARTITIONS:
             rows = torch.tensor(self.split.partition(partition), dtype=torch.long)
-            tensors = {name: t[rows] for name, t in self.table.tensors.items()}
-            self.datasets[partition] = FeatureDataset(tensors, labels[rows])
-        log.info(
-            "split %s: %s", self.split_options.get("strategy", "speaker"), {p: len(d) for p, d in self.datasets.items()}
-        )
+            self.datasets[partition] = FeatureDataset({n: t[rows] for n, t in table.tensors.items()}, labels[rows])
+        if aug.mode == "on_the_fly" and aug.wave is not None:
+            self.datasets["train"] = self._waveform_dataset(self.split.train, labels)
+        log.info("split %s: %s", self.split_options.get("strategy", "speaker"),
+                 {p: len(d) for p, d in self.datasets.items()})  # fmt: skip
+
+    def _waveform_dataset(self, rows: list[int], labels: torch.Tensor) -> WaveformDataset:
+        assert self.table is not None and self.augmentation.wave is not None
+        waves = [load_audio(self.table.clips[i].path, self.features.sample_rate) for i in rows]
+        return WaveformDataset(waves, labels[rows], self.augmentation.wave, self.features.n_samples)
 
     @property
     def clips(self) -> list[Clip]:
+        """Every clip of the manifest after setup, augmented copies included (`copy` > 0)."""
         assert self.table is not None, "call setup() first"
         return self.table.clips
+
+    def clean_train_features(self) -> dict[str, torch.Tensor]:
+        """Features of the training partition's original clips: the basis of input standardisation."""
+        assert self.table is not None and self.split is not None, "call setup() first"
+        rows = torch.tensor([i for i in self.split.train if self.table.clips[i].copy == 0], dtype=torch.long)
+        return {name: t[rows] for name, t in self.table.tensors.items()}
 
     def class_weights(self) -> list[float]:
         """Inverse-frequency weights of the training classes (mean 1)."""
         labels = self.datasets["train"].labels.tolist()
         counts = Counter(labels)
         return [len(labels) / (len(self.classes) * counts.get(i, 1)) for i in range(len(self.classes))]
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """On the training device: features of on-the-fly waveforms, and SpecAugment masks on training batches."""
+        inputs, labels = batch
+        if "waveform" in inputs:
+            inputs = self.features(inputs["waveform"])
+        if self.augmentation.spec is not None and self.trainer is not None and self.trainer.training:
+            inputs = self.augmentation.spec(inputs)
+        return inputs, labels
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -122,10 +184,38 @@ class EmotionDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def _loader(self, partition: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[partition],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return DataLoader(self.datasets[partition], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)  # fmt: skip
+
+
+class _Augmentation:
+    """The `augment` config: waveform chain, SpecAugment, mode, number of copies, and the leaky flag."""
+
+    def __init__(self, wave: WaveAugment | None, spec: SpecAugment | None, mode: str, copies: int,
+                 before_split: bool) -> None:  # fmt: skip
+        if mode not in ("copies", "on_the_fly"):
+            raise ConfigError(f"unknown augment.mode {mode!r}: choose 'copies' or 'on_the_fly'")
+        if before_split and (mode != "copies" or not copies or wave is None):
+            raise ConfigError("augment.before_split=true (the report's protocol) needs mode=copies, copies>=1 and wave")
+        self.wave, self.spec, self.mode, self.copies, self.before_split = wave, spec, mode, copies, before_split
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None, sample_rate: int) -> _Augmentation:
+        config = dict(config or {})
+        wave = WaveAugment(sample_rate, **config["wave"]) if config.get("wave") else None
+        spec = SpecAugment(**config["spec"]) if config.get("spec") else None
+        return cls(wave, spec, config.get("mode", "copies"), int(config.get("copies", 0) if wave else 0),
+                   bool(config.get("before_split", False)))  # fmt: skip
+
+    def copies_of(self, clips: Sequence[Clip]) -> list[Clip]:
+        return [clip.augmented(k) for clip in clips for k in range(1, self.copies + 1)]
+
+
+def _concat(first: FeatureTable, second: FeatureTable) -> FeatureTable:
+    return FeatureTable(
+        clips=first.clips + second.clips,
+        tensors={n: torch.cat([first.tensors[n], second.tensors[n]]) for n in first.tensors},
+        computed=first.computed + second.computed,
+        cached=first.cached + second.cached,
+        skipped=first.skipped + second.skipped,
+    )

@@ -94,7 +94,7 @@ class LogMel(FeatureSet):
 
     def log_mel(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(batch, 1, n_mels, n_frames) in dB; the channel dimension makes `top_db` clamp each clip alone."""
-        return self._db(self._mel(waveforms.unsqueeze(1)))
+        return self._db(self._mel.to(waveforms.device)(waveforms.unsqueeze(1)))
 
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -146,7 +146,7 @@ class MFCC(FeatureSet):
 
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"mfcc": self._mfcc(waveforms.unsqueeze(1))}
+        return {"mfcc": self._mfcc.to(waveforms.device)(waveforms.unsqueeze(1))}
 
 
 class LogMelMFCC(FeatureSet):

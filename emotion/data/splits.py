@@ -1,9 +1,11 @@
 """Partitioning a manifest into train, validation and test sets.
 
 `speaker` (the default) keeps every speaker in one partition, so test scores
-measure how a model does on voices it never heard. `clip` splits clips at
-random, as the report did; its scores are optimistic because a speaker's other
-clips sit in training.
+measure how a model does on voices it never heard. `kfold` does the same with
+fold `fold` of `n_folds` speaker folds as the test set, for small corpora whose
+scores should be averaged over folds. `clip` splits clips at random, as the
+report did; its scores are optimistic because a speaker's other clips sit in
+training.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from emotion.data.corpora import Clip
 from emotion.errors import DataError
 
 PARTITIONS = ("train", "val", "test")
-SplitStrategy = Literal["speaker", "clip"]
+SplitStrategy = Literal["speaker", "kfold", "clip"]
+#: Strategies whose partitions must not share a speaker or a source clip.
+SPEAKER_INDEPENDENT = ("speaker", "kfold")
 
 
 @dataclass(frozen=True)
@@ -46,52 +50,55 @@ class Split:
         }
 
 
-def split_manifest(
-    clips: Sequence[Clip],
-    strategy: SplitStrategy = "speaker",
-    val_fraction: float = 0.167,
-    test_fraction: float = 0.167,
-    seed: int = 0,
-) -> Split:
-    """Split `clips` into train/val/test, class-stratified and seeded."""
+def split_manifest(clips: Sequence[Clip], strategy: SplitStrategy = "speaker", val_fraction: float = 0.167,
+                   test_fraction: float = 0.167, seed: int = 0, n_folds: int = 5, fold: int = 0) -> Split:  # fmt: skip
+    """Split `clips` into train/val/test, class-stratified and seeded; speaker-independent strategies are checked."""
     if strategy == "speaker":
         split = _split_by_speaker(clips, val_fraction, test_fraction, seed)
-        check_speaker_disjoint(clips, split)
-        return split
-    if strategy == "clip":
+    elif strategy == "kfold":
+        if not 0 <= fold < n_folds:
+            raise DataError(f"data.split.fold={fold} is outside 0..{n_folds - 1} (data.split.n_folds={n_folds})")
+        split = _split_by_speaker(clips, val_fraction, 1 / n_folds, seed, fold=fold)
+    elif strategy == "clip":
         return _split_by_clip(clips, val_fraction, test_fraction, seed)
-    raise DataError(f"unknown split strategy {strategy!r}: choose 'speaker' or 'clip'")
+    else:
+        raise DataError(f"unknown split strategy {strategy!r}: choose 'speaker', 'kfold' or 'clip'")
+    check_no_leakage(clips, split)
+    return split
 
 
-def check_speaker_disjoint(clips: Sequence[Clip], split: Split) -> None:
-    """Raise DataError if any speaker has clips in two partitions."""
-    owners: dict[str, str] = {}
-    for name in PARTITIONS:
-        for i in split.partition(name):
-            first = owners.setdefault(clips[i].speaker, name)
-            if first != name:
-                raise DataError(f"speaker {clips[i].speaker} is in both the {first} and {name} partitions")
+def check_no_leakage(clips: Sequence[Clip], split: Split) -> None:
+    """DataError if a speaker, or a source clip (its augmented copies included), is in two partitions."""
+    for attribute, what in (("speaker", "speaker"), ("path", "source clip")):
+        owners: dict[str, str] = {}
+        for name in PARTITIONS:
+            for i in split.partition(name):
+                value = getattr(clips[i], attribute)
+                first = owners.setdefault(value, name)
+                if first != name:
+                    raise DataError(f"leak: {what} {value} is in both the {first} and {name} partitions")
 
 
-def _split_by_speaker(clips: Sequence[Clip], val_fraction: float, test_fraction: float, seed: int) -> Split:
+def _split_by_speaker(clips: Sequence[Clip], val_fraction: float, test_fraction: float, seed: int,
+                      fold: int = 0) -> Split:  # fmt: skip
     speakers = sorted({c.speaker for c in clips})
     if len(speakers) < 3:
         raise DataError(f"a speaker-independent split needs at least 3 speakers, the corpus has {len(speakers)}")
     indices = np.arange(len(clips))
-    rest, test = _hold_out_speakers(clips, indices, test_fraction, seed)
+    rest, test = _hold_out_speakers(clips, indices, test_fraction, seed, fold)
     train, val = _hold_out_speakers(clips, rest, val_fraction / (1 - test_fraction), seed + 1)
     return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=sorted(test.tolist()))
 
 
 def _hold_out_speakers(
-    clips: Sequence[Clip], indices: np.ndarray, fraction: float, seed: int
+    clips: Sequence[Clip], indices: np.ndarray, fraction: float, seed: int, fold: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out about `fraction` of the speakers of `indices`, keeping class proportions (one fold of K)."""
+    """Hold out about `fraction` of the speakers of `indices`, keeping class proportions (fold `fold` of K)."""
     groups = np.array([clips[i].speaker for i in indices])
     n_splits = min(max(2, round(1 / fraction)), len(set(groups)))
     labels = np.array([clips[i].emotion for i in indices])
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    keep, held = next(folds.split(indices, labels, groups))
+    keep, held = list(folds.split(indices, labels, groups))[fold]
     return indices[keep], indices[held]
 
 
