@@ -16,6 +16,9 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import mlflow
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +30,7 @@ from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS
 from emotion.errors import ConfigError, EmotionError
 from emotion.models.module import EmotionClassifier, count_trainable_params
+from emotion.sweep.trial import load_trial, pruning_callback, trial_run_name
 from emotion.tracking import runs
 
 log = logging.getLogger(__name__)
@@ -71,8 +75,8 @@ def run_tags(cfg: DictConfig, model: nn.Module, features: FeatureSet, datamodule
     }
 
 
-def train(cfg: DictConfig) -> float:
-    """Train, test and log one run; returns the best value of the monitored metric."""
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, test and log one run; returns its results (the best monitored value under its own name)."""
     pl.seed_everything(cfg.seed, workers=True)
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)  # models may load trained weights from runs of this store
     features: FeatureSet = instantiate(cfg.features)
@@ -83,27 +87,39 @@ def train(cfg: DictConfig) -> float:
     )
     datamodule.setup()
     tags = run_tags(cfg, model, features, datamodule)
+    run_name = cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}"
+    trial = None
+    if cfg.get("trial"):  # a job of an Optuna sweep
+        trial = load_trial(cfg.trial, HydraConfig.get().sweeper.get("pruner") if HydraConfig.initialized() else None)
+        tags |= {
+            "mlflow.parentRunId": cfg.trial.parent_run_id,
+            "study": cfg.trial.study_name,
+            "trial_number": str(trial.number),
+        }
+        run_name = trial_run_name(run_name, trial.number)
     logger = runs.make_logger(
-        cfg.logger.tracking_uri,
-        cfg.logger.experiment_name,
-        cfg.logger.artifact_location,
-        run_name=cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}",
-        tags=tags,
+        cfg.logger.tracking_uri, cfg.logger.experiment_name, cfg.logger.artifact_location, run_name=run_name, tags=tags
     )
-    with runs.run_status(logger):
-        return _fit_and_test(cfg, model, features, datamodule, logger)
+    with runs.run_status(logger, trial=trial is not None):
+        return _fit_and_test(cfg, model, features, datamodule, logger, trial)
 
 
 def _fit_and_test(
-    cfg: DictConfig, model: nn.Module, features: FeatureSet, datamodule: EmotionDataModule, logger: Any
-) -> float:
+    cfg: DictConfig,
+    model: nn.Module,
+    features: FeatureSet,
+    datamodule: EmotionDataModule,
+    logger: Any,
+    trial: optuna.Trial | None,
+) -> dict[str, float]:
     config = OmegaConf.to_container(cfg, resolve=True)
     runs.log_config(logger, config)
     table, split = datamodule.table, datamodule.split
     assert table is not None and split is not None
+    trainable = count_trainable_params(model)
     logger.log_hyperparams(
         {
-            "trainable_params": count_trainable_params(model),
+            "trainable_params": trainable,
             "features_computed": table.computed,
             "features_cached": table.cached,
             "clips_skipped": len(table.skipped),
@@ -129,6 +145,8 @@ def _fit_and_test(
     )
     module.standardizer.fit(datamodule.clean_train_features())
     checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints")
+    if trial is not None and len(trial.study.directions) == 1:
+        callbacks.append(pruning_callback(trial, cfg.callbacks.monitor))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir
     )
@@ -139,15 +157,19 @@ def _fit_and_test(
     runs.log_test_report(logger, y_true.numpy(), y_pred.numpy(), cfg.data.classes)
     if best:
         runs.log_checkpoint(logger, best)
-    score = checkpoint.best_model_score
-    return float(score) if score is not None else float(trainer.callback_metrics[cfg.callbacks.monitor])
+    results = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    if checkpoint.best_model_score is not None:
+        results[cfg.callbacks.monitor] = float(checkpoint.best_model_score)
+    return results | {"trainable_params": float(trainable)}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def _app(cfg: DictConfig) -> float:
+def _app(cfg: DictConfig) -> dict[str, float]:
     try:
         return train(cfg)
     except EmotionError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper records the trial as failed and goes on
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

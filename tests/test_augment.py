@@ -89,8 +89,13 @@ def test_spec_augment_masks_rows_and_columns_with_the_mean() -> None:
 
 
 def datamodule(cache_dir: Path, augment: dict | None, strategy: str = "speaker") -> EmotionDataModule:
-    module = EmotionDataModule(LogMel(Spectral(n_mels=32)), cache_dir, synthetic=TINY_CORPUS, augment=augment,
-                               split={"strategy": strategy, "seed": 0})  # fmt: skip
+    module = EmotionDataModule(
+        LogMel(Spectral(n_mels=32)),
+        cache_dir,
+        synthetic=TINY_CORPUS,
+        augment=augment,
+        split={"strategy": strategy, "seed": 0},
+    )
     module.setup()
     return module
 
@@ -154,8 +159,9 @@ def test_a_clip_shorter_than_min_duration_is_named(tiny_corpus: Path, tmp_path: 
     shutil.copytree(tiny_corpus, corpus)
     sf.write(corpus / "1002_IEO_SAD_LO.wav", np.zeros(800, dtype=np.float32), SR)  # 0.05 s
     with pytest.raises(DataError, match=r"clip is 0.050 s long, shorter than data.min_duration=0.25 s: .*1002_IEO"):
-        EmotionDataModule(LogMel(Spectral(n_mels=32)), tmp_path / "cache", root=str(corpus),
-                          on_bad_file="error").setup()  # fmt: skip
+        EmotionDataModule(
+            LogMel(Spectral(n_mels=32)), tmp_path / "cache", root=str(corpus), on_bad_file="error"
+        ).setup()
     skipping = EmotionDataModule(LogMel(Spectral(n_mels=32)), tmp_path / "cache", root=str(corpus))
     skipping.setup()
     assert skipping.table is not None and skipping.table.skipped == [str(corpus / "1002_IEO_SAD_LO.wav")]
@@ -163,5 +169,6 @@ def test_a_clip_shorter_than_min_duration_is_named(tiny_corpus: Path, tmp_path: 
 
 def test_before_split_needs_cached_copies() -> None:
     with pytest.raises(ConfigError, match="before_split=true"):
-        EmotionDataModule(LogMel(Spectral()), "/tmp", synthetic={}, augment={**NOISE_ONLY, "mode": "on_the_fly",
-                                                                             "before_split": True})  # fmt: skip
+        EmotionDataModule(
+            LogMel(Spectral()), "/tmp", synthetic={}, augment={**NOISE_ONLY, "mode": "on_the_fly", "before_split": True}
+        )

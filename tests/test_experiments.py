@@ -52,9 +52,12 @@ def test_stacked_fusion_freezes_the_trained_branches_and_trains_the_head(
     (mfcc_checkpoint,) = Path(downloaded).rglob("*.ckpt")
 
     cfg = make_config(
-        "experiment=report_fusion", "model.mode=stacked", "model.branch.channels=[4,4,4]", "model.branch.dense=8",
+        "experiment=report_fusion",
+        "model.mode=stacked",
+        "model.branch.channels=[4,4,4]",
+        "model.branch.dense=8",
         f"model.branch_checkpoints=[{mel_run},{mfcc_checkpoint}]",
-    )  # fmt: skip
+    )
     features = instantiate(cfg.features)
     fusion = instantiate(cfg.model)(input_shapes=features.shapes(), num_classes=6)
     datamodule = instantiate(cfg.data, features=features, cache_dir=cfg.paths.cache_dir)
@@ -63,8 +66,15 @@ def test_stacked_fusion_freezes_the_trained_branches_and_trains_the_head(
     module.standardizer.fit(datamodule.datasets["train"].tensors)
 
     before = {k: v.clone() for k, v in fusion.state_dict().items()}
-    trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, datamodule=datamodule)
     after = fusion.state_dict()
 
@@ -80,8 +90,13 @@ def test_stacked_fusion_loads_the_branch_weights_of_its_sources(make_config, tra
     mlflow.set_tracking_uri(tracking_uri)
     mel_run = tiny_branch_run(make_config, "logmel")
     mfcc_run = tiny_branch_run(make_config, "mfcc")
-    cfg = make_config("experiment=report_fusion", "model.mode=stacked", "model.branch.channels=[4,4,4]",
-                      "model.branch.dense=8", f"model.branch_checkpoints=[runs:/{mel_run},{mfcc_run}]")  # fmt: skip
+    cfg = make_config(
+        "experiment=report_fusion",
+        "model.mode=stacked",
+        "model.branch.channels=[4,4,4]",
+        "model.branch.dense=8",
+        f"model.branch_checkpoints=[runs:/{mel_run},{mfcc_run}]",
+    )
     fusion: Fusion = instantiate(cfg.model)(input_shapes=instantiate(cfg.features).shapes(), num_classes=6)
     from emotion.tracking.checkpoints import load_model_state
 

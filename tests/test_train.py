@@ -52,8 +52,10 @@ def test_a_tiny_run_of_the_app_writes_a_finished_mlflow_run(tmp_path: Path, cach
     assert checkpoint.path.endswith(".ckpt") and checkpoint.file_size > 0
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
 
-    report = json.loads(client.download_artifacts(run.info.run_id, "classification_report.json", str(tmp_path)) and
-                        (tmp_path / "classification_report.json").read_text())  # fmt: skip
+    report = json.loads(
+        client.download_artifacts(run.info.run_id, "classification_report.json", str(tmp_path))
+        and (tmp_path / "classification_report.json").read_text()
+    )
     assert set(report) >= {"angry", "disgust", "fear", "happy", "neutral", "sad", "accuracy", "macro avg"}
 
 
@@ -97,8 +99,9 @@ def test_an_undecodable_wav_is_named_under_the_error_policy(tmp_path: Path, cach
     for wav in sorted(tiny_corpus.glob("*.wav")):
         (corpus / wav.name).write_bytes(wav.read_bytes())
     (corpus / "1003_TIE_SAD_MD.wav").write_bytes(b"RIFF....WAVEfmt broken")
-    result = run_app("data=crema_d", f"data.root={corpus}", "data.on_bad_file=error", tmp_path=tmp_path,
-                     cache_dir=cache_dir)  # fmt: skip
+    result = run_app(
+        "data=crema_d", f"data.root={corpus}", "data.on_bad_file=error", tmp_path=tmp_path, cache_dir=cache_dir
+    )
     assert result.returncode == 1
     assert (
         result.stderr.strip()

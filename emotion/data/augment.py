@@ -38,9 +38,16 @@ class NoiseOptions:
 class WaveAugment:
     """A random chain of waveform transforms; each option left as None is off."""
 
-    def __init__(self, sample_rate: int, noise: dict | None = None, gain_db: Sequence[float] | None = None,
-                 shift: float | None = None, speed: Sequence[float] | None = None,
-                 pitch_semitones: Sequence[float] | None = None, seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sample_rate: int,
+        noise: dict | None = None,
+        gain_db: Sequence[float] | None = None,
+        shift: float | None = None,
+        speed: Sequence[float] | None = None,
+        pitch_semitones: Sequence[float] | None = None,
+        seed: int = 0,
+    ) -> None:
         self.sample_rate = sample_rate
         self.noise = _noise_options(noise)
         self.gain_db = tuple(gain_db) if gain_db is not None else None
@@ -51,8 +58,14 @@ class WaveAugment:
         self._noise_files = self._find_noise_files()
 
     def params(self) -> dict:
-        return {"noise": asdict(self.noise) if self.noise else None, "gain_db": self.gain_db, "shift": self.shift,
-                "speed": self.speed, "pitch_semitones": self.pitch_semitones, "seed": self.seed}  # fmt: skip
+        return {
+            "noise": asdict(self.noise) if self.noise else None,
+            "gain_db": self.gain_db,
+            "shift": self.shift,
+            "speed": self.speed,
+            "pitch_semitones": self.pitch_semitones,
+            "seed": self.seed,
+        }
 
     def key(self) -> str:
         """Identity of these settings, part of the cache key of augmented copies."""

@@ -130,8 +130,10 @@ def crema_d_clip(path: Path) -> Clip:
     return Clip(str(path), match["speaker"], emotion, match["sentence"], match["level"])
 
 
-_RAVDESS = re.compile(r"^(?P<modality>\d\d)-(?P<channel>\d\d)-(?P<emotion>\d\d)-(?P<intensity>\d\d)-"
-                      r"(?P<statement>\d\d)-(?P<repetition>\d\d)-(?P<actor>\d\d)$")  # fmt: skip
+_RAVDESS = re.compile(
+    r"^(?P<modality>\d\d)-(?P<channel>\d\d)-(?P<emotion>\d\d)-(?P<intensity>\d\d)-"
+    r"(?P<statement>\d\d)-(?P<repetition>\d\d)-(?P<actor>\d\d)$"
+)
 
 
 def ravdess_clip(path: Path) -> Clip:
@@ -239,8 +241,13 @@ def read_corpus(
         log.info("dropped clips of classes outside data.classes: %s", dict(dropped))
     if not clips:
         raise DataError(f"no clip of the classes {list(classes)} found under {root} (reader {reader})")
-    log.info("read %d clips of %d speakers from %s: %s", len(clips), len({c.speaker for c in clips}), root,
-             dict(sorted(Counter(c.emotion for c in clips).items())))  # fmt: skip
+    log.info(
+        "read %d clips of %d speakers from %s: %s",
+        len(clips),
+        len({c.speaker for c in clips}),
+        root,
+        dict(sorted(Counter(c.emotion for c in clips).items())),
+    )
     return Manifest(clips=clips, dropped_classes=dict(dropped), bad_names=len(bad))
 
 

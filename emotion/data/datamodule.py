@@ -70,11 +70,23 @@ class WaveformDataset(Dataset):
 class EmotionDataModule(pl.LightningDataModule):
     """Reads a corpus (or synthesises the embedded one), splits it, augments training data, serves features."""
 
-    def __init__(self, features: FeatureSet, cache_dir: str | Path, name: str = "synthetic",
-                 root: str | None = None, reader: str = "crema_d", synthetic: dict[str, Any] | None = None,
-                 classes: Sequence[str] = EMOTIONS, split: dict[str, Any] | None = None, batch_size: int = 32,
-                 num_workers: int = 0, on_bad_name: BadFilePolicy = "skip", on_bad_file: BadFilePolicy = "skip",
-                 min_duration: float = 0.25, augment: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        features: FeatureSet,
+        cache_dir: str | Path,
+        name: str = "synthetic",
+        root: str | None = None,
+        reader: str = "crema_d",
+        synthetic: dict[str, Any] | None = None,
+        classes: Sequence[str] = EMOTIONS,
+        split: dict[str, Any] | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        on_bad_name: BadFilePolicy = "skip",
+        on_bad_file: BadFilePolicy = "skip",
+        min_duration: float = 0.25,
+        augment: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if root is None and synthetic is None:
             raise ConfigError(f"data={name} needs data.root: the folder that holds the corpus")
@@ -130,8 +142,9 @@ class EmotionDataModule(pl.LightningDataModule):
             if aug.mode == "copies" and aug.copies:
                 table = _concat(originals, cache.table(aug.copies_of(train_clips), "skip", aug.wave))
                 first = len(originals.clips)
-                self.split = Split(self.split.train + list(range(first, len(table.clips))), self.split.val,
-                                   self.split.test)  # fmt: skip
+                self.split = Split(
+                    self.split.train + list(range(first, len(table.clips))), self.split.val, self.split.test
+                )
         self.table = table
         labels = torch.tensor([self.classes.index(c.emotion) for c in table.clips])
         for partition in PARTITIONS:
@@ -139,8 +152,9 @@ class EmotionDataModule(pl.LightningDataModule):
             self.datasets[partition] = FeatureDataset({n: t[rows] for n, t in table.tensors.items()}, labels[rows])
         if aug.mode == "on_the_fly" and aug.wave is not None:
             self.datasets["train"] = self._waveform_dataset(self.split.train, labels)
-        log.info("split %s: %s", self.split_options.get("strategy", "speaker"),
-                 {p: len(d) for p, d in self.datasets.items()})  # fmt: skip
+        log.info(
+            "split %s: %s", self.split_options.get("strategy", "speaker"), {p: len(d) for p, d in self.datasets.items()}
+        )
 
     def _waveform_dataset(self, rows: list[int], labels: torch.Tensor) -> WaveformDataset:
         assert self.table is not None and self.augmentation.wave is not None
@@ -184,15 +198,21 @@ class EmotionDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def _loader(self, partition: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[partition], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)  # fmt: skip
+        return DataLoader(
+            self.datasets[partition],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
 
 class _Augmentation:
     """The `augment` config: waveform chain, SpecAugment, mode, number of copies, and the leaky flag."""
 
-    def __init__(self, wave: WaveAugment | None, spec: SpecAugment | None, mode: str, copies: int,
-                 before_split: bool) -> None:  # fmt: skip
+    def __init__(
+        self, wave: WaveAugment | None, spec: SpecAugment | None, mode: str, copies: int, before_split: bool
+    ) -> None:
         if mode not in ("copies", "on_the_fly"):
             raise ConfigError(f"unknown augment.mode {mode!r}: choose 'copies' or 'on_the_fly'")
         if before_split and (mode != "copies" or not copies or wave is None):
@@ -204,8 +224,13 @@ class _Augmentation:
         config = dict(config or {})
         wave = WaveAugment(sample_rate, **config["wave"]) if config.get("wave") else None
         spec = SpecAugment(**config["spec"]) if config.get("spec") else None
-        return cls(wave, spec, config.get("mode", "copies"), int(config.get("copies", 0) if wave else 0),
-                   bool(config.get("before_split", False)))  # fmt: skip
+        return cls(
+            wave,
+            spec,
+            config.get("mode", "copies"),
+            int(config.get("copies", 0) if wave else 0),
+            bool(config.get("before_split", False)),
+        )
 
     def copies_of(self, clips: Sequence[Clip]) -> list[Clip]:
         return [clip.augmented(k) for clip in clips for k in range(1, self.copies + 1)]

@@ -50,8 +50,15 @@ class Split:
         }
 
 
-def split_manifest(clips: Sequence[Clip], strategy: SplitStrategy = "speaker", val_fraction: float = 0.167,
-                   test_fraction: float = 0.167, seed: int = 0, n_folds: int = 5, fold: int = 0) -> Split:  # fmt: skip
+def split_manifest(
+    clips: Sequence[Clip],
+    strategy: SplitStrategy = "speaker",
+    val_fraction: float = 0.167,
+    test_fraction: float = 0.167,
+    seed: int = 0,
+    n_folds: int = 5,
+    fold: int = 0,
+) -> Split:
     """Split `clips` into train/val/test, class-stratified and seeded; speaker-independent strategies are checked."""
     if strategy == "speaker":
         split = _split_by_speaker(clips, val_fraction, test_fraction, seed)
@@ -79,8 +86,9 @@ def check_no_leakage(clips: Sequence[Clip], split: Split) -> None:
                     raise DataError(f"leak: {what} {value} is in both the {first} and {name} partitions")
 
 
-def _split_by_speaker(clips: Sequence[Clip], val_fraction: float, test_fraction: float, seed: int,
-                      fold: int = 0) -> Split:  # fmt: skip
+def _split_by_speaker(
+    clips: Sequence[Clip], val_fraction: float, test_fraction: float, seed: int, fold: int = 0
+) -> Split:
     speakers = sorted({c.speaker for c in clips})
     if len(speakers) < 3:
         raise DataError(f"a speaker-independent split needs at least 3 speakers, the corpus has {len(speakers)}")

@@ -107,6 +107,8 @@ class EmotionClassifier(pl.LightningModule):
         inputs, targets = batch
         logits = self(inputs)
         loss = self.loss(logits, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at epoch {self.current_epoch}")
         self.train_metrics.update(logits, targets)
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(targets))
         return loss

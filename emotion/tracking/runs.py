@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import yaml
 from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
@@ -41,17 +42,31 @@ def make_logger(
 
 
 @contextmanager
-def run_status(logger: MLFlowLogger) -> Iterator[None]:
-    """Mark the run FAILED (KILLED on Ctrl-C) if the block raises, FINISHED otherwise."""
+def run_status(logger: MLFlowLogger, trial: bool = False) -> Iterator[None]:
+    """Mark the run FINISHED, or FAILED if the block raises (KILLED on Ctrl-C).
+
+    For a sweep's trial, also tag `trial_state`: a pruned trial (optuna.TrialPruned)
+    is a normal end, so its run is FINISHED with `trial_state=PRUNED`.
+    """
+    client, run_id = logger.experiment, logger.run_id
+
+    def end(status: str, state: str) -> None:
+        if trial:
+            client.set_tag(run_id, "trial_state", state)
+        client.set_terminated(run_id, status)
+
     try:
         yield
+    except optuna.TrialPruned:
+        end("FINISHED", "PRUNED")
+        raise
     except KeyboardInterrupt:
-        logger.experiment.set_terminated(logger.run_id, "KILLED")
+        end("KILLED", "FAIL")
         raise
     except BaseException:
-        logger.experiment.set_terminated(logger.run_id, "FAILED")
+        end("FAILED", "FAIL")
         raise
-    logger.experiment.set_terminated(logger.run_id, "FINISHED")
+    end("FINISHED", "COMPLETE")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

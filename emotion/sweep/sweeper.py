@@ -1,0 +1,190 @@
+"""The Optuna sweeper behind `hydra/sweeper=optuna`: ask Optuna for trials, launch them as Hydra jobs, tell results.
+
+Why our own and not hydra-optuna-sweeper: its PyPI release (1.3.0) needs optuna<3
+and cannot prune, because a job only returns its final value. Here each job
+reattaches to its trial through the study storage (see `emotion.sweep.trial`) and
+reports every epoch's validation metric, so pruners work, also for jobs that a
+launcher runs in other processes or on other machines.
+
+The study is created with load-if-exists, so rerunning the same command resumes
+it: trials its dead sweep left RUNNING are marked FAIL, and the sweep runs until
+`n_trials` trials of the study have finished (complete, pruned or failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from emotion.errors import ConfigError
+from emotion.sweep.search_space import parse_search_space
+from emotion.tracking import study as study_run
+
+log = logging.getLogger(__name__)
+
+WORKER_ATTR = "worker"
+FINISHED_OR_RUNNING = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+
+
+class StudySweep:
+    """One sweep over one Optuna study; `launch` runs a batch of overrides as Hydra jobs."""
+
+    def __init__(self, sweeper: DictConfig, config: DictConfig) -> None:
+        self.options = sweeper
+        self.config = config
+        directions = sweeper.direction
+        self.directions = [directions] if isinstance(directions, str) else list(directions)
+        self.objectives = list(sweeper.objectives)
+        if len(self.objectives) != len(self.directions):
+            raise ConfigError(
+                f"hydra.sweeper.objectives {self.objectives} and direction {self.directions} differ in length"
+            )
+
+    def run(self, arguments: list[str], launch: Any) -> list[JobReturn]:
+        space, fixed = parse_search_space(self.options.params, self.options.search_space, arguments)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        storage = self.options.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        sampler = self._sampler(space)
+        pruner = self._pruner()
+        study = optuna.create_study(
+            study_name=self.options.study_name or sweep_dir.name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            directions=self.directions,
+            load_if_exists=True,
+        )
+        logger = self.config.logger
+        interrupted = fail_interrupted_trials(study)
+        study_run.fail_orphaned_trial_runs(logger.tracking_uri, logger.experiment_name, study.study_name, interrupted)
+        parent = study_run.open_study_run(
+            logger.tracking_uri,
+            logger.experiment_name,
+            logger.artifact_location,
+            study,
+            study_run.settings_params(study, sampler, pruner, space),
+        )
+        link = {"storage": storage, "study_name": study.study_name, "parent_run_id": parent}
+        results: list[JobReturn] = []
+        while (remaining := self.options.n_trials - count_trials(study, FINISHED_OR_RUNNING)) > 0:
+            trials = [study.ask(space) for _ in range(min(self.options.n_jobs, remaining))]
+            for trial in trials:
+                trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+            batch = [[*fixed, *param_overrides(trial.params), *link_overrides(link, trial.number)] for trial in trials]
+            returns = launch(batch, trials[0].number)
+            for trial, job in zip(trials, returns, strict=True):
+                self._tell(study, trial, job)
+            results.extend(returns)
+            study_run.log_study_progress(logger.tracking_uri, parent, study, self.objectives)
+            if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
+                break
+        study_run.log_study_plots(logger.tracking_uri, parent, study, self.objectives)
+        study_run.close_study_run(logger.tracking_uri, parent)
+        log.info("study %s: %s", study.study_name, summary(study))
+        return results
+
+    def _sampler(self, space: dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
+        options = self.options.sampler
+        if str(options.get("_target_", "")).endswith("GridSampler"):
+            return instantiate(options, search_space=grid_of(space))
+        return instantiate(options)
+
+    def _pruner(self) -> optuna.pruners.BasePruner:
+        if len(self.directions) > 1:
+            return optuna.pruners.NopPruner()  # Optuna prunes single-objective studies only
+        return instantiate(self.options.pruner) if self.options.pruner else optuna.pruners.NopPruner()
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, job: JobReturn) -> None:
+        if job.status == JobStatus.COMPLETED:
+            values = [float(job.return_value[name]) for name in self.objectives]
+            if all(math.isfinite(v) for v in values):
+                _tell(study, trial, values=values)
+                return
+            log.warning("trial %d returned %s: marked FAIL", trial.number, values)
+        elif isinstance(job._return_value, optuna.TrialPruned):
+            _tell(study, trial, state=TrialState.PRUNED)
+            return
+        else:
+            log.warning("trial %d failed: %r", trial.number, job._return_value)
+        _tell(study, trial, state=TrialState.FAIL)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, **result: Any) -> None:
+    try:
+        study.tell(trial, **result)
+    except RuntimeError as exc:
+        # GridSampler.after_trial calls study.stop() once its grid is exhausted, which Optuna allows only inside
+        # study.optimize(); the trial's result is stored before that (optuna/study/_tell.py, `finally`).
+        if "Study.stop" not in str(exc):
+            raise
+
+
+def param_overrides(params: dict[str, Any]) -> list[str]:
+    """Hydra overrides that set each sampled parameter (strings quoted)."""
+    return [f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}" for name, value in params.items()]
+
+
+def link_overrides(link: dict[str, str], number: int) -> list[str]:
+    """`+trial.*` overrides that let a job find its trial in the study storage and its parent MLflow run."""
+    return [f"+trial.{key}='{value}'" for key, value in link.items()] + [f"+trial.number={number}"]
+
+
+def grid_of(space: dict[str, BaseDistribution]) -> dict[str, Sequence[Any]]:
+    """The grid of a search space: choices of categorical and every value of stepped int distributions."""
+    grid: dict[str, Sequence[Any]] = {}
+    for name, distribution in space.items():
+        if isinstance(distribution, CategoricalDistribution):
+            grid[name] = distribution.choices
+        elif isinstance(distribution, IntDistribution) and not distribution.log:
+            grid[name] = list(range(distribution.low, distribution.high + 1, distribution.step))
+        else:
+            raise ConfigError(f"the grid sampler needs choice(...) or range(...) for {name}, not {distribution}")
+    return grid
+
+
+def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
+    return len(study.get_trials(deepcopy=False, states=tuple(states)))
+
+
+def fail_interrupted_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker process on this host is gone; their numbers."""
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed.append(trial.number)
+    if failed:
+        log.warning("trials %s of study %s were interrupted: marked FAIL", failed, study.study_name)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def summary(study: optuna.Study) -> dict[str, int]:
+    return {
+        state.name: count_trials(study, [state]) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }

@@ -1,0 +1,216 @@
+"""Optuna sweeps as Hydra multiruns: real studies in SQLite, real MLflow stores, real `emotion-train --multirun`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from emotion.errors import ConfigError
+from emotion.sweep.search_space import parse_search_space
+from tests.conftest import TINY_CORPUS
+
+QUICK = [
+    *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()),
+    "model.channels=[8,8,8]",
+    "+trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def sweep_command(*overrides: str) -> list[str]:
+    return [sys.executable, "-m", "emotion.train", "--multirun", *QUICK, *overrides]
+
+
+def environment(tmp_path: Path, cache_dir: Path) -> dict[str, str]:
+    return {**os.environ, "EMOTION_CACHE_DIR": str(cache_dir), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns.db"}
+
+
+def run_sweep(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        sweep_command(*overrides),
+        cwd=tmp_path,
+        env=environment(tmp_path, cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def load_study(tmp_path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/multirun/{name}/optuna.db")
+
+
+def child_runs(tmp_path: Path, study: str) -> dict[int, mlflow.entities.Run]:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    experiment = client.get_experiment_by_name("emotion")
+    runs = client.search_runs([experiment.experiment_id], f"tags.study = '{study}' and tags.trial_number != ''")
+    numbers = [int(r.data.tags["trial_number"]) for r in runs]
+    assert len(numbers) == len(set(numbers)), "a trial has two MLflow runs"
+    return {int(r.data.tags["trial_number"]): r for r in runs}
+
+
+def parent_run(tmp_path: Path, study: str) -> mlflow.entities.Run:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    (run,) = client.search_runs(["1"], f"tags.study = '{study}' and tags.role = 'study'")
+    return run
+
+
+def test_a_pruned_sweep_logs_one_child_run_per_trial_under_the_study_run(tmp_path: Path, cache_dir: Path) -> None:
+    run_sweep(
+        tmp_path,
+        cache_dir,
+        "sweep=cnn2d_logmel",
+        "hydra.sweeper.n_trials=8",
+        "trainer.max_epochs=4",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.pruner.n_startup_trials=2",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "optimizer.lr=tag(log,interval(1e-5,3e-2))",
+        # On a 72-clip corpus val/uar ties at chance level; val/loss tells trials apart.
+        "callbacks.monitor=val/loss",
+        "callbacks.mode=min",
+        "hydra.sweeper.direction=minimize",
+        "hydra.sweeper.objectives=[val/loss]",
+    )
+    study = load_study(tmp_path, "cnn2d_logmel")
+    states = [t.state for t in study.trials]
+    assert len(states) == 8
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    pruned = next(t for t in study.trials if t.state == TrialState.PRUNED)
+    assert len(pruned.intermediate_values) < 4  # it stopped before its last epoch
+
+    children = child_runs(tmp_path, "cnn2d_logmel")
+    parent = parent_run(tmp_path, "cnn2d_logmel")
+    assert sorted(children) == [t.number for t in study.trials]
+    for trial in study.trials:
+        child = children[trial.number]
+        assert child.data.tags["trial_state"] == trial.state.name
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.run_name == f"cnn2d-logmel t{trial.number:02d}"
+        assert child.data.params["optimizer.lr"] == str(trial.params["optimizer.lr"])
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "trials.csv" in artifacts
+    assert {f"plots/{p}.png" for p in ("optimization_history", "intermediate_values", "parallel_coordinate")} <= plots
+    assert "plots/study.html" in plots
+    assert parent.data.params["pruner"] == "MedianPruner" and parent.data.params["sampler"] == "RandomSampler"
+    assert parent.data.metrics["study/best_val/loss"] == pytest.approx(study.best_value)
+    assert parent.data.tags["best_trial"] == str(study.best_trial.number)
+
+
+def test_a_killed_sweep_resumes_to_its_budget_with_finished_trials_intact(tmp_path: Path, cache_dir: Path) -> None:
+    overrides = ["sweep=cnn2d_logmel", "hydra.sweeper.n_trials=4", "trainer.max_epochs=3", "hydra/sweeper/pruner=none"]
+    storage = f"sqlite:///{tmp_path}/multirun/cnn2d_logmel/optuna.db"
+    process = subprocess.Popen(
+        sweep_command(*overrides),
+        cwd=tmp_path,
+        env=environment(tmp_path, cache_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                trials = optuna.load_study(study_name="cnn2d_logmel", storage=storage).trials
+            except (KeyError, optuna.exceptions.StorageInternalError, ValueError):
+                continue  # the study is not created yet
+            if any(t.state == TrialState.COMPLETE for t in trials) and trials[-1].state == TrialState.RUNNING:
+                break
+        else:
+            pytest.fail("the sweep never reached a second trial")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    before = {
+        t.number: t.value
+        for t in optuna.load_study(study_name="cnn2d_logmel", storage=storage).trials
+        if t.state == TrialState.COMPLETE
+    }
+    interrupted = max(t.number for t in load_study(tmp_path, "cnn2d_logmel").trials)
+
+    run_sweep(tmp_path, cache_dir, *overrides)
+
+    study = load_study(tmp_path, "cnn2d_logmel")
+    assert len(study.trials) == 4
+    assert {t.number: t.value for t in study.trials if t.number in before} == before
+    assert study.trials[interrupted].state == TrialState.FAIL
+    assert all(t.state == TrialState.COMPLETE for t in study.trials if t.number != interrupted)
+    children = child_runs(tmp_path, "cnn2d_logmel")
+    assert children[interrupted].info.status == "FAILED"
+    assert children[interrupted].data.tags["trial_state"] == "FAIL"
+    assert sorted(children) == [0, 1, 2, 3]
+
+
+def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path, cache_dir: Path) -> None:
+    run_sweep(
+        tmp_path,
+        cache_dir,
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=grid",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.study_name=divergence",
+        "hydra.sweep.dir=multirun/divergence",
+        "trainer.max_epochs=2",
+        "optimizer=sgd",
+        "optimizer.lr=choice(0.01,1e12)",
+    )
+    study = load_study(tmp_path, "divergence")
+    states = {t.params["optimizer.lr"]: t.state for t in study.trials}
+    assert states == {0.01: TrialState.COMPLETE, 1e12: TrialState.FAIL}
+    children = child_runs(tmp_path, "divergence")
+    failed = next(r for r in children.values() if r.data.params["optimizer.lr"] == "1000000000000.0")
+    assert failed.info.status == "FAILED" and failed.data.tags["trial_state"] == "FAIL"
+
+
+def test_the_override_grammar_becomes_optuna_distributions() -> None:
+    params = {
+        "optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
+        "model.dropout": "interval(0.1, 0.5)",
+        "model.dense": "range(32, 129, step=32)",
+        "model.kernel_size": "tag(int, interval(3, 7))",
+        "data.batch_size": "choice(16, 32, 64)",
+        "model.activation": "choice(relu, elu)",
+    }
+    space, fixed = parse_search_space(params, None, ["trainer.max_epochs=3", "model.dropout=interval(0.2,0.3)"])
+    assert space == {
+        "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "model.dropout": FloatDistribution(0.2, 0.3),  # the command line wins over params
+        "model.dense": IntDistribution(32, 128, step=32),
+        "model.kernel_size": IntDistribution(3, 7),
+        "data.batch_size": CategoricalDistribution([16, 32, 64]),
+        "model.activation": CategoricalDistribution(["relu", "elu"]),
+    }
+    assert fixed == ["trainer.max_epochs=3"]
+
+
+def test_the_explicit_search_space_form() -> None:
+    explicit = {
+        "optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "model.dense": {"type": "int", "low": 32, "high": 128, "step": 32},
+        "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+    }
+    space, _ = parse_search_space(None, explicit, [])
+    assert space == {
+        "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "model.dense": IntDistribution(32, 128, step=32),
+        "optimizer": CategoricalDistribution(["adam", "sgd"]),
+    }
+    with pytest.raises(ConfigError, match="type must be int, float or categorical"):
+        parse_search_space(None, {"x": {"type": "normal"}}, [])
