@@ -126,12 +126,15 @@ def test_a_killed_sweep_resumes_to_its_budget_with_finished_trials_intact(tmp_pa
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             time.sleep(0.5)
+            if not (tmp_path / "multirun" / "cnn2d_logmel" / "optuna.db").exists():
+                continue
             try:
                 trials = optuna.load_study(study_name="cnn2d_logmel", storage=storage).trials
             except (KeyError, optuna.exceptions.StorageInternalError, ValueError):
                 continue  # the study is not created yet
-            if any(t.state == TrialState.COMPLETE for t in trials) and trials[-1].state == TrialState.RUNNING:
-                break
+            training = bool(trials) and trials[-1].state == TrialState.RUNNING and trials[-1].intermediate_values
+            if any(t.state == TrialState.COMPLETE for t in trials) and training:
+                break  # killed mid-trial: after it reported its first epoch
         else:
             pytest.fail("the sweep never reached a second trial")
     finally:

@@ -17,6 +17,9 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
 
+#: Save figures with their legends and colour bars inside the image.
+TIGHT = {"bbox_inches": "tight", "dpi": 110}
+
 
 def artifact_uri(location: str) -> str:
     """An artifact location as a URI: local folders become absolute `file://` URIs."""
@@ -129,7 +132,7 @@ def log_test_report(logger: MLFlowLogger, y_true: np.ndarray, y_pred: np.ndarray
     )
     log_json(logger, classification_report(y_true, y_pred, output_dict=True, **report), "classification_report.json")
     figure = plot_confusion_matrix(y_true, y_pred, classes)
-    logger.experiment.log_figure(logger.run_id, figure, "confusion_matrix.png")
+    logger.experiment.log_figure(logger.run_id, figure, "confusion_matrix.png", save_kwargs=TIGHT)
 
 
 def log_checkpoint(logger: MLFlowLogger, path: str | Path) -> None:

@@ -18,7 +18,7 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
-from emotion.tracking.runs import artifact_uri
+from emotion.tracking.runs import TIGHT, artifact_uri
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def log_study_plots(tracking_uri: str, run_id: str, study: optuna.Study, objecti
                 warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
                 axes = matplotlib_plot(study)
             figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-            client.log_figure(run_id, figure, f"plots/{name}.png")
+            client.log_figure(run_id, figure, f"plots/{name}.png", save_kwargs=TIGHT)
             html_parts.append(plotly_plot(study).to_html(full_html=False, include_plotlyjs=not html_parts))
         except (ValueError, RuntimeError, ImportError) as exc:  # too few trials for this plot
             log.info("no %s plot: %s", name, exc)
