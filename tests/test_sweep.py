@@ -182,6 +182,29 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path, cache_dir
     assert failed.info.status == "FAILED" and failed.data.tags["trial_state"] == "FAIL"
 
 
+def test_a_two_objective_sweep_trades_accuracy_against_size(tmp_path: Path, cache_dir: Path) -> None:
+    run_sweep(
+        tmp_path,
+        cache_dir,
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.study_name=size",
+        "hydra.sweep.dir=multirun/size",
+        "trainer.max_epochs=1",
+        "hydra.sweeper.direction=[maximize,minimize]",
+        "hydra.sweeper.objectives=[val/uar,trainable_params]",
+        "model.dense=choice(8,64)",
+    )
+    study = load_study(tmp_path, "size")
+    sizes = {t.params["model.dense"]: t.values[1] for t in study.trials if t.state == TrialState.COMPLETE}
+    assert sizes.keys() == {8, 64} and sizes[8] < sizes[64]
+    children = child_runs(tmp_path, "size")
+    assert {int(float(v)) for v in sizes.values()} == {
+        int(r.data.params["trainable_params"]) for r in children.values()
+    }
+
+
 def test_the_override_grammar_becomes_optuna_distributions() -> None:
     params = {
         "optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
