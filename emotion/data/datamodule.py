@@ -26,7 +26,7 @@ from emotion.data.augment import SpecAugment, WaveAugment
 from emotion.data.cache import FeatureCache, FeatureTable
 from emotion.data.corpora import EMOTIONS, BadFilePolicy, Clip, read_corpus
 from emotion.data.features import FeatureSet
-from emotion.data.splits import PARTITIONS, Split, split_manifest
+from emotion.data.splits import PARTITIONS, SPEAKER_INDEPENDENT, Split, check_no_leakage, split_manifest
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from emotion.errors import ConfigError
 
@@ -145,6 +145,8 @@ class EmotionDataModule(pl.LightningDataModule):
                 self.split = Split(
                     self.split.train + list(range(first, len(table.clips))), self.split.val, self.split.test
                 )
+        if self.split_options.get("strategy", "speaker") in SPEAKER_INDEPENDENT:
+            check_no_leakage(table.clips, self.split)  # again, with the augmented copies
         self.table = table
         labels = torch.tensor([self.classes.index(c.emotion) for c in table.clips])
         for partition in PARTITIONS:
