@@ -14,7 +14,9 @@ import pytest
 import soundfile as sf
 
 from emotion.data.corpora import EMOTIONS, read_corpus
-from emotion.errors import DataError
+from emotion.data.datamodule import EmotionDataModule
+from emotion.data.features import LogMel, Spectral
+from emotion.errors import ConfigError, DataError
 
 
 def write_tree(root: Path, relative_paths: list[str]) -> Path:
@@ -119,3 +121,8 @@ def test_a_data_root_that_is_a_file_is_named(tmp_path: Path) -> None:
 def test_unknown_reader_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="unknown corpus reader 'iemocap'"):
         read_corpus(tmp_path, "iemocap")
+
+
+def test_a_class_outside_the_vocabulary_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown class\(es\) \['anger'\] in data.classes"):
+        EmotionDataModule(LogMel(Spectral()), tmp_path, root=str(tmp_path), classes=("anger", "sad"))

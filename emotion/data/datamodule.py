@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from emotion.data.audio import fit_length, load_audio
 from emotion.data.augment import SpecAugment, WaveAugment
 from emotion.data.cache import FeatureCache, FeatureTable
-from emotion.data.corpora import EMOTIONS, BadFilePolicy, Clip, read_corpus
+from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, read_corpus
 from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS, SPEAKER_INDEPENDENT, Split, check_no_leakage, split_manifest
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
@@ -90,6 +90,11 @@ class EmotionDataModule(pl.LightningDataModule):
         super().__init__()
         if root is None and synthetic is None:
             raise ConfigError(f"data={name} needs data.root: the folder that holds the corpus")
+        unknown = [c for c in classes if c not in (*EMOTIONS, *EXTRA_EMOTIONS)]
+        if unknown:
+            raise ConfigError(
+                f"unknown class(es) {unknown} in data.classes: choose from {[*EMOTIONS, *EXTRA_EMOTIONS]}"
+            )
         self.features = features
         self.cache_dir = Path(cache_dir).expanduser()
         self.name = name
