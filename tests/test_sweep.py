@@ -112,7 +112,7 @@ def test_a_pruned_sweep_logs_one_child_run_per_trial_under_the_study_run(tmp_pat
 
 
 def test_a_killed_sweep_resumes_to_its_budget_with_finished_trials_intact(tmp_path: Path, cache_dir: Path) -> None:
-    overrides = ["sweep=cnn2d_logmel", "hydra.sweeper.n_trials=4", "trainer.max_epochs=3", "hydra/sweeper/pruner=none"]
+    overrides = ["sweep=cnn2d_logmel", "hydra.sweeper.n_trials=4", "trainer.max_epochs=5", "hydra/sweeper/pruner=none"]
     storage = f"sqlite:///{tmp_path}/multirun/cnn2d_logmel/optuna.db"
     process = subprocess.Popen(
         sweep_command(*overrides),

@@ -53,13 +53,17 @@ def open_study_run(
 
 
 def fail_orphaned_trial_runs(tracking_uri: str, experiment_name: str, study_name: str, numbers: list[int]) -> None:
-    """Mark FAILED the child runs of trials that died with their sweep (they would stay RUNNING forever)."""
+    """Mark FAILED the child runs of trials that died with their sweep, as the study marks the trials.
+
+    A run killed mid-training would stay RUNNING forever; one whose job finished just before its sweep
+    died is FINISHED, but its result never reached the study. The study is the record, so both end FAILED.
+    """
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None or not numbers:
         return
     for run in client.search_runs([experiment.experiment_id], f"tags.{STUDY_TAG} = '{study_name}'"):
-        if run.data.tags.get("trial_number") in {str(n) for n in numbers} and run.info.status == "RUNNING":
+        if run.data.tags.get("trial_number") in {str(n) for n in numbers}:
             client.set_tag(run.info.run_id, "trial_state", "FAIL")
             client.set_terminated(run.info.run_id, "FAILED")
 
