@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import mlflow
@@ -111,6 +113,20 @@ def test_a_pruned_sweep_logs_one_child_run_per_trial_under_the_study_run(tmp_pat
     assert parent.data.tags["best_trial"] == str(study.best_trial.number)
 
 
+def study_created(db: Path) -> bool:
+    """Whether the sweeper has created its study, asked without writing.
+
+    Opening the storage with Optuna while the sweeper creates it would race it to write the schema.
+    """
+    if not db.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+            return bool(connection.execute("SELECT count(*) FROM studies").fetchone()[0])
+    except sqlite3.Error:
+        return False
+
+
 def test_a_killed_sweep_resumes_to_its_budget_with_finished_trials_intact(tmp_path: Path, cache_dir: Path) -> None:
     overrides = ["sweep=cnn2d_logmel", "hydra.sweeper.n_trials=4", "trainer.max_epochs=5", "hydra/sweeper/pruner=none"]
     storage = f"sqlite:///{tmp_path}/multirun/cnn2d_logmel/optuna.db"
@@ -126,7 +142,7 @@ def test_a_killed_sweep_resumes_to_its_budget_with_finished_trials_intact(tmp_pa
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            if not (tmp_path / "multirun" / "cnn2d_logmel" / "optuna.db").exists():
+            if not study_created(tmp_path / "multirun" / "cnn2d_logmel" / "optuna.db"):
                 continue
             try:
                 trials = optuna.load_study(study_name="cnn2d_logmel", storage=storage).trials
