@@ -21,3 +21,9 @@ def register_resolvers() -> None:
     """Resolvers the configs use: `${cpu_precision:}`."""
     if not OmegaConf.has_resolver("cpu_precision"):
         OmegaConf.register_new_resolver("cpu_precision", cpu_precision)
+
+
+def logger_defaults() -> dict[str, str]:
+    """The settings of `conf/logger/mlflow.yaml` (tracking URI, experiment) for the CLIs that are not Hydra apps."""
+    config = OmegaConf.load(CONFIG_DIR / "logger" / "mlflow.yaml")
+    return {key: str(value) for key, value in OmegaConf.to_container(config, resolve=True).items()}

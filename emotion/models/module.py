@@ -77,7 +77,7 @@ class EmotionClassifier(pl.LightningModule):
         model: nn.Module,
         classes: Sequence[str],
         input_shapes: dict[str, tuple[int, ...]],
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_monitor: str = "val/loss",
         label_smoothing: float = 0.0,
@@ -148,7 +148,14 @@ class EmotionClassifier(pl.LightningModule):
         """True and predicted class indices of the last test epoch."""
         return torch.cat(self.test_targets), torch.cat(self.test_predictions)
 
+    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Class probabilities of a batch (labels, if the batch has them, are ignored)."""
+        inputs, _ = batch
+        return self(inputs).softmax(dim=1)
+
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("EmotionClassifier was built for inference (no optimizer): it cannot be trained")
         optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer

@@ -1,0 +1,89 @@
+"""From audio to emotion with a trained run: its config and weights, and the same preprocessing as training.
+
+A `Predictor` rebuilds the feature set and the network from a run's resolved
+`config.yaml`, loads the weights (safely, `weights_only=True`) and classifies
+waveforms exactly as the training pipeline saw them: decoded with soundfile,
+resampled, centre-cropped or zero-padded to the feature window, featurised,
+standardised with the training statistics kept in the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+import yaml
+from hydra.utils import instantiate
+
+from emotion.data.audio import fit_length, load_audio
+from emotion.data.features import FeatureSet
+from emotion.errors import DataError
+from emotion.models.module import EmotionClassifier
+
+#: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
+INFERENCE_PREFIXES = ("model.", "standardizer.")
+
+
+def inference_state(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
+    """The network and standardisation weights of a Lightning checkpoint, loaded safely."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(INFERENCE_PREFIXES)}
+
+
+def _inference_model_config(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model config with no weight loading of its own: every weight comes from the run's checkpoint.
+
+    (A stacked fusion would otherwise fetch its branch checkpoints from MLflow again.)
+    """
+    config = dict(model)
+    if config.get("mode") == "stacked":
+        config |= {"mode": "end_to_end", "branch_checkpoints": None}
+    return config
+
+
+class Predictor:
+    """A trained classifier that takes waveforms (or audio files) and returns class probabilities."""
+
+    def __init__(self, config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> None:
+        self.classes: tuple[str, ...] = tuple(config["data"]["classes"])
+        self.features: FeatureSet = instantiate(config["features"])
+        shapes = self.features.shapes()
+        network = instantiate(_inference_model_config(config["model"]))(
+            input_shapes=shapes, num_classes=len(self.classes)
+        )
+        self.module = EmotionClassifier(network, self.classes, input_shapes=shapes)
+        self.module.load_state_dict(dict(state))  # strict: every tensor of the network and the standardiser
+        self.module.eval()
+
+    @classmethod
+    def from_files(cls, config_path: str | Path, weights_path: str | Path) -> Predictor:
+        """A predictor from a run's `config.yaml` and a weights file written by `torch.save(state_dict)`."""
+        config = yaml.safe_load(Path(config_path).read_text())
+        return cls(config, torch.load(weights_path, map_location="cpu", weights_only=True))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    def load(self, path: str | Path) -> torch.Tensor:
+        """A file decoded to mono at the model's sample rate (DataError naming the file if it cannot be)."""
+        return load_audio(path, self.sample_rate)
+
+    def resample(self, waveform: Sequence[float] | np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """A mono waveform given at `sample_rate`, at the model's sample rate."""
+        wave = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
+        if wave.dim() != 1 or wave.numel() == 0:
+            raise DataError(f"a waveform must be a non-empty 1-D array of samples, got shape {tuple(wave.shape)}")
+        if sample_rate <= 0:
+            raise DataError(f"sample rate must be positive, got {sample_rate}")
+        return AF.resample(wave, int(sample_rate), self.sample_rate) if sample_rate != self.sample_rate else wave
+
+    @torch.no_grad()
+    def predict_proba(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Probabilities (clips, classes) of waveforms at the model's sample rate."""
+        batch = torch.stack([fit_length(w, self.features.n_samples) for w in waveforms])
+        return self.module(self.features(batch)).softmax(dim=1)

@@ -1,0 +1,122 @@
+"""`emotion-predict`: emotions of audio files with a registered model (default `models:/emotion@champion`).
+
+emotion-predict clip.wav other.flac
+emotion-predict recordings/ --format csv --output predictions.csv
+emotion-predict recordings/ --model models:/emotion/3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from tqdm.auto import tqdm
+
+from emotion.config import logger_defaults
+from emotion.data.corpora import AUDIO_SUFFIXES
+from emotion.errors import DataError, EmotionError
+from emotion.tracking.registry import check_model_uri
+
+FORMATS = ("table", "csv", "json")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="emotion-predict", description="Predict the emotion of audio files.")
+    parser.add_argument("paths", nargs="+", type=Path, help=f"audio files or folders (searched for {AUDIO_SUFFIXES})")
+    parser.add_argument(
+        "--model", default="models:/emotion@champion", help="any MLflow model URI (default: %(default)s)"
+    )
+    parser.add_argument("--tracking-uri", default=logger_defaults()["tracking_uri"], help="default: %(default)s")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="default: %(default)s")
+    parser.add_argument("--output", "-o", type=Path, help="write to this file instead of standard output")
+    parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def audio_files(paths: Iterable[Path]) -> list[Path]:
+    """The given files, and the audio files found under the given folders, in order."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            if not found:
+                raise DataError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"no such file or folder: {path}")
+    return files
+
+
+def load_model(uri: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """The pyfunc at `uri`; EmotionError saying what is missing when it cannot be loaded."""
+    mlflow.set_tracking_uri(tracking_uri)
+    check_model_uri(mlflow.MlflowClient(tracking_uri), uri)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise EmotionError(f"cannot load model {uri} from {tracking_uri}: {exc}") from None
+
+
+def predict(model: mlflow.pyfunc.PyFuncModel, files: list[Path], batch_size: int) -> pd.DataFrame:
+    """One row per file: `file`, then the model's columns (emotion, confidence, prob_<class>...)."""
+    frames = []
+    with tqdm(total=len(files), unit="file", desc="predicting", disable=len(files) < 2, file=sys.stderr) as bar:
+        for start in range(0, len(files), batch_size):
+            batch = files[start : start + batch_size]
+            frames.append(model.predict(pd.DataFrame({"path": [str(p) for p in batch]})))
+            bar.update(len(batch))
+    result = pd.concat(frames, ignore_index=True)
+    result.insert(0, "file", [str(p) for p in files])
+    return result
+
+
+def render(predictions: pd.DataFrame, fmt: str) -> str:
+    """The predictions as an aligned text table, CSV or a JSON list of records."""
+    if fmt == "csv":
+        return predictions.to_csv(index=False, float_format="%.4f")
+    if fmt == "json":
+        return json.dumps(predictions.round(4).to_dict(orient="records"), indent=2) + "\n"
+    return _text_table(predictions)
+
+
+def _text_table(predictions: pd.DataFrame) -> str:
+    """Text columns left-aligned, probabilities right-aligned with 3 decimals."""
+    cells = [
+        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in predictions.itertuples(index=False)
+    ]
+    columns = list(predictions.columns)
+    widths = [max(len(name), *(len(row[i]) for row in cells)) for i, name in enumerate(columns)]
+    numeric = [predictions[name].dtype.kind == "f" for name in columns]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True))
+
+    return "\n".join(line(row).rstrip() for row in [columns, *cells]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    args = parse_args(argv)
+    try:
+        files = audio_files(args.paths)
+        text = render(predict(load_model(args.model, args.tracking_uri), files, args.batch_size), args.format)
+    except EmotionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {len(files)} predictions to {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

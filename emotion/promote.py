@@ -1,0 +1,110 @@
+"""`emotion-promote`: register the best finished run in the MLflow Model Registry as `emotion@champion`.
+
+emotion-promote                                   # best val/uar of experiment "emotion"
+emotion-promote --study cnn2d-logmel --dry-run    # the leaderboard of one study, and what would happen
+emotion-promote --metric val/loss --mode min --name emotion-mfcc
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+
+from emotion.config import logger_defaults
+from emotion.errors import EmotionError
+from emotion.tracking.registry import (
+    CHAMPION,
+    PREVIOUS,
+    PromotionError,
+    Ranking,
+    check_promotable,
+    current_champion,
+    leaderboard,
+    promote,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = logger_defaults()
+    parser = argparse.ArgumentParser(
+        prog="emotion-promote", description="Register the best finished run and give it the alias 'champion'."
+    )
+    parser.add_argument("--tracking-uri", default=defaults["tracking_uri"], help="default: %(default)s")
+    parser.add_argument("--experiment", default=defaults["experiment_name"], help="default: %(default)s")
+    parser.add_argument("--study", help="only the trials of this Optuna study (its MLflow tag `study`)")
+    parser.add_argument("--metric", default="val/uar", help="what 'best' means (default: %(default)s)")
+    parser.add_argument("--mode", choices=("max", "min"), default="max", help="default: %(default)s")
+    parser.add_argument("--filter", help="an extra MLflow search filter, e.g. \"tags.split = 'speaker'\"")
+    parser.add_argument("--name", default="emotion", help="registered model name (default: %(default)s)")
+    parser.add_argument("--allow-leaky", action="store_true", help="promote a run of the report's leaky protocol")
+    parser.add_argument("--dry-run", action="store_true", help="print the leaderboard and the plan, change nothing")
+    parser.add_argument("--top", type=int, default=10, help="leaderboard rows to print (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def format_leaderboard(runs: list[Run], metric: str) -> str:
+    """The competing runs as a text table, best first."""
+    header = f"{'#':>2}  {'run':<24} {'run id':<32}  {metric:>9}  {'test/acc':>8}  {'split':<8} {'leaky':<5}  study"
+    lines = [header, "-" * len(header)]
+    for rank, run in enumerate(runs, 1):
+        metrics, tags = run.data.metrics, run.data.tags
+        test_acc = f"{metrics['test/acc']:.4f}" if "test/acc" in metrics else "-"
+        lines.append(
+            f"{rank:>2}  {(run.info.run_name or '')[:24]:<24} {run.info.run_id:<32}  {metrics[metric]:>9.4f}  "
+            f"{test_acc:>8}  {tags.get('split', '-'):<8} {tags.get('leaky', '-'):<5}  {tags.get('study', '-')}"
+        )
+    return "\n".join(lines)
+
+
+def dry_run_plan(best: Run, what: str, args: argparse.Namespace, old: ModelVersion | None) -> str:
+    """What a real promotion would do, said without doing it."""
+    try:
+        check_promotable(best, args.allow_leaky)
+    except PromotionError as exc:
+        return f"would refuse: {exc}"
+    if old is not None and old.run_id == best.info.run_id:
+        return f"{what} is already {args.name}@{CHAMPION} (version {old.version}): nothing would change"
+    now = f"version {old.version} (run {old.run_id}), which would become @{PREVIOUS}" if old else "none"
+    return f"would register {what} as a new version of {args.name} with alias @{CHAMPION}; current champion: {now}"
+
+
+def run(args: argparse.Namespace) -> None:
+    client = mlflow.MlflowClient(args.tracking_uri)
+    ranking = Ranking(args.experiment, args.metric, args.mode, args.study, args.filter)
+    runs = leaderboard(client, ranking, limit=args.top)
+    if not runs:
+        scope = f"study {args.study!r}" if args.study else f"experiment {args.experiment!r}"
+        raise EmotionError(f"no FINISHED run of {scope} logged {args.metric}: nothing to promote")
+    print(format_leaderboard(runs, args.metric))
+    best = runs[0]
+    old = current_champion(client, args.name)
+    what = f"run {best.info.run_name} ({best.info.run_id}, {args.metric}={best.data.metrics[args.metric]:.4f})"
+    if args.dry_run:
+        print(f"\ndry run: {dry_run_plan(best, what, args, old)}")
+        return
+    version, previous = promote(args.tracking_uri, best, args.name, args.metric, args.allow_leaky)
+    if previous is None and old is not None and old.version == version.version:
+        print(f"\n{what} is already {args.name}@{CHAMPION} (version {version.version}): nothing changed")
+        return
+    print(f"\nregistered {what} as {args.name} version {version.version}, alias @{CHAMPION}")
+    if previous is not None:
+        print(f"version {previous.version} is now @{PREVIOUS}")
+    print(f"predict with: emotion-predict --model models:/{args.name}@{CHAMPION} PATH...")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except EmotionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Promotion to the MLflow Model Registry: the leaderboard of finished runs, and moving the `champion` alias.
+
+A promotion is all-or-nothing: the run's pyfunc is logged and registered as a new
+version first, and only once that version is READY do the aliases move
+(`previous` to the old champion, `champion` to the new version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from emotion.errors import EmotionError
+from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
+from emotion.tracking.pyfunc import log_pyfunc
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+
+
+class PromotionError(EmotionError):
+    """No run can be promoted, or the registry refuses."""
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What "best" means: a metric, its direction, and which runs compete."""
+
+    experiment: str
+    metric: str = "val/uar"
+    mode: str = "max"
+    study: str | None = None
+    filter: str | None = None
+
+    def filter_string(self) -> str:
+        clauses = ["attributes.status = 'FINISHED'"]
+        if self.study:
+            clauses.append(f"tags.study = '{self.study}'")
+        if self.filter:
+            clauses.append(f"({self.filter})" if " or " in self.filter.lower() else self.filter)
+        return " and ".join(clauses)
+
+
+def leaderboard(client: mlflow.MlflowClient, ranking: Ranking, limit: int = 10) -> list[Run]:
+    """Finished training runs that logged the metric, best first (a sweep's parent and pruned trials excluded)."""
+    experiment = client.get_experiment_by_name(ranking.experiment)
+    if experiment is None:
+        raise PromotionError(f"no experiment {ranking.experiment!r} in {client.tracking_uri}")
+    if ranking.mode not in ("max", "min"):
+        raise PromotionError(f"mode must be max or min, not {ranking.mode!r}")
+    order = "DESC" if ranking.mode == "max" else "ASC"
+    try:
+        found = client.search_runs(
+            [experiment.experiment_id],
+            ranking.filter_string(),
+            order_by=[f"metrics.`{ranking.metric}` {order}", "attributes.start_time DESC"],
+            max_results=max(limit * 5, 100),
+        )
+    except MlflowException as exc:
+        raise PromotionError(f"cannot search runs with filter {ranking.filter_string()!r}: {exc.message}") from None
+    competing = [
+        run
+        for run in found
+        if ranking.metric in run.data.metrics
+        and run.data.tags.get("role") != "study"
+        and run.data.tags.get("trial_state", "COMPLETE") == "COMPLETE"
+    ]
+    return competing[:limit]
+
+
+def current_champion(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
+    """The version holding the `champion` alias, or None (also when the model is not registered yet)."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def version_tags(run: Run, metric: str, config: dict) -> dict[str, str]:
+    """Where a version comes from: the run, its study, the selection metric, the protocol, data and features."""
+    tags = run.data.tags
+    return {
+        "source_run_id": run.info.run_id,
+        "source_run_name": run.info.run_name or "",
+        "study": tags.get("study", ""),
+        "metric": metric,
+        "metric_value": f"{run.data.metrics[metric]:.6g}",
+        "split": tags.get("split", ""),
+        "leaky": tags.get("leaky", ""),
+        "architecture": tags.get("architecture", ""),
+        "data": json.dumps(config.get("data", {}), sort_keys=True)[:4000],
+        "features": json.dumps(config.get("features", {}), sort_keys=True)[:4000],
+    }
+
+
+def check_promotable(run: Run, allow_leaky: bool) -> None:
+    """Refuse a run of the report's leaky protocol (its scores are inflated) unless allowed."""
+    if run.data.tags.get("leaky") == "true" and not allow_leaky:
+        raise PromotionError(
+            f"run {run.info.run_name} ({run.info.run_id}) is tagged leaky=true: augmented copies of its test clips "
+            "sat in training (the report's protocol), so its scores are inflated. Exclude such runs with "
+            "--filter \"tags.leaky = 'false'\", or pass --allow-leaky to promote it anyway."
+        )
+
+
+def promote(
+    tracking_uri: str, run: Run, name: str, metric: str, allow_leaky: bool = False
+) -> tuple[ModelVersion, ModelVersion | None]:
+    """Register `run`'s pyfunc as a new version of `name` and make it the champion; returns (new, previous).
+
+    If `run` is already the champion's source, nothing changes and that version is returned.
+    """
+    check_promotable(run, allow_leaky)
+    mlflow.set_tracking_uri(tracking_uri)  # MLflow's model logging and registration read the global URI
+    client = mlflow.MlflowClient(tracking_uri)
+    old = current_champion(client, name)
+    if old is not None and old.run_id == run.info.run_id:
+        return old, None
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint, config = _download_checkpoint_and_config(client, run.info.run_id, Path(folder))
+        tags = version_tags(run, metric, yaml.safe_load(config.read_text()))
+        model_uri = log_pyfunc(run.info.run_id, checkpoint, config)
+    version = mlflow.register_model(model_uri, name, tags=tags)  # waits until the version is READY
+    if version.status != "READY":
+        raise PromotionError(
+            f"{name} version {version.version} is {version.status}, not READY: aliases left as they were"
+        )
+    if old is not None:
+        client.set_registered_model_alias(name, PREVIOUS, old.version)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    return version, old
+
+
+def _download_checkpoint_and_config(client: mlflow.MlflowClient, run_id: str, folder: Path) -> tuple[Path, Path]:
+    try:
+        checkpoints = Path(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT_DIR, str(folder)))
+        config = Path(client.download_artifacts(run_id, "config.yaml", str(folder)))
+    except (MlflowException, OSError) as exc:
+        raise PromotionError(f"run {run_id} lacks its checkpoint or config.yaml artifact: {exc}") from None
+    found = sorted(checkpoints.glob("*.ckpt"))
+    if not found:
+        raise PromotionError(f"run {run_id} has no .ckpt under {CHECKPOINT_ARTIFACT_DIR}/")
+    return found[0], config
+
+
+_REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
+
+
+def check_model_uri(client: mlflow.MlflowClient, uri: str) -> None:
+    """For a `models:/NAME@ALIAS` or `models:/NAME/VERSION` URI: PromotionError saying what is missing."""
+    match = _REGISTERED_URI.match(uri)
+    if match is None or match["name"].startswith("m-"):  # a path, runs:/ URI or logged model ID
+        return
+    name, alias, number = match["name"], match["alias"], match["version"]
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        known = sorted(m.name for m in client.search_registered_models()) or "none"
+        raise PromotionError(
+            f"no registered model {name!r} in {client.tracking_uri} (registered: {known}); "
+            "promote a run first with emotion-promote"
+        ) from None
+    if alias is not None and alias not in model.aliases:
+        raise PromotionError(f"model {name!r} has no alias {alias!r} (its aliases: {sorted(model.aliases) or 'none'})")
+    if number is not None and number != "latest":
+        try:
+            client.get_model_version(name, number)
+        except MlflowException:
+            raise PromotionError(f"model {name!r} has no version {number}") from None

@@ -1,0 +1,357 @@
+"""Promotion to the Model Registry and prediction with the champion, on real runs in a real SQLite store.
+
+The runs are trained for a few batches, so their scores are near chance and may tie; each test that
+needs a known ranking logs the runs' `val/uar` itself, which is the one thing it does not train for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import lightning.pytorch as pl
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from emotion import predict, promote
+from emotion.config import CONFIG_DIR
+from emotion.inference import inference_state
+from emotion.models.module import EmotionClassifier
+from emotion.train import build_model, train
+from tests.conftest import FEW_BATCHES, TINY_CORPUS
+
+TINY_MODEL = ["model.channels=[8,8,8]", "model.dense=16"]
+
+
+class Store:
+    """A tracking store with real trained runs, and the configs they were trained with."""
+
+    def __init__(self, folder: Path, cache_dir: Path) -> None:
+        self.folder, self.cache_dir = folder, cache_dir
+        self.uri = f"sqlite:///{folder / 'mlruns.db'}"
+        self.client = mlflow.MlflowClient(self.uri)
+        self.configs: dict[str, DictConfig] = {}
+
+    def config(self, *overrides: str) -> DictConfig:
+        base = [
+            f"paths.cache_dir={self.cache_dir}",
+            f"paths.output_dir={self.folder / 'outputs' / str(len(self.configs))}",
+            f"logger.tracking_uri={self.uri}",
+            f"logger.artifact_location={self.folder / 'mlartifacts'}",
+            *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()),
+        ]
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=[*base, *FEW_BATCHES, *TINY_MODEL, *overrides])
+
+    def train(self, name: str, *overrides: str) -> str:
+        """Train a run named `name`; returns its run ID."""
+        cfg = self.config(f"logger.run_name={name}", *overrides)
+        train(cfg)
+        (run,) = self.client.search_runs(
+            [self.client.get_experiment_by_name("emotion").experiment_id], f"attributes.run_name = '{name}'"
+        )
+        self.configs[run.info.run_id] = cfg
+        return run.info.run_id
+
+    def score(self, run_id: str, value: float) -> None:
+        """Give a run a known `val/uar` (its latest value is what runs are ranked by)."""
+        self.client.log_metric(run_id, "val/uar", value, step=10_000)
+
+    def promote(self, *args: str) -> None:
+        promote.main(["--tracking-uri", self.uri, *args])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Store:
+    """Three trained runs (a, b, c) and runs that must never win: failed, pruned, a study's parent."""
+    store = Store(tmp_path_factory.mktemp("registry"), cache_dir)
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        store.train(name, f"seed={seed}")
+    experiment_id = store.client.get_experiment_by_name("emotion").experiment_id
+    for name, status, tags in (
+        ("crashed", "FAILED", {}),
+        ("pruned", "FINISHED", {"trial_state": "PRUNED", "study": "s"}),
+        ("study s", "FINISHED", {"role": "study", "study": "s"}),
+    ):
+        run = store.client.create_run(experiment_id, run_name=name, tags=tags)
+        store.client.log_metric(run.info.run_id, "val/uar", 0.99)
+        store.client.set_terminated(run.info.run_id, status)
+    return store
+
+
+def run_id_of(store: Store, name: str) -> str:
+    return next(i for i, c in store.configs.items() if c.logger.run_name == name)
+
+
+def test_promote_registers_the_best_finished_run_and_moves_the_aliases(store: Store, capsys) -> None:
+    a, b, c = (run_id_of(store, n) for n in "abc")
+    for run_id, value in ((a, 0.50), (b, 0.70), (c, 0.40)):
+        store.score(run_id, value)
+
+    store.promote("--name", "ser")
+    first = store.client.get_model_version_by_alias("ser", "champion")
+    assert first.run_id == b
+    assert first.tags["source_run_id"] == b
+    assert first.tags["metric"] == "val/uar" and first.tags["metric_value"] == "0.7"
+    assert first.tags["split"] == "speaker" and first.tags["leaky"] == "false"
+    assert json.loads(first.tags["features"])["_target_"] == "emotion.data.features.LogMel"
+    assert json.loads(first.tags["data"])["split"]["strategy"] == "speaker"
+    assert "registered run b" in capsys.readouterr().out
+
+    store.promote("--name", "ser")  # the same winner: nothing moves, no new version
+    assert len(store.client.search_model_versions("name = 'ser'")) == 1
+    assert "already ser@champion" in capsys.readouterr().out
+
+    store.score(c, 0.80)
+    store.promote("--name", "ser")
+    champion = store.client.get_model_version_by_alias("ser", "champion")
+    previous = store.client.get_model_version_by_alias("ser", "previous")
+    assert (champion.run_id, str(champion.version)) == (c, "2")
+    assert (previous.run_id, str(previous.version)) == (b, "1")
+
+
+def test_dry_run_prints_the_leaderboard_and_changes_nothing(store: Store, capsys) -> None:
+    for name, value in (("a", 0.55), ("b", 0.45), ("c", 0.35)):
+        store.score(run_id_of(store, name), value)
+    store.promote("--name", "dry", "--dry-run")
+    out = capsys.readouterr().out
+    rows = [line.split()[1] for line in out.splitlines()[2:5]]
+    assert rows == ["a", "b", "c"]  # the failed, pruned and parent runs (0.99) are not competing
+    assert "dry run: would register run a" in out
+    assert store.client.search_registered_models("name = 'dry'") == []
+
+
+def test_a_leaky_run_is_refused_unless_forced(store: Store, capsys) -> None:
+    leaky = store.train("leaky", "augment=noise", "augment.before_split=true", "data.split.strategy=clip")
+    assert store.client.get_run(leaky).data.tags["leaky"] == "true"
+    store.score(leaky, 0.999)
+
+    with pytest.raises(SystemExit) as exited:
+        store.promote("--name", "careful")
+    assert exited.value.code == 1
+    assert "leaky=true" in capsys.readouterr().err
+    assert store.client.search_registered_models("name = 'careful'") == []
+
+    store.promote("--name", "careful", "--filter", "tags.leaky = 'false'")
+    assert store.client.get_model_version_by_alias("careful", "champion").run_id != leaky
+
+    store.promote("--name", "careful", "--allow-leaky")
+    assert store.client.get_model_version_by_alias("careful", "champion").run_id == leaky
+    store.client.log_metric(leaky, "val/uar", 0.0, step=20_000)  # out of the other tests' way
+
+
+def test_a_failed_promotion_leaves_the_aliases_where_they_were(store: Store, capsys) -> None:
+    store.score(run_id_of(store, "a"), 0.60)
+    store.promote("--name", "safe")
+    before = store.client.get_model_version_by_alias("safe", "champion")
+
+    experiment_id = store.client.get_experiment_by_name("emotion").experiment_id
+    empty = store.client.create_run(experiment_id, run_name="no-checkpoint")
+    store.client.log_metric(empty.info.run_id, "val/uar", 0.98)
+    store.client.set_terminated(empty.info.run_id, "FINISHED")
+    with pytest.raises(SystemExit):
+        store.promote("--name", "safe")
+    assert "lacks its checkpoint" in capsys.readouterr().err
+    assert store.client.get_model_version_by_alias("safe", "champion").run_id == before.run_id
+    assert len(store.client.search_model_versions("name = 'safe'")) == 1
+    store.client.delete_run(empty.info.run_id)
+
+
+@pytest.fixture(scope="module")
+def champion(store: Store) -> tuple[str, str]:
+    """(model URI, run ID) of a registered champion of its own."""
+    store.score(run_id_of(store, "b"), 0.90)
+    promote.main(["--tracking-uri", store.uri, "--name", "served"])
+    return "models:/served@champion", run_id_of(store, "b")
+
+
+def lightning_probabilities(store: Store, run_id: str) -> tuple[list[str], torch.Tensor]:
+    """Test-partition clips of a run and the probabilities its LightningModule gives them (Trainer.predict)."""
+    cfg = store.configs[run_id]
+    features = instantiate(cfg.features)
+    datamodule = instantiate(cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=None)
+    datamodule.setup()
+    checkpoint = next(Path(cfg.paths.output_dir, "checkpoints").glob("*.ckpt"))
+    module = EmotionClassifier.load_from_checkpoint(
+        checkpoint, model=build_model(cfg, features, len(cfg.data.classes)), weights_only=True
+    )
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    probabilities = torch.cat(trainer.predict(module, dataloaders=datamodule.test_dataloader()))
+    return [str(datamodule.clips[i].path) for i in datamodule.split.test], probabilities
+
+
+def test_the_pyfunc_predicts_what_the_lightning_module_predicts_on_the_same_wav_files(store: Store, champion) -> None:
+    uri, run_id = champion
+    paths, expected = lightning_probabilities(store, run_id)
+    mlflow.set_tracking_uri(store.uri)
+    model = mlflow.pyfunc.load_model(uri)
+
+    from_files = model.predict(pd.DataFrame({"path": paths}))
+    probabilities = from_files.filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(probabilities, expected.numpy(), atol=1e-5)
+    classes = store.configs[run_id].data.classes
+    assert from_files["emotion"].tolist() == [classes[i] for i in expected.argmax(dim=1).tolist()]
+
+    waves = [sf.read(p, dtype="float32") for p in paths[:3]]
+    from_arrays = model.predict(
+        pd.DataFrame({"waveform": [w.tolist() for w, _ in waves], "sample_rate": [r for _, r in waves]})
+    )
+    np.testing.assert_allclose(from_arrays.filter(like="prob_").to_numpy(), probabilities[:3], atol=1e-5)
+
+
+def test_the_registered_model_carries_its_signature_example_and_weights_only(store: Store, champion) -> None:
+    uri, _ = champion
+    mlflow.set_tracking_uri(store.uri)
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature.inputs.input_names() == ["path", "waveform", "sample_rate"]
+    assert "prob_angry" in info.signature.outputs.input_names()
+    assert info.saved_input_example_info is not None
+    model_dir = Path(mlflow.artifacts.download_artifacts(uri))
+    assert (model_dir / "code" / "emotion" / "inference.py").is_file()
+    weights = torch.load(next(model_dir.rglob("weights.pt")), weights_only=True)
+    assert all(k.startswith(("model.", "standardizer.")) for k in weights)
+
+
+def test_a_checkpoint_that_holds_code_is_not_loaded(tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this ran while loading",))
+
+    torch.save({"state_dict": {}, "extra": Payload()}, tmp_path / "evil.ckpt")
+    with pytest.raises(pickle.UnpicklingError):
+        inference_state(tmp_path / "evil.ckpt")
+
+
+def run_predict(store: Store, *args: str) -> subprocess.CompletedProcess:
+    """`emotion-predict` in a process of its own, as a user starts it."""
+    return subprocess.run(
+        [sys.executable, "-m", "emotion.predict", "--tracking-uri", store.uri, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def predict_here(store: Store, capsys, *args: str) -> tuple[int, str, str]:
+    """`emotion-predict` in this process (quicker): exit code, stdout and stderr."""
+    try:
+        predict.main(["--tracking-uri", store.uri, *args])
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_emotion_predict_on_a_folder_prints_a_table_and_writes_csv_and_json(
+    store: Store, champion, tiny_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    uri, _ = champion
+    wavs = sorted(tiny_corpus.glob("*.wav"))
+    table = run_predict(store, "--model", uri, str(tiny_corpus))
+    assert table.returncode == 0, table.stderr[-3000:]
+    header, *rows = table.stdout.strip().splitlines()
+    assert header.split()[:3] == ["file", "emotion", "confidence"]
+    assert len(rows) == len(wavs)
+    assert "100%" in table.stderr  # the progress bar over the folder
+
+    code, _, err = predict_here(
+        store, capsys, "--model", uri, str(tiny_corpus), "--format", "csv", "-o", str(tmp_path / "p.csv")
+    )
+    assert code == 0, err[-3000:]
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert frame["file"].tolist() == [str(p) for p in wavs]
+    np.testing.assert_allclose(frame.filter(like="prob_").sum(axis=1), 1.0, atol=1e-3)
+    assert set(frame["emotion"]) <= set(store.configs[champion[1]].data.classes)
+
+    _, out, _ = predict_here(store, capsys, "--model", uri, str(wavs[0]), "--format", "json")
+    (record,) = json.loads(out)
+    assert record["file"] == str(wavs[0]) and record["emotion"] == frame["emotion"][0]
+
+
+@pytest.mark.parametrize(
+    ("model", "audio", "message"),
+    [
+        ("models:/nobody@champion", "good", "no registered model 'nobody'"),
+        ("models:/served@gold", "good", "has no alias 'gold'"),
+        ("models:/served@champion", "bad", "cannot decode audio file"),
+        ("models:/served@champion", "missing", "no such file or folder"),
+    ],
+)
+def test_emotion_predict_explains_what_is_missing(
+    store: Store, champion, tiny_corpus: Path, tmp_path: Path, capsys, model: str, audio: str, message: str
+) -> None:
+    (tmp_path / "bad.wav").write_text("not audio")
+    path = {"good": next(tiny_corpus.glob("*.wav")), "bad": tmp_path / "bad.wav", "missing": tmp_path / "x.wav"}[audio]
+    code, _, err = predict_here(store, capsys, "--model", model, str(path))
+    assert code == 1
+    assert err.startswith("error: ") and message in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post_json(url: str, payload: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else "the server exited"
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"mlflow models serve did not answer {url}/ping within {timeout} s")
+
+
+def test_mlflow_models_serve_answers_the_documented_request(store: Store, champion, tiny_corpus: Path) -> None:
+    uri, _ = champion
+    port = free_port()
+    # as in an activated virtual environment: the server runs `uvicorn` from PATH
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri, "PATH": path}
+    command = ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(url, server)
+        wav = next(tiny_corpus.glob("*.wav"))
+        samples, rate = sf.read(wav, dtype="float32")
+        by_path = post_json(f"{url}/invocations", {"dataframe_records": [{"path": str(wav)}]})
+        by_wave = post_json(
+            f"{url}/invocations", {"dataframe_records": [{"waveform": samples.tolist(), "sample_rate": rate}]}
+        )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    (from_path,) = by_path["predictions"]
+    (from_wave,) = by_wave["predictions"]
+    assert from_path["emotion"] == from_wave["emotion"]
+    assert from_path["confidence"] == pytest.approx(from_wave["confidence"], abs=1e-5)
+    assert sum(v for k, v in from_path.items() if k.startswith("prob_")) == pytest.approx(1.0, abs=1e-4)
