@@ -23,7 +23,7 @@ def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
         raise DataError(f"cannot decode audio file {path}: {exc}") from exc
     if samples.shape[0] == 0:
         raise DataError(f"audio file has no samples: {path}")
-    waveform = torch.from_numpy(samples).mean(dim=1)
+    waveform = torch.from_numpy(samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1))
     if file_rate != sample_rate:
         waveform = AF.resample(waveform, file_rate, sample_rate)
     return waveform
