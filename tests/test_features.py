@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio.transforms as T
 
 from emotion.data.audio import fit_length, load_audio
 from emotion.data.cache import FeatureCache
@@ -118,3 +119,17 @@ def test_undecodable_clips_stop_the_run_under_the_error_policy(tiny_corpus: Path
     (corpus / "1001_IEO_ANG_MD.wav").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"1001_IEO_ANG_MD\.wav"):
         FeatureCache(tmp_path, corpus, LogMel(SPECTRAL)).table(read_corpus(corpus).clips, on_bad_file="error")
+
+
+def test_log_mel_and_mfcc_equal_torchaudios_transforms() -> None:
+    spectral = Spectral()
+    waves = torch.randn(4, spectral.n_samples) * torch.tensor([[0.01], [0.1], [0.5], [1.0]])
+    to_db = T.AmplitudeToDB("power", top_db=spectral.top_db)
+    mel = T.MelSpectrogram(sample_rate=16000, n_fft=1024, hop_length=512, n_mels=128, power=2.0)
+    mfcc = T.MFCC(sample_rate=16000, n_mfcc=40, log_mels=False, melkwargs={"n_fft": 1024, "hop_length": 512})
+    mfcc.amplitude_to_DB = to_db
+
+    torch.testing.assert_close(LogMel(spectral)(waves)["logmel"], to_db(mel(waves.unsqueeze(1))), atol=1e-4, rtol=0)
+    both = LogMelMFCC(spectral)(waves)
+    torch.testing.assert_close(both["mfcc"], mfcc(waves.unsqueeze(1)), atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(MFCC(spectral)(waves)["mfcc"], both["mfcc"])

@@ -14,9 +14,12 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +31,9 @@ from emotion.data.features import FeatureSet
 from emotion.errors import DataError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -42,9 +48,12 @@ class FeatureTable:
 
 
 def clip_key(path: str | Path) -> str:
-    """Identity of a file's current contents: its absolute path, size and modification time."""
+    """Identity of a file's current contents: its absolute path, size and modification time.
+
+    (`os.path.abspath`, not `Path.resolve`: resolving every link of every path took most of a warm read.)
+    """
     stat = os.stat(path)
-    return hashlib.sha1(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    return hashlib.sha1(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
 
 
 class FeatureCache:
@@ -98,7 +107,7 @@ class FeatureCache:
     def _read_shards(self) -> dict[str, dict[str, torch.Tensor]]:
         stored: dict[str, dict[str, torch.Tensor]] = {}
         for shard in sorted(self.folder.glob("shard-*.pt")):
-            data = torch.load(shard, weights_only=True)
+            data = torch.load(shard, weights_only=True, mmap=True)
             for row, key in enumerate(data["keys"]):
                 stored[key] = {name: tensor[row] for name, tensor in data["tensors"].items()}
         return stored
@@ -115,20 +124,23 @@ class FeatureCache:
         skipped: list[str] = []
         if not missing:
             return skipped
-        with tqdm(total=len(missing), desc=f"Computing {self.features.name} features", unit="clip") as bar:
-            for shard in _chunks(missing, self.shard_size):
-                shard_keys, shard_tensors = [], []
-                for batch in _chunks(shard, self.batch_size):
-                    waves, good = self._decode(clips, batch, on_bad_file, skipped, augment)
-                    if good:
-                        shard_tensors.append(self.features(torch.stack(waves)))
-                        shard_keys += [keys[i] for i in good]
-                    bar.update(len(batch))
-                if shard_keys:
+        batches = [batch for shard in _chunks(missing, self.shard_size) for batch in _chunks(shard, self.batch_size)]
+        decoded = _prefetched(lambda batch: self._decode(clips, batch, on_bad_file, skipped, augment), batches)
+        shard_keys: list[str] = []
+        shard_tensors: list[dict[str, torch.Tensor]] = []
+        bar = tqdm(total=len(missing), desc=f"Computing {self.features.name} features", unit="clip")
+        with bar, _one_core_left_for_decoding():
+            for batch, (waves, good) in zip(batches, decoded, strict=True):
+                if good:
+                    shard_tensors.append(self.features(torch.stack(waves)))
+                    shard_keys += [keys[i] for i in good]
+                bar.update(len(batch))
+                if len(shard_keys) >= self.shard_size or (batch is batches[-1] and shard_keys):
                     merged = {n: torch.cat([t[n] for t in shard_tensors]) for n in shard_tensors[0]}
                     self._write_shard(shard_keys, merged)
                     for row, key in enumerate(shard_keys):
                         stored[key] = {name: tensor[row] for name, tensor in merged.items()}
+                    shard_keys, shard_tensors = [], []
         return skipped
 
     def _decode(
@@ -177,6 +189,32 @@ def check_duration(wave: torch.Tensor, sample_rate: int, min_duration: float, pa
     seconds = wave.shape[-1] / sample_rate
     if seconds < min_duration:
         raise DataError(f"clip is {seconds:.3f} s long, shorter than data.min_duration={min_duration} s: {path}")
+
+
+@contextmanager
+def _one_core_left_for_decoding() -> Iterator[None]:
+    """Torch computes on one thread fewer while the decoding thread runs (on 2 cores: 1.5x faster overall)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _prefetched(work: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """`work(item)` for each item in order, the next one running in a thread while the caller uses this one.
+
+    Decoding (libsndfile, which releases the GIL) then overlaps with the feature computation.
+    """
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(work, items[0])
+        for item in items[1:]:
+            current, ahead = ahead.result(), pool.submit(work, item)
+            yield current
+        yield ahead.result()
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:

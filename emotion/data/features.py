@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 
 import torch
+import torchaudio.functional as AF
 import torchaudio.transforms as T
 
 
@@ -34,16 +35,28 @@ class Spectral:
         """Waveform length that a centred STFT turns into exactly `n_frames` frames."""
         return self.hop_length * (self.n_frames - 1)
 
-    def mel_spectrogram(self) -> T.MelSpectrogram:
-        return T.MelSpectrogram(
-            sample_rate=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            n_mels=self.n_mels,
-            f_min=self.f_min,
-            f_max=self.f_max,
-            power=2.0,
+    def mel_spectrogram(self) -> MelPower:
+        return MelPower(self)
+
+
+class MelPower(torch.nn.Module):
+    """Mel power spectrogram, as torchaudio's MelSpectrogram computes it, but 1.5x faster on CPU.
+
+    The STFT and the mel filters are torchaudio's; the power is re² + im² of the complex STFT,
+    which is 3x faster than MelSpectrogram's |z|^2 (a square root, then a square) and equal to it
+    up to float rounding. See benchmarks/features.py.
+    """
+
+    def __init__(self, spectral: Spectral) -> None:
+        super().__init__()
+        self.stft = T.Spectrogram(n_fft=spectral.n_fft, hop_length=spectral.hop_length, power=None)
+        self.mel_scale = T.MelScale(
+            spectral.n_mels, spectral.sample_rate, spectral.f_min, spectral.f_max, n_stft=spectral.n_fft // 2 + 1
         )
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        z = self.stft(waveforms)
+        return self.mel_scale(z.real.square() + z.imag.square())
 
 
 class FeatureSet:
@@ -115,7 +128,7 @@ class MelMean(LogMel):
 
 
 class MFCC(FeatureSet):
-    """MFCCs from the log-mel spectrogram, shaped (1, n_mfcc, n_frames)."""
+    """MFCCs (orthonormal DCT-II of the log-mel spectrogram, as torchaudio's MFCC), shaped (1, n_mfcc, n_frames)."""
 
     name = "mfcc"
 
@@ -124,19 +137,8 @@ class MFCC(FeatureSet):
         if n_mfcc > spectral.n_mels:
             raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({spectral.n_mels})")
         self.n_mfcc = n_mfcc
-        self._mfcc = T.MFCC(
-            sample_rate=spectral.sample_rate,
-            n_mfcc=n_mfcc,
-            log_mels=False,
-            melkwargs={
-                "n_fft": spectral.n_fft,
-                "hop_length": spectral.hop_length,
-                "n_mels": spectral.n_mels,
-                "f_min": spectral.f_min,
-                "f_max": spectral.f_max,
-            },
-        )
-        self._mfcc.amplitude_to_DB = T.AmplitudeToDB("power", top_db=spectral.top_db)
+        self._logmel = LogMel(spectral)
+        self._dct = AF.create_dct(n_mfcc, spectral.n_mels, norm="ortho")
 
     def params(self) -> dict:
         return {**super().params(), "n_mfcc": self.n_mfcc}
@@ -144,13 +146,17 @@ class MFCC(FeatureSet):
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"mfcc": (1, self.n_mfcc, self.spectral.n_frames)}
 
+    def from_log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """MFCCs of log-mel spectrograms shaped (..., n_mels, n_frames)."""
+        return torch.matmul(log_mel.transpose(-1, -2), self._dct.to(log_mel.device)).transpose(-1, -2)
+
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"mfcc": self._mfcc.to(waveforms.device)(waveforms.unsqueeze(1))}
+        return {"mfcc": self.from_log_mel(self._logmel.log_mel(waveforms))}
 
 
 class LogMelMFCC(FeatureSet):
-    """Both the log-mel spectrogram and the MFCCs: the inputs of the fusion model."""
+    """Both the log-mel spectrogram and the MFCCs (computed from it): the inputs of the fusion model."""
 
     name = "logmel_mfcc"
 
@@ -167,4 +173,5 @@ class LogMelMFCC(FeatureSet):
 
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {**self._logmel(waveforms), **self._mfcc(waveforms)}
+        log_mel = self._logmel.log_mel(waveforms)
+        return {"logmel": log_mel, "mfcc": self._mfcc.from_log_mel(log_mel)}
