@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -69,3 +79,39 @@ def finished_runs(tracking_uri: str, experiment: str = "emotion") -> list[mlflow
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no experiment {experiment!r} in {tracking_uri}"
     return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(command: list[str], port: int, probe: str, log: Path, **popen: Any) -> Iterator[str]:
+    """Start `command` (a server on 127.0.0.1:`port`), wait until `probe` answers, yield its URL, then stop it.
+
+    Its output goes to `log` (a pipe nobody reads could fill up and stall the server), shown if it dies.
+    """
+    url = f"http://127.0.0.1:{port}"
+    # as in an activated virtual environment: MLflow's servers start `uvicorn` from PATH
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**popen.pop("env", os.environ), "PATH": path}
+    with log.open("w") as output:
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=output, start_new_session=True, **popen)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                assert server.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
+                try:
+                    with urllib.request.urlopen(f"{url}{probe}", timeout=2):
+                        break
+                except OSError:
+                    assert time.monotonic() < deadline, (
+                        f"no answer from {url}{probe} in 180 s:\n{log.read_text()[-3000:]}"
+                    )
+                    time.sleep(1)
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)

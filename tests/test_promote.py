@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -33,7 +30,7 @@ from emotion.config import CONFIG_DIR
 from emotion.inference import inference_state
 from emotion.models.module import EmotionClassifier
 from emotion.train import build_model, train
-from tests.conftest import FEW_BATCHES, TINY_CORPUS
+from tests.conftest import FEW_BATCHES, TINY_CORPUS, free_port, running_server
 
 TINY_MODEL = ["model.channels=[8,8,8]", "model.dense=16"]
 
@@ -303,53 +300,26 @@ def test_emotion_predict_explains_what_is_missing(
     assert err.startswith("error: ") and message in err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def post_json(url: str, payload: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
 
-def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read() if process.stderr else "the server exited"
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"mlflow models serve did not answer {url}/ping within {timeout} s")
-
-
-def test_mlflow_models_serve_answers_the_documented_request(store: Store, champion, tiny_corpus: Path) -> None:
+def test_mlflow_models_serve_answers_the_documented_request(
+    store: Store, champion, tiny_corpus: Path, tmp_path: Path
+) -> None:
     uri, _ = champion
     port = free_port()
-    # as in an activated virtual environment: the server runs `uvicorn` from PATH
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri, "PATH": path}
-    command = ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    server = subprocess.Popen(
-        [sys.executable, "-m", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True, text=True,
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_serving(url, server)
+    serve = ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri}
+    with running_server([sys.executable, "-m", *serve], port, "/ping", tmp_path / "serve.log", env=env) as url:
         wav = next(tiny_corpus.glob("*.wav"))
         samples, rate = sf.read(wav, dtype="float32")
         by_path = post_json(f"{url}/invocations", {"dataframe_records": [{"path": str(wav)}]})
         by_wave = post_json(
             f"{url}/invocations", {"dataframe_records": [{"waveform": samples.tolist(), "sample_rate": rate}]}
         )
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     (from_path,) = by_path["predictions"]
     (from_wave,) = by_wave["predictions"]
     assert from_path["emotion"] == from_wave["emotion"]
