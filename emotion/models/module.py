@@ -143,6 +143,9 @@ class EmotionClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
         self.test_metrics.reset()
+        # Under DDP each process tests a share of the clips: keep every process's predictions.
+        self.test_predictions = [self.all_gather(torch.cat(self.test_predictions)).reshape(-1).cpu()]
+        self.test_targets = [self.all_gather(torch.cat(self.test_targets)).reshape(-1).cpu()]
 
     def test_results(self) -> tuple[torch.Tensor, torch.Tensor]:
         """True and predicted class indices of the last test epoch."""

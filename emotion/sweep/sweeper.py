@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,14 @@ from optuna.trial import TrialState
 
 from emotion.errors import ConfigError
 from emotion.sweep.search_space import parse_search_space
+from emotion.sweep.workers import heartbeats, make_storage, study_lock
 from emotion.tracking import study as study_run
 
 log = logging.getLogger(__name__)
 
 WORKER_ATTR = "worker"
+#: Seconds between looks at other workers' running trials, once this worker's share of the budget is done.
+WAIT_SECONDS = 5
 FINISHED_OR_RUNNING = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 
 
@@ -57,7 +61,8 @@ class StudySweep:
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        storage = self.options.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        storage_url = self.options.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        storage = make_storage(storage_url, self.options.get("heartbeat_interval"), self.options.get("grace_period"))
         sampler = self._sampler(space)
         pruner = self._pruner()
         study = optuna.create_study(
@@ -69,33 +74,67 @@ class StudySweep:
             load_if_exists=True,
         )
         logger = self.config.logger
-        interrupted = fail_interrupted_trials(study)
-        study_run.fail_orphaned_trial_runs(logger.tracking_uri, logger.experiment_name, study.study_name, interrupted)
-        parent = study_run.open_study_run(
-            logger.tracking_uri,
-            logger.experiment_name,
-            logger.artifact_location,
-            study,
-            study_run.settings_params(study, sampler, pruner, space),
-        )
-        link = {"storage": storage, "study_name": study.study_name, "parent_run_id": parent}
+        with study_lock(storage, study.study_name):
+            self._fail_dead_trials(study)
+            parent = study_run.open_study_run(
+                logger.tracking_uri,
+                logger.experiment_name,
+                logger.artifact_location,
+                study,
+                study_run.settings_params(study, sampler, pruner, space),
+            )
+        link = {"storage": storage_url, "study_name": study.study_name, "parent_run_id": parent}
         results: list[JobReturn] = []
-        while (remaining := self.options.n_trials - count_trials(study, FINISHED_OR_RUNNING)) > 0:
-            trials = [study.ask(space) for _ in range(min(self.options.n_jobs, remaining))]
-            for trial in trials:
-                trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        while trials := self._ask(study, storage, space):
             batch = [[*fixed, *param_overrides(trial.params), *link_overrides(link, trial.number)] for trial in trials]
-            returns = launch(batch, trials[0].number)
+            with heartbeats(storage, trials):
+                returns = launch(batch, trials[0].number)
             for trial, job in zip(trials, returns, strict=True):
                 self._tell(study, trial, job)
             results.extend(returns)
             study_run.log_study_progress(logger.tracking_uri, parent, study, self.objectives)
             if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
                 break
+        self._wait_for_other_workers(study, storage)
         study_run.log_study_plots(logger.tracking_uri, parent, study, self.objectives)
         study_run.close_study_run(logger.tracking_uri, parent)
         log.info("study %s: %s", study.study_name, summary(study))
         return results
+
+    def _ask(
+        self, study: optuna.Study, storage: optuna.storages.BaseStorage, space: dict[str, BaseDistribution]
+    ) -> list[optuna.Trial]:
+        """The next trials of the budget (none once it is used), taken under the lock other workers share."""
+        with study_lock(storage, study.study_name):
+            self._fail_dead_trials(study)
+            remaining = self.options.n_trials - count_trials(study, FINISHED_OR_RUNNING)
+            trials = [study.ask(space) for _ in range(min(self.options.n_jobs, max(remaining, 0)))]
+            for trial in trials:
+                trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        return trials
+
+    def _fail_dead_trials(self, study: optuna.Study) -> None:
+        """Mark FAIL, with their MLflow runs, the trials whose worker died (on this host, or stale heartbeats)."""
+        failed = fail_interrupted_trials(study) + fail_stale_trials(study)
+        logger = self.config.logger
+        study_run.fail_orphaned_trial_runs(logger.tracking_uri, logger.experiment_name, study.study_name, failed)
+
+    def _wait_for_other_workers(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+        """Once the budget is taken, wait for other workers' running trials, failing those whose worker died.
+
+        Only trials whose death this worker can see are waited for: those on this host, or all of them when
+        heartbeats are on. A trial on another host without heartbeats is left to its own worker.
+        """
+        heartbeat = storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
+        host = socket.gethostname()
+        while True:
+            self._fail_dead_trials(study)
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            watched = [t for t in running if heartbeat or worker_of(t)[0] == host]
+            if not watched:
+                return
+            log.info("waiting for trials %s of other workers", [t.number for t in watched])
+            time.sleep(min(heartbeat or WAIT_SECONDS, WAIT_SECONDS))
 
     def _sampler(self, space: dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
         options = self.options.sampler
@@ -160,17 +199,35 @@ def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
     return len(study.get_trials(deepcopy=False, states=tuple(states)))
 
 
+def worker_of(trial: optuna.trial.FrozenTrial) -> tuple[str, str]:
+    """(host, process ID) of the worker that took `trial`."""
+    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    return host, pid
+
+
 def fail_interrupted_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker process on this host is gone; their numbers."""
     host = socket.gethostname()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        worker_host, pid = worker_of(trial)
         if worker_host == host and pid.isdigit() and not _alive(int(pid)):
             study.tell(trial.number, state=TrialState.FAIL)
             failed.append(trial.number)
     if failed:
         log.warning("trials %s of study %s were interrupted: marked FAIL", failed, study.study_name)
+    return failed
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose heartbeat is too old (heartbeats on only); their numbers."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(study)
+    failed = sorted(
+        t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running
+    )
+    if failed:
+        log.warning("trials %s of study %s stopped sending heartbeats: marked FAIL", failed, study.study_name)
     return failed
 
 

@@ -21,6 +21,15 @@ from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
 TIGHT = {"bbox_inches": "tight", "dpi": 110}
 
 
+def experiment_artifact_location(tracking_uri: str, location: str) -> str | None:
+    """Where a new experiment keeps its artifacts: the server's choice for a tracking server, else `location`.
+
+    A tracking server shares its own artifact store with every worker (`mlflow server --artifacts-destination`);
+    a folder here would be a folder on one worker's disk.
+    """
+    return None if tracking_uri.startswith(("http://", "https://")) else artifact_uri(location)
+
+
 def artifact_uri(location: str) -> str:
     """An artifact location as a URI: local folders become absolute `file://` URIs."""
     return location if "://" in location else Path(location).expanduser().resolve().as_uri()
@@ -39,7 +48,7 @@ def make_logger(
         tracking_uri=tracking_uri,
         run_name=run_name,
         tags=dict(tags or {}),
-        artifact_location=artifact_uri(artifact_location),
+        artifact_location=experiment_artifact_location(tracking_uri, artifact_location),
         log_model=False,
     )
 

@@ -18,7 +18,7 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
-from emotion.tracking.runs import TIGHT, artifact_uri
+from emotion.tracking.runs import TIGHT, experiment_artifact_location
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ def open_study_run(
     experiment_id = (
         experiment.experiment_id
         if experiment is not None
-        else client.create_experiment(experiment_name, artifact_location=artifact_uri(artifact_location))
+        else client.create_experiment(
+            experiment_name, artifact_location=experiment_artifact_location(tracking_uri, artifact_location)
+        )
     )
     found = client.search_runs(
         [experiment_id], f"tags.{STUDY_TAG} = '{study.study_name}' and tags.{ROLE_TAG} = 'study'", max_results=1

@@ -1,0 +1,146 @@
+"""Many workers on one study: PostgreSQL studies, one MLflow server, two worker processes, one killed mid-trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from emotion.errors import EmotionError
+from emotion.sweep.sweeper import worker_of
+from emotion.team import postgres_tool
+from tests.conftest import free_port
+from tests.test_sweep import QUICK
+
+pytestmark = pytest.mark.integration
+
+STUDY = "team"
+BUDGET = 8
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[dict[str, str]]:
+    """`emotion-team up` in a folder of its own, as a user starts it; `emotion-team down` afterwards."""
+    try:
+        postgres_tool("initdb")
+    except EmotionError as exc:
+        pytest.skip(f"{exc}; .ci/run installs it")
+    root = Path(tempfile.mkdtemp(prefix="emotion-team-"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user when we are root: it must reach its folder
+    ports = ["--database-port", str(free_port()), "--mlflow-port", str(free_port())]
+    team = [sys.executable, "-m", "emotion.team", "--root", str(root), *ports]
+    try:
+        up = subprocess.run([*team[:3], "up", *team[3:]], capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stderr[-3000:]
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.split("\n") if "=" in line)
+        assert set(exports) == {"MLFLOW_TRACKING_URI", "EMOTION_STUDY_STORAGE"}
+        yield exports
+    finally:
+        subprocess.run([*team[:3], "down", *team[3:]], capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_worker(folder: Path, cache_dir: Path, services: dict[str, str]) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "emotion.train", "--multirun", *QUICK, "sweep=cnn2d_logmel",
+        f"hydra.sweeper.study_name={STUDY}", f"hydra.sweeper.n_trials={BUDGET}", "hydra.sweeper.heartbeat_interval=2",
+        f"hydra.sweep.dir={folder}/multirun/{STUDY}", "trainer.max_epochs=2", "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
+    ]  # fmt: skip
+    env = {**os.environ, **services, "EMOTION_CACHE_DIR": str(cache_dir)}
+    log = (folder / f"worker-{time.monotonic_ns()}.log").open("w")
+    return subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=log, start_new_session=True)
+
+
+def worker_logs(folder: Path) -> str:
+    return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in sorted(folder.glob("worker-*.log")))
+
+
+def running_trial_with_a_run(study: optuna.Study, client: mlflow.MlflowClient, pid: int) -> int | None:
+    """The number of a RUNNING trial of worker `pid` whose MLflow run has started, if any."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if worker_of(trial)[1] == str(pid):
+            runs = client.search_runs(["1"], f"tags.study = '{STUDY}' and tags.trial_number = '{trial.number}'")
+            if runs and runs[0].info.status == "RUNNING":
+                return trial.number
+    return None
+
+
+def test_two_workers_share_one_study_and_a_killed_workers_trial_ends_failed(
+    services: dict[str, str], cache_dir: Path, tmp_path: Path
+) -> None:
+    client = mlflow.MlflowClient(services["MLFLOW_TRACKING_URI"])
+    doomed, survivor = (start_worker(tmp_path, cache_dir, services) for _ in range(2))
+    try:
+        deadline = time.monotonic() + 300
+        killed = None
+        while killed is None:
+            assert time.monotonic() < deadline, "the first worker never ran a trial"
+            assert doomed.poll() is None, f"the first worker ended before it could be killed\n{worker_logs(tmp_path)}"
+            try:
+                study = optuna.load_study(study_name=STUDY, storage=services["EMOTION_STUDY_STORAGE"])
+                killed = running_trial_with_a_run(study, client, doomed.pid)
+            except KeyError:  # no study yet
+                pass
+            if killed is None:
+                time.sleep(0.5)
+        os.killpg(doomed.pid, signal.SIGKILL)  # mid-trial, with no chance to clean up
+        doomed.wait(timeout=30)
+        assert survivor.wait(timeout=600) == 0, worker_logs(tmp_path)
+    finally:
+        for worker in (doomed, survivor):
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+
+    study = optuna.load_study(study_name=STUDY, storage=services["EMOTION_STUDY_STORAGE"])
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(BUDGET))  # exactly the budget, no number twice
+    states = {t.number: t.state for t in study.trials}
+    assert states[killed] == TrialState.FAIL
+    assert all(state in (TrialState.COMPLETE, TrialState.PRUNED) for n, state in states.items() if n != killed)
+    workers = {worker_of(t)[1] for t in study.trials}
+    assert workers == {str(doomed.pid), str(survivor.pid)}  # both took trials from the one study
+
+    runs = client.search_runs(["1"], f"tags.study = '{STUDY}'")
+    (parent,) = [r for r in runs if r.data.tags.get("role") == "study"]
+    children = [r for r in runs if r.data.tags.get("role") != "study"]
+    assert Counter(r.data.tags["trial_number"] for r in children) == Counter(str(n) for n in range(BUDGET))
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    by_number = {int(r.data.tags["trial_number"]): r for r in children}
+    assert by_number[killed].info.status == "FAILED" and by_number[killed].data.tags["trial_state"] == "FAIL"
+    finished = [r for n, r in by_number.items() if n != killed]
+    assert all(r.info.status == "FINISHED" for r in finished)
+    assert client.list_artifacts(finished[0].info.run_id, "checkpoints")  # artifacts reached the server's store
+
+
+def test_trainer_ddp_trains_one_run_over_two_processes(tmp_path: Path, cache_dir: Path) -> None:
+    """`trainer=ddp` as on a multi-GPU machine, here on 2 CPU processes (SyncBatchNorm needs GPUs: off)."""
+    tracking = f"sqlite:///{tmp_path}/mlruns.db"
+    overrides = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                 "trainer.sync_batchnorm=false", "trainer.max_epochs=1", *QUICK]  # fmt: skip
+    env = {**os.environ, "EMOTION_CACHE_DIR": str(cache_dir), "MLFLOW_TRACKING_URI": tracking}
+    result = subprocess.run(
+        [sys.executable, "-m", "emotion.train", *overrides], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client = mlflow.MlflowClient(tracking)
+    (run,) = client.search_runs(["1"])  # one run, logged by rank 0 only
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+    report = client.download_artifacts(run.info.run_id, "classification_report.json", str(tmp_path))
+    support = json.loads(Path(report).read_text())["macro avg"]["support"]
+    assert support >= int(run.data.params["split.test_clips"])  # both processes' test predictions
