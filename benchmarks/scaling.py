@@ -9,7 +9,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 
 from benchmarks.common import Record, corpus, in_fresh_process, timed
-from benchmarks.training import _module, _StepTimer, compose_config
+from benchmarks.training import compose_config, lightning_seconds
 from emotion.data.datamodule import EmotionDataModule
 
 
@@ -27,25 +27,10 @@ def cache_features(cache_dir: str, n_speakers: int, n_sentences: int) -> tuple[f
 
 def train_one_epoch(cache_dir: str, n_speakers: int, n_sentences: int) -> tuple[float, int]:
     """Seconds of one training epoch of the 2D CNN over the (cached) corpus, and its training samples."""
-    import lightning.pytorch as pl
-
     cfg = compose_config("cnn2d", "logmel", Path(cache_dir), n_speakers, n_sentences)
     datamodule = _datamodule(Path(cache_dir), n_speakers, n_sentences)
     datamodule.setup()
-    timer = _StepTimer(skip=0)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        precision=cfg.trainer.precision,
-        max_epochs=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
-    trainer.fit(_module(cfg, datamodule), train_dataloaders=datamodule.train_dataloader())
-    return timer.end - timer.start, len(datamodule.datasets["train"])
+    return lightning_seconds(cfg, datamodule), len(datamodule.datasets["train"])
 
 
 def baseline() -> float:

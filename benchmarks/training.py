@@ -64,7 +64,8 @@ class _StepTimer(pl.Callback):
         self.end = time.perf_counter()
 
 
-def lightning_seconds(cfg: DictConfig, datamodule: EmotionDataModule, batches: int, skip: int) -> float:
+def lightning_seconds(cfg: DictConfig, datamodule: EmotionDataModule, batches: float = 1.0, skip: int = 0) -> float:
+    """Seconds of training batches `skip` to `batches` (a count, or 1.0 for the whole epoch) with our Trainer setup."""
     timer = _StepTimer(skip)
     trainer = pl.Trainer(
         accelerator="cpu",

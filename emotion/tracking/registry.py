@@ -49,7 +49,7 @@ class Ranking:
         if self.study:
             clauses.append(f"tags.study = '{self.study}'")
         if self.filter:
-            clauses.append(f"({self.filter})" if " or " in self.filter.lower() else self.filter)
+            clauses.append(self.filter)  # MLflow's search grammar joins clauses with `and` only
         return " and ".join(clauses)
 
 
