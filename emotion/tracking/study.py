@@ -60,9 +60,11 @@ def fail_orphaned_trial_runs(tracking_uri: str, experiment_name: str, study_name
     A run killed mid-training would stay RUNNING forever; one whose job finished just before its sweep
     died is FINISHED, but its result never reached the study. The study is the record, so both end FAILED.
     """
+    if not numbers:  # the sweeper asks before every trial: no call to the tracking server then
+        return
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None or not numbers:
+    if experiment is None:
         return
     for run in client.search_runs([experiment.experiment_id], f"tags.{STUDY_TAG} = '{study_name}'"):
         if run.data.tags.get("trial_number") in {str(n) for n in numbers}:
