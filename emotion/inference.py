@@ -23,6 +23,7 @@ from emotion.data.audio import fit_length, load_audio
 from emotion.data.features import FeatureSet
 from emotion.errors import DataError
 from emotion.models.module import EmotionClassifier
+from emotion.tracking.checkpoints import load_state
 
 #: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
 INFERENCE_PREFIXES = ("model.", "standardizer.")
@@ -30,8 +31,7 @@ INFERENCE_PREFIXES = ("model.", "standardizer.")
 
 def inference_state(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
     """The network and standardisation weights of a Lightning checkpoint, loaded safely."""
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(INFERENCE_PREFIXES)}
+    return load_state(checkpoint_path, INFERENCE_PREFIXES)
 
 
 def _inference_model_config(model: Mapping[str, Any]) -> dict[str, Any]:

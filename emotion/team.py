@@ -89,23 +89,32 @@ def start_mlflow(root: Path, host: str, port: int, database_port: int) -> str:
         "--artifacts-destination", str(root / "artifacts"),
         "--host", host, "--port", str(port), "--workers", "2",
     ]  # fmt: skip
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # it starts uvicorn from PATH
     with (root / "mlflow.log").open("a") as log:
-        server = subprocess.Popen(
-            command, stdout=log, stderr=log, start_new_session=True, env={**os.environ, "PATH": path}
-        )
+        server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True, env=venv_environment())
     (root / "mlflow.pid").write_text(str(server.pid))
     url = f"http://{host}:{port}"
-    deadline = time.monotonic() + 180
+    wait_until_answering(f"{url}/health", server, root / "mlflow.log")
+    return url
+
+
+def venv_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this environment) as in an activated venv: MLflow's servers start `uvicorn` from PATH."""
+    base = dict(os.environ if base is None else base)
+    return {**base, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"}
+
+
+def wait_until_answering(url: str, server: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Poll `url` until it answers; EmotionError with the end of `log` if the server exits or stays silent."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise EmotionError(f"mlflow server exited; see {root / 'mlflow.log'}")
+            raise EmotionError(f"the server exited; the end of {log}:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return url
+            with urllib.request.urlopen(url, timeout=2):
+                return
         except OSError:
             time.sleep(1)
-    raise EmotionError(f"mlflow server did not answer at {url} within 180 s; see {root / 'mlflow.log'}")
+    raise EmotionError(f"no answer from {url} within {timeout:.0f} s; the end of {log}:\n{log.read_text()[-3000:]}")
 
 
 def stop_mlflow(root: Path) -> None:

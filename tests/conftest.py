@@ -6,9 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +18,7 @@ from omegaconf import DictConfig
 
 from emotion.config import CONFIG_DIR, register_resolvers
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
+from emotion.team import venv_environment, wait_until_answering
 
 register_resolvers()
 
@@ -55,21 +53,39 @@ def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns.db'}"
 
 
+def compose_config(
+    *overrides: str,
+    cache_dir: Path,
+    output_dir: Path,
+    tracking_uri: str,
+    artifact_location: Path,
+    corpus: dict | None = None,
+) -> DictConfig:
+    """The app's config with test paths, a real MLflow store, a tiny corpus (unless `corpus`) and `overrides`."""
+    base = [
+        f"paths.cache_dir={cache_dir}",
+        f"paths.output_dir={output_dir}",
+        f"logger.tracking_uri={tracking_uri}",
+        f"logger.artifact_location={artifact_location}",
+        *(f"data.synthetic.{k}={v}" for k, v in (TINY_CORPUS if corpus is None else corpus).items()),
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[*base, *overrides])
+
+
 @pytest.fixture
 def make_config(tmp_path: Path, cache_dir: Path, tracking_uri: str):
     """Compose the app's config with test paths, a tiny corpus and `overrides`; `cache` replaces the shared cache."""
 
     def make(*overrides: str, corpus: dict | None = None, cache: Path | None = None) -> DictConfig:
-        corpus = TINY_CORPUS if corpus is None else corpus
-        base = [
-            f"paths.cache_dir={cache or cache_dir}",
-            f"paths.output_dir={tmp_path / 'outputs'}",
-            f"logger.tracking_uri={tracking_uri}",
-            f"logger.artifact_location={tmp_path / 'mlartifacts'}",
-            *(f"data.synthetic.{k}={v}" for k, v in corpus.items()),
-        ]
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=[*base, *overrides])
+        return compose_config(
+            *overrides,
+            cache_dir=cache or cache_dir,
+            output_dir=tmp_path / "outputs",
+            tracking_uri=tracking_uri,
+            artifact_location=tmp_path / "mlartifacts",
+            corpus=corpus,
+        )
 
     return make
 
@@ -94,23 +110,11 @@ def running_server(command: list[str], port: int, probe: str, log: Path, **popen
     Its output goes to `log` (a pipe nobody reads could fill up and stall the server), shown if it dies.
     """
     url = f"http://127.0.0.1:{port}"
-    # as in an activated virtual environment: MLflow's servers start `uvicorn` from PATH
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**popen.pop("env", os.environ), "PATH": path}
+    env = venv_environment(popen.pop("env", None))
     with log.open("w") as output:
         server = subprocess.Popen(command, env=env, stdout=output, stderr=output, start_new_session=True, **popen)
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                assert server.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
-                try:
-                    with urllib.request.urlopen(f"{url}{probe}", timeout=2):
-                        break
-                except OSError:
-                    assert time.monotonic() < deadline, (
-                        f"no answer from {url}{probe} in 180 s:\n{log.read_text()[-3000:]}"
-                    )
-                    time.sleep(1)
+            wait_until_answering(f"{url}{probe}", server, log)
             yield url
         finally:
             os.killpg(server.pid, signal.SIGTERM)

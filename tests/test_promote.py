@@ -21,16 +21,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from emotion import predict, promote
-from emotion.config import CONFIG_DIR
 from emotion.inference import inference_state
 from emotion.models.module import EmotionClassifier
 from emotion.train import build_model, train
-from tests.conftest import FEW_BATCHES, TINY_CORPUS, free_port, running_server
+from tests.conftest import FEW_BATCHES, compose_config, free_port, running_server
 
 TINY_MODEL = ["model.channels=[8,8,8]", "model.dense=16"]
 
@@ -45,15 +43,15 @@ class Store:
         self.configs: dict[str, DictConfig] = {}
 
     def config(self, *overrides: str) -> DictConfig:
-        base = [
-            f"paths.cache_dir={self.cache_dir}",
-            f"paths.output_dir={self.folder / 'outputs' / str(len(self.configs))}",
-            f"logger.tracking_uri={self.uri}",
-            f"logger.artifact_location={self.folder / 'mlartifacts'}",
-            *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()),
-        ]
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=[*base, *FEW_BATCHES, *TINY_MODEL, *overrides])
+        return compose_config(
+            *FEW_BATCHES,
+            *TINY_MODEL,
+            *overrides,
+            cache_dir=self.cache_dir,
+            output_dir=self.folder / "outputs" / str(len(self.configs)),
+            tracking_uri=self.uri,
+            artifact_location=self.folder / "mlartifacts",
+        )
 
     def train(self, name: str, *overrides: str) -> str:
         """Train a run named `name`; returns its run ID."""

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from emotion.errors import ConfigError
 from emotion.sweep.search_space import parse_search_space
-from emotion.sweep.workers import heartbeats, make_storage, study_lock
+from emotion.sweep.workers import heartbeat_interval, heartbeats, make_storage, study_lock
 from emotion.tracking import study as study_run
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class StudySweep:
         Only trials whose death this worker can see are waited for: those on this host, or all of them when
         heartbeats are on. A trial on another host without heartbeats is left to its own worker.
         """
-        heartbeat = storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
+        heartbeat = heartbeat_interval(storage)
         host = socket.gethostname()
         while True:
             self._fail_dead_trials(study)

@@ -64,10 +64,15 @@ def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | N
     return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
 
 
+def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
+    """Seconds between heartbeats of `storage`, or None when it records none."""
+    return storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
 @contextmanager
 def heartbeats(storage: optuna.storages.BaseStorage, trials: Sequence[optuna.Trial]) -> Iterator[None]:
     """Record a heartbeat for each of `trials` every interval while the block runs (if the storage keeps them)."""
-    interval = storage.get_heartbeat_interval() if isinstance(storage, optuna.storages.RDBStorage) else None
+    interval = heartbeat_interval(storage)
     if not interval:
         yield
         return
