@@ -3,8 +3,10 @@
 A `Predictor` rebuilds the feature set and the network from a run's resolved
 `config.yaml`, loads the weights (safely, `weights_only=True`) and classifies
 waveforms exactly as the training pipeline saw them: decoded with soundfile,
-resampled, centre-cropped or zero-padded to the feature window, featurised,
-standardised with the training statistics kept in the weights.
+resampled, trimmed if the run trimmed silence, then cut by the run's window
+policy (`features.window`: one centre window, or the average over windows that
+cover the whole clip), featurised, standardised with the training statistics
+kept in the weights.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import torchaudio.functional as AF
 import yaml
 from hydra.utils import instantiate
 
-from emotion.data.audio import fit_length, load_audio
+from emotion.data.audio import load_audio
 from emotion.data.features import FeatureSet
+from emotion.data.windows import average_over_windows, covering_windows
 from emotion.errors import DataError
 from emotion.models.module import EmotionClassifier
 from emotion.tracking.checkpoints import load_state
@@ -84,6 +87,12 @@ class Predictor:
 
     @torch.no_grad()
     def predict_proba(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Probabilities (clips, classes) of waveforms at the model's sample rate."""
-        batch = torch.stack([fit_length(w, self.features.n_samples) for w in waveforms])
-        return self.module(self.features(batch)).softmax(dim=1)
+        """Probabilities (clips, classes) of waveforms at the model's sample rate, by the run's window policy."""
+        clips = [self.features.prepare(w) for w in waveforms]
+        if not self.features.window.whole_utterance:
+            return self.module(self.features.of_clips(clips)).softmax(dim=1)
+        n_samples, hop = self.features.n_samples, self.features.window.hop
+        windows = [covering_windows(clip, n_samples, hop) for clip in clips]
+        segments = torch.cat([torch.full((len(w),), i, dtype=torch.long) for i, w in enumerate(windows)])
+        probabilities = self.module(self.features(torch.cat(windows))).softmax(dim=1)
+        return average_over_windows(probabilities, segments, len(clips))

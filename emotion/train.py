@@ -3,6 +3,7 @@
 emotion-train                                  # the report's 2D CNN on the embedded corpus
 emotion-train experiment=report_cnn1d_mel      # another of the report's setups
 emotion-train data=crema_d data.root=/data/CREMA-D trainer.max_epochs=30
+emotion-train data=emodb data.root=/data/emodb/wav cv=loso   # leave-one-speaker-out, one run per fold
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import mlflow
+import numpy as np
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from emotion.config import CONFIG_DIR, register_resolvers
+from emotion.crossval import FoldResult, cross_validate, summarize
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS
@@ -32,6 +35,7 @@ from emotion.errors import ConfigError, EmotionError
 from emotion.models.module import EmotionClassifier, count_trainable_params
 from emotion.sweep.trial import load_trial, pruning_callback, trial_run_name
 from emotion.tracking import runs
+from emotion.tracking.cv import CV_ROLE, log_cross_validation
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -63,22 +67,98 @@ def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[ModelCheckpoi
     return checkpoint, callbacks
 
 
-def run_tags(cfg: DictConfig, model: nn.Module, features: FeatureSet, datamodule: EmotionDataModule) -> dict[str, str]:
+def run_tags(cfg: DictConfig, leaky: bool) -> dict[str, str]:
     """Tags that make runs easy to filter in the MLflow UI."""
     return {
-        "architecture": getattr(model, "arch", type(model).__name__),
-        "features": features.name,
+        "architecture": getattr(get_class(cfg.model._target_), "arch", cfg.model._target_.rsplit(".", 1)[-1]),
+        "features": get_class(cfg.features._target_).name,
         "data": cfg.data.name,
         "split": cfg.data.split.strategy,
+        "window": cfg.features.window.mode,
         "augmentation": cfg.augment.get("name", "none") if cfg.augment else "none",
-        "leaky": str(datamodule.leaky).lower(),
+        "leaky": str(leaky).lower(),
     }
 
 
+def base_run_name(cfg: DictConfig) -> str:
+    """The run name the user gave, else ARCHITECTURE-FEATURES."""
+    tags = run_tags(cfg, leaky=False)
+    return cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train, test and log one run; returns its results (the best monitored value under its own name)."""
-    pl.seed_everything(cfg.seed, workers=True)
+    """Train, test and log one run, or one run per fold of a cross-validation (`cv`); returns the results.
+
+    The results hold the best monitored value (the kept checkpoint's, or its mean over folds) under its own name.
+    """
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)  # models may load trained weights from runs of this store
+    trial = None
+    sweep_tags: dict[str, str] = {}
+    run_name = base_run_name(cfg)
+    if cfg.get("trial"):  # a job of an Optuna sweep
+        trial = load_trial(cfg.trial, HydraConfig.get().sweeper.get("pruner") if HydraConfig.initialized() else None)
+        sweep_tags = {
+            "mlflow.parentRunId": cfg.trial.parent_run_id,
+            "study": cfg.trial.study_name,
+            "trial_number": str(trial.number),
+        }
+        run_name = trial_run_name(run_name, trial.number)
+    if cfg.cv.strategy == "none":
+        return fit_run(cfg, run_name, sweep_tags, trial).metrics
+    return train_cross_validation(cfg, run_name, sweep_tags, trial)
+
+
+def train_cross_validation(
+    cfg: DictConfig, run_name: str, sweep_tags: dict[str, str], trial: optuna.Trial | None
+) -> dict[str, float]:
+    """A parent run whose children are the folds' runs; it logs their aggregate (see `emotion.crossval`)."""
+    tags = run_tags(cfg, leaky=False) | sweep_tags | {"split": cfg.cv.strategy, "role": CV_ROLE, "cv": cfg.cv.strategy}
+    logger = runs.make_logger(
+        cfg.logger.tracking_uri,
+        cfg.logger.experiment_name,
+        cfg.logger.artifact_location,
+        run_name=f"{run_name} cv-{cfg.cv.strategy}",
+        tags=tags,
+    )
+    with runs.run_status(logger, trial=trial is not None):
+        runs.log_config(logger, OmegaConf.to_container(cfg, resolve=True))
+
+        def fit_fold(fold_cfg: DictConfig, fold: int, parent_run_id: str) -> FoldResult:
+            fold_tags = {"mlflow.parentRunId": parent_run_id, "fold": str(fold), "cv": cfg.cv.strategy}
+            return fit_run(fold_cfg, f"{run_name} fold{fold:02d}", fold_tags, trial=None).fold_result(fold)
+
+        results = cross_validate(cfg, fit_fold, logger.run_id, trial)
+        summary = summarize(results, cfg.callbacks.monitor, len(cfg.data.classes))
+        log_cross_validation(logger, results, summary, cfg.data.classes)
+        log.info(
+            "cross-validation %s over %d folds: test UAR %.3f ± %.3f (pooled %.3f), test acc %.3f ± %.3f",
+            cfg.cv.strategy,
+            len(results),
+            summary["test/uar_mean"],
+            summary["test/uar_std"],
+            summary["test/uar_pooled"],
+            summary["test/acc_mean"],
+            summary["test/acc_std"],
+        )
+    params = results[0].metrics.get("trainable_params", float("nan"))
+    return summary | {"trainable_params": params}
+
+
+class RunOutcome:
+    """One run's results: its metrics, test predictions and the speakers of each partition."""
+
+    def __init__(
+        self, run_id: str, metrics: dict[str, float], y_true: np.ndarray, y_pred: np.ndarray, speakers: dict
+    ) -> None:
+        self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers = run_id, metrics, y_true, y_pred, speakers
+
+    def fold_result(self, fold: int) -> FoldResult:
+        return FoldResult(fold, self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers)
+
+
+def fit_run(cfg: DictConfig, run_name: str, extra_tags: dict[str, str], trial: optuna.Trial | None) -> RunOutcome:
+    """Train and test one model on one split of the corpus, logged as one MLflow run."""
+    pl.seed_everything(cfg.seed, workers=True)
     features: FeatureSet = instantiate(cfg.features)
     model = build_model(cfg, features, len(cfg.data.classes))
     augment = OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None
@@ -86,19 +166,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=augment
     )
     datamodule.setup()
-    tags = run_tags(cfg, model, features, datamodule)
-    run_name = cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}"
-    trial = None
-    if cfg.get("trial"):  # a job of an Optuna sweep
-        trial = load_trial(cfg.trial, HydraConfig.get().sweeper.get("pruner") if HydraConfig.initialized() else None)
-        tags |= {
-            "mlflow.parentRunId": cfg.trial.parent_run_id,
-            "study": cfg.trial.study_name,
-            "trial_number": str(trial.number),
-        }
-        run_name = trial_run_name(run_name, trial.number)
     logger = runs.make_logger(
-        cfg.logger.tracking_uri, cfg.logger.experiment_name, cfg.logger.artifact_location, run_name=run_name, tags=tags
+        cfg.logger.tracking_uri,
+        cfg.logger.experiment_name,
+        cfg.logger.artifact_location,
+        run_name=run_name,
+        tags=run_tags(cfg, datamodule.leaky) | extra_tags,
     )
     with runs.run_status(logger, trial=trial is not None):
         return _fit_and_test(cfg, model, features, datamodule, logger, trial)
@@ -111,12 +184,13 @@ def _fit_and_test(
     datamodule: EmotionDataModule,
     logger: Any,
     trial: optuna.Trial | None,
-) -> dict[str, float]:
+) -> RunOutcome:
     config = OmegaConf.to_container(cfg, resolve=True)
     runs.log_config(logger, config)
     table, split = datamodule.table, datamodule.split
     assert table is not None and split is not None
     trainable = count_trainable_params(model)
+    speakers = {p: sorted({datamodule.clips[i].speaker for i in split.partition(p)}) for p in PARTITIONS}
     logger.log_hyperparams(
         {
             "trainable_params": trainable,
@@ -125,10 +199,7 @@ def _fit_and_test(
             "clips_skipped": len(table.skipped),
             "names_skipped": datamodule.bad_names,
             "dropped_classes": json.dumps(datamodule.dropped_classes, sort_keys=True),
-            **{
-                f"split.{p}_speakers": ",".join(sorted({datamodule.clips[i].speaker for i in split.partition(p)}))
-                for p in PARTITIONS
-            },
+            **{f"split.{p}_speakers": ",".join(speakers[p]) for p in PARTITIONS},
             **{f"split.{p}_clips": len(split.partition(p)) for p in PARTITIONS},
         }
     )
@@ -144,7 +215,7 @@ def _fit_and_test(
         class_weights=datamodule.class_weights() if cfg.loss.class_weighting else None,
     )
     module.standardizer.fit(datamodule.clean_train_features())
-    checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints")
+    checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints" / logger.run_id)
     if trial is not None and len(trial.study.directions) == 1:
         callbacks.append(pruning_callback(trial, cfg.callbacks.monitor))
     trainer: pl.Trainer = instantiate(
@@ -153,14 +224,15 @@ def _fit_and_test(
     trainer.fit(module, datamodule=datamodule)
     best = checkpoint.best_model_path
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-    y_true, y_pred = module.test_results()
-    runs.log_test_report(logger, y_true.numpy(), y_pred.numpy(), cfg.data.classes)
+    y_true, y_pred = (t.numpy() for t in module.test_results())
+    runs.log_test_report(logger, y_true, y_pred, cfg.data.classes)
     if best:
         runs.log_checkpoint(logger, best)
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if checkpoint.best_model_score is not None:
         results[cfg.callbacks.monitor] = float(checkpoint.best_model_score)
-    return results | {"trainable_params": float(trainable)}
+    metrics = results | {"trainable_params": float(trainable)}
+    return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")

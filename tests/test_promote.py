@@ -181,7 +181,7 @@ def lightning_probabilities(store: Store, run_id: str) -> tuple[list[str], torch
     features = instantiate(cfg.features)
     datamodule = instantiate(cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=None)
     datamodule.setup()
-    checkpoint = next(Path(cfg.paths.output_dir, "checkpoints").glob("*.ckpt"))
+    checkpoint = next(Path(cfg.paths.output_dir, "checkpoints").rglob("*.ckpt"))
     module = EmotionClassifier.load_from_checkpoint(
         checkpoint, model=build_model(cfg, features, len(cfg.data.classes)), weights_only=True
     )

@@ -24,7 +24,7 @@ from typing import TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from emotion.data.audio import fit_length, load_audio
+from emotion.data.audio import load_audio
 from emotion.data.augment import WaveAugment
 from emotion.data.corpora import BadFilePolicy, Clip
 from emotion.data.features import FeatureSet
@@ -132,7 +132,7 @@ class FeatureCache:
         with bar, _one_core_left_for_decoding():
             for batch, (waves, good) in zip(batches, decoded, strict=True):
                 if good:
-                    shard_tensors.append(self.features(torch.stack(waves)))
+                    shard_tensors.append(self.features.of_clips(waves))
                     shard_keys += [keys[i] for i in good]
                 bar.update(len(batch))
                 if len(shard_keys) >= self.shard_size or (batch is batches[-1] and shard_keys):
@@ -153,19 +153,11 @@ class FeatureCache:
     ) -> tuple[list[torch.Tensor], list[int]]:
         waves, good = [], []
         for i in batch:
-            clip = clips[i]
-            try:
-                wave = load_audio(clip.path, self.features.sample_rate)
-                check_duration(wave, self.features.sample_rate, self.min_duration, clip.path)
-            except DataError as exc:
-                if on_bad_file == "error":
-                    raise
-                log.warning("skipping clip: %s", exc)
-                skipped.append(clip.path)
+            wave = decode_clip(clips[i], self.features, self.min_duration, on_bad_file, augment)
+            if wave is None:
+                skipped.append(clips[i].path)
                 continue
-            if clip.copy and augment is not None:
-                wave = augment(wave, augment.rng_for(clip.path, clip.copy))
-            waves.append(fit_length(wave, self.features.n_samples))
+            waves.append(wave)
             good.append(i)
         return waves, good
 
@@ -182,6 +174,50 @@ def _item_key(clip: Clip, augment: WaveAugment | None) -> str:
         return clip_key(clip.path)
     assert augment is not None
     return hashlib.sha1(f"{clip_key(clip.path)}:{augment.key()}:{clip.copy}".encode()).hexdigest()
+
+
+def decode_clip(
+    clip: Clip,
+    features: FeatureSet,
+    min_duration: float,
+    on_bad_file: BadFilePolicy,
+    augment: WaveAugment | None = None,
+) -> torch.Tensor | None:
+    """A clip decoded, checked for length and prepared (trimmed) for `features`; None (logged) if it is bad.
+
+    An augmented copy (`clip.copy` > 0) is passed through `augment` with a random stream fixed by (clip, copy).
+    """
+    try:
+        wave = load_audio(clip.path, features.sample_rate)
+        check_duration(wave, features.sample_rate, min_duration, clip.path)
+    except DataError as exc:
+        if on_bad_file == "error":
+            raise
+        log.warning("skipping clip: %s", exc)
+        return None
+    wave = features.prepare(wave)
+    if clip.copy and augment is not None:
+        wave = augment(wave, augment.rng_for(clip.path, clip.copy))
+    return wave
+
+
+def decode_clips(
+    clips: Sequence[Clip], features: FeatureSet, min_duration: float, on_bad_file: BadFilePolicy
+) -> tuple[list[Clip], list[torch.Tensor], list[str]]:
+    """The clips that decode, their prepared waveforms (whole, any length), and the paths of those skipped."""
+    kept: list[Clip] = []
+    waves: list[torch.Tensor] = []
+    skipped: list[str] = []
+    for clip in tqdm(clips, desc="Decoding whole clips", unit="clip"):
+        wave = decode_clip(clip, features, min_duration, on_bad_file)
+        if wave is None:
+            skipped.append(clip.path)
+        else:
+            kept.append(clip)
+            waves.append(wave)
+    if skipped:
+        log.warning("skipped %d clip(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
+    return kept, waves, skipped
 
 
 def check_duration(wave: torch.Tensor, sample_rate: int, min_duration: float, path: str) -> None:

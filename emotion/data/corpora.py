@@ -11,6 +11,13 @@ CREMA-D naming scheme, so the CREMA-D parser serves it too.
 | TESS    | `OAF_back_angry.wav`       | OAF, YAF (2)     | surprise (`ps`)               |
 | SAVEE   | `DC_a01.wav`, `DC/a01.wav` | DC, JE, JK, KL   | surprise (`su`)               |
 | EmoDB   | `03a01Fa.wav`              | 03 (10 speakers) | boredom (`L`)                 |
+
+Real distributions are irregular: names are read without regard to case
+(`dc_SA01.WAV`), and where a corpus unpacks into folders that name speaker and
+emotion (TESS's `OAF_angry/`, SAVEE's `AudioData/DC/`), the folder is read too,
+so a file whose own name has a typo (TESS's `OA_bite_neutral.wav` in
+`OAF_neutral/`) keeps its labels. Only a file that neither its name nor its
+folder can label is skipped, and the log names it.
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ TESS_EMOTION_CODES = {
     "neutral": "neutral",
     "sad": "sad",
     "ps": "surprise",
+    "pleasant_surprise": "surprise",
+    "pleasant_surprised": "surprise",
+    "surprise": "surprise",
+    "surprised": "surprise",
 }
 SAVEE_EMOTION_CODES = {
     "a": "angry",
@@ -146,43 +157,58 @@ def ravdess_clip(path: Path) -> Clip:
     return Clip(str(path), f"actor{match['actor']}", emotion, f"statement{match['statement']}", intensity)
 
 
-_TESS = re.compile(r"^(?P<speaker>[OY]AF)_(?P<word>[A-Za-z]+)_(?P<emotion>[A-Za-z]+)$", re.IGNORECASE)
+_TESS = re.compile(r"^(?P<speaker>[OY]AF)_(?P<word>[A-Za-z]+)_(?P<emotion>[A-Za-z_]+)$", re.IGNORECASE)
+_TESS_FOLDER = re.compile(r"^(?P<speaker>[OY]AF)_(?P<emotion>[A-Za-z_]+)$", re.IGNORECASE)
+#: `OAF_back_angry`, or a name with a typo (`OA_bite_neutral`): the word is the second field.
+_TESS_WORD = re.compile(r"^[A-Za-z]+_(?P<word>[A-Za-z]+)_", re.IGNORECASE)
 
 
 def tess_clip(path: Path) -> Clip:
-    """`OAF_back_angry`: speaker (older or younger actress), word, emotion (`ps` = pleasant surprise)."""
+    """`OAF_angry/OAF_back_angry`: speaker (older or younger actress), word, emotion (`ps` = pleasant surprise).
+
+    The folder (`OAF_angry`, `YAF_pleasant_surprised`, any case) names speaker and emotion more
+    reliably than the file, whose name has typos in the distributed corpus: it wins where it is readable.
+    """
+    folder = _TESS_FOLDER.match(path.parent.name)
     match = _TESS.match(path.stem)
+    if folder is not None and folder["emotion"].lower() in TESS_EMOTION_CODES:
+        word = _TESS_WORD.match(path.stem)
+        if word is None:
+            raise BadName("name outside the TESS scheme SPEAKER_WORD_EMOTION (its folder is readable, its word not)")
+        emotion = _label(TESS_EMOTION_CODES, folder["emotion"].lower(), "TESS")
+        return Clip(str(path), folder["speaker"].upper(), emotion, word["word"].lower(), "XX")
     if match is None:
         raise BadName("name outside the TESS scheme SPEAKER_WORD_EMOTION")
     emotion = _label(TESS_EMOTION_CODES, match["emotion"].lower(), "TESS")
     return Clip(str(path), match["speaker"].upper(), emotion, match["word"].lower(), "XX")
 
 
-_SAVEE = re.compile(r"^(?:(?P<speaker>DC|JE|JK|KL)_)?(?P<emotion>sa|su|[adfhn])(?P<sentence>\d\d)$")
+_SAVEE = re.compile(r"^(?:(?P<speaker>DC|JE|JK|KL)_)?(?P<emotion>sa|su|[adfhn])(?P<sentence>\d\d)$", re.IGNORECASE)
 
 
 def savee_clip(path: Path) -> Clip:
-    """`DC_a01` (flat) or `DC/a01` (AudioData folders): speaker, emotion, sentence number."""
+    """`DC_a01` (flat) or `DC/a01` (AudioData folders), any case: speaker, emotion, sentence number."""
     match = _SAVEE.match(path.stem)
     if match is None:
         raise BadName("name outside the SAVEE scheme SPEAKER_EMOTIONNN (or SPEAKER/EMOTIONNN)")
-    speaker = match["speaker"] or path.parent.name
+    speaker = (match["speaker"] or path.parent.name).upper()
     if speaker not in ("DC", "JE", "JK", "KL"):
         raise BadName(f"unknown SAVEE speaker {speaker!r} (expected DC, JE, JK or KL)")
-    emotion = _label(SAVEE_EMOTION_CODES, match["emotion"], "SAVEE")
-    return Clip(str(path), speaker, emotion, f"{match['emotion']}{match['sentence']}", "XX")
+    code = match["emotion"].lower()
+    emotion = _label(SAVEE_EMOTION_CODES, code, "SAVEE")
+    return Clip(str(path), speaker, emotion, f"{code}{match['sentence']}", "XX")
 
 
-_EMODB = re.compile(r"^(?P<speaker>\d\d)(?P<text>[a-z]\d\d)(?P<emotion>[A-Z])(?P<version>[a-z])$")
+_EMODB = re.compile(r"^(?P<speaker>\d\d)(?P<text>[a-z]\d\d)(?P<emotion>[a-z])(?P<version>[a-z])$", re.IGNORECASE)
 
 
 def emodb_clip(path: Path) -> Clip:
-    """`03a01Fa`: speaker, text code, emotion (German initial), version."""
+    """`03a01Fa` (any case: the fields have fixed places): speaker, text code, emotion (German initial), version."""
     match = _EMODB.match(path.stem)
     if match is None:
         raise BadName("name outside the EmoDB scheme SPEAKER TEXT EMOTION VERSION (e.g. 03a01Fa)")
-    emotion = _label(EMODB_EMOTION_CODES, match["emotion"], "EmoDB")
-    return Clip(str(path), match["speaker"], emotion, match["text"], "XX")
+    emotion = _label(EMODB_EMOTION_CODES, match["emotion"].upper(), "EmoDB")
+    return Clip(str(path), match["speaker"], emotion, match["text"].lower(), "XX")
 
 
 #: File-name parser of each corpus, by its `data.reader` name.
@@ -213,7 +239,7 @@ def read_corpus(
     """Read every audio file under `root` (recursively) with the file-name parser of `reader`.
 
     Names the parser cannot read (outside the scheme, unknown label codes) are
-    skipped with one counted warning (`on_bad_name="skip"`) or stop the read naming
+    skipped with a warning naming each file (`on_bad_name="skip"`) or stop the read naming
     the file (`"error"`). Clips of emotions outside `classes` are dropped and counted.
     """
     if reader not in PARSERS:
@@ -229,14 +255,15 @@ def read_corpus(
         except BadName as exc:
             if on_bad_name == "error":
                 raise DataError(f"{exc}: {path}") from None
-            bad.append(f"{exc}: {path}")
+            log.warning("skipped %s: %s", path, exc)
+            bad.append(str(path))
             continue
         if clip.emotion in classes:
             clips.append(clip)
         else:
             dropped[clip.emotion] += 1
     if bad:
-        log.warning("skipped %d file(s) whose names %s could not read, e.g. %s", len(bad), reader, bad[0])
+        log.warning("skipped %d file(s) whose names the %s reader could not read (each named above)", len(bad), reader)
     if dropped:
         log.info("dropped clips of classes outside data.classes: %s", dict(dropped))
     if not clips:

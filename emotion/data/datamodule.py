@@ -6,6 +6,12 @@ features, or `on_the_fly` (each epoch draws new waveform augmentations and the
 features are computed per batch, on the training device). SpecAugment masks
 are drawn per training batch. The report's protocol, augmenting every clip and
 then splitting, needs `augment.before_split=true`; such runs are tagged leaky.
+
+With the whole-utterance window policy (`features/window=utterance`, see
+`emotion.data.windows`) the decoded clips stay in memory at full length:
+training batches take a new random window of each clip every epoch, and
+validation and test batches hold every window of each clip, with `segments`
+saying which clip a window belongs to, so the model averages over them.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from emotion.data.audio import fit_length, load_audio
+from emotion.data.audio import fit_length
 from emotion.data.augment import SpecAugment, WaveAugment
-from emotion.data.cache import FeatureCache, FeatureTable
+from emotion.data.cache import FeatureCache, FeatureTable, decode_clip, decode_clips
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, read_corpus
 from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS, SPEAKER_INDEPENDENT, Split, check_no_leakage, split_manifest
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
+from emotion.data.windows import covering_windows, random_window
 from emotion.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -50,21 +57,58 @@ class FeatureDataset(Dataset):
 
 
 class WaveformDataset(Dataset):
-    """Decoded training clips, augmented afresh at every read and cut to the feature window."""
+    """Decoded training clips, augmented afresh at every read (if `augment`) and cut to one window.
 
-    def __init__(self, waves: list[torch.Tensor], labels: torch.Tensor, augment: WaveAugment, n_samples: int) -> None:
+    The window is the centre one (`random_crop=False`, the crop policy) or a new random one at every read.
+    """
+
+    def __init__(
+        self,
+        waves: list[torch.Tensor],
+        labels: torch.Tensor,
+        n_samples: int,
+        augment: WaveAugment | None = None,
+        random_crop: bool = False,
+    ) -> None:
         self.waves = waves
         self.labels = labels
         self.augment = augment
         self.n_samples = n_samples
+        self.random_crop = random_crop
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        rng = np.random.default_rng(int(torch.randint(2**62, ())))  # follows seed_everything, in workers too
-        wave = fit_length(self.augment(self.waves[index], rng), self.n_samples)
+        wave = self.waves[index]
+        if self.augment is not None:
+            rng = np.random.default_rng(int(torch.randint(2**62, ())))  # follows seed_everything, in workers too
+            wave = self.augment(wave, rng)
+        wave = random_window(wave, self.n_samples) if self.random_crop else fit_length(wave, self.n_samples)
         return {"waveform": wave}, self.labels[index]
+
+
+class WindowedDataset(Dataset):
+    """Whole clips as the windows that cover them, for evaluation; `collate_windows` batches them."""
+
+    def __init__(self, waves: list[torch.Tensor], labels: torch.Tensor, n_samples: int, hop: float) -> None:
+        self.waves = waves
+        self.labels = labels
+        self.n_samples = n_samples
+        self.hop = hop
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return covering_windows(self.waves[index], self.n_samples, self.hop), self.labels[index]
+
+
+def collate_windows(items: list[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+    """Every window of the batch's clips in one tensor, `segments[i]` the batch position of window i's clip."""
+    windows = [w for w, _ in items]
+    segments = torch.cat([torch.full((len(w),), i, dtype=torch.long) for i, w in enumerate(windows)])
+    return {"waveform": torch.cat(windows), "segments": segments}, torch.stack([label for _, label in items])
 
 
 class EmotionDataModule(pl.LightningDataModule):
@@ -114,6 +158,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.dropped_classes: dict[str, int] = {}
         self.bad_names = 0
         self.datasets: dict[str, Dataset] = {}
+        self.waves: list[torch.Tensor] = []  # whole decoded clips, in the utterance policy only
 
     @property
     def leaky(self) -> bool:
@@ -134,6 +179,9 @@ class EmotionDataModule(pl.LightningDataModule):
         root = self.corpus_root()
         manifest = read_corpus(root, self.reader, on_bad_name=self.on_bad_name, classes=self.classes)
         self.dropped_classes, self.bad_names = manifest.dropped_classes, manifest.bad_names
+        if self.features.window.whole_utterance:
+            self._setup_utterances(manifest.clips)
+            return
         cache = FeatureCache(self.cache_dir, root, self.features, min_duration=self.min_duration)
         originals = cache.table(manifest.clips, self.on_bad_file)
         aug = self.augmentation
@@ -159,14 +207,43 @@ class EmotionDataModule(pl.LightningDataModule):
             self.datasets[partition] = FeatureDataset({n: t[rows] for n, t in table.tensors.items()}, labels[rows])
         if aug.mode == "on_the_fly" and aug.wave is not None:
             self.datasets["train"] = self._waveform_dataset(self.split.train, labels)
-        log.info(
-            "split %s: %s", self.split_options.get("strategy", "speaker"), {p: len(d) for p, d in self.datasets.items()}
-        )
+        log.info("split %s: %s", self.split_options.get("strategy", "speaker"), self._sizes())
 
     def _waveform_dataset(self, rows: list[int], labels: torch.Tensor) -> WaveformDataset:
         assert self.table is not None and self.augmentation.wave is not None
-        waves = [load_audio(self.table.clips[i].path, self.features.sample_rate) for i in rows]
-        return WaveformDataset(waves, labels[rows], self.augmentation.wave, self.features.n_samples)
+        if self.features.whole_clip:
+            raise ConfigError(f"features={self.features.name} summarises whole clips: use augment.mode=copies")
+        waves = [decode_clip(self.table.clips[i], self.features, 0.0, "error") for i in rows]
+        return WaveformDataset(waves, labels[rows], self.features.n_samples, self.augmentation.wave)
+
+    def _setup_utterances(self, clips: list[Clip]) -> None:
+        """The whole-utterance policy: decode every clip once, split, and serve random or covering windows."""
+        aug = self.augmentation
+        if aug.before_split or (aug.mode == "copies" and aug.copies):
+            raise ConfigError(
+                "features/window=utterance draws new windows every epoch: use augment.mode=on_the_fly "
+                "(cached copies, and the report's augment-then-split protocol, need features/window=crop)"
+            )
+        if self.features.whole_clip:
+            raise ConfigError(f"features={self.features.name} summarises whole clips: use features/window=crop")
+        kept, self.waves, skipped = decode_clips(clips, self.features, self.min_duration, self.on_bad_file)
+        self.table = FeatureTable(clips=kept, tensors={}, skipped=skipped)
+        self.split = split_manifest(kept, **self.split_options)
+        labels = torch.tensor([self.classes.index(c.emotion) for c in kept])
+        window, n_samples = self.features.window, self.features.n_samples
+        train = self.split.train
+        self.datasets["train"] = WaveformDataset(
+            [self.waves[i] for i in train], labels[train], n_samples, aug.wave, random_crop=True
+        )
+        for partition in ("val", "test"):
+            rows = self.split.partition(partition)
+            self.datasets[partition] = WindowedDataset(
+                [self.waves[i] for i in rows], labels[rows], n_samples, window.hop
+            )
+        log.info("split %s (whole utterances): %s", self.split_options.get("strategy", "speaker"), self._sizes())
+
+    def _sizes(self) -> dict[str, int]:
+        return {p: len(d) for p, d in self.datasets.items()}
 
     @property
     def clips(self) -> list[Clip]:
@@ -175,8 +252,16 @@ class EmotionDataModule(pl.LightningDataModule):
         return self.table.clips
 
     def clean_train_features(self) -> dict[str, torch.Tensor]:
-        """Features of the training partition's original clips: the basis of input standardisation."""
+        """Features of the training partition's original clips (every window of them, for whole utterances).
+
+        The basis of input standardisation.
+        """
         assert self.table is not None and self.split is not None, "call setup() first"
+        if self.waves:
+            n_samples, hop = self.features.n_samples, self.features.window.hop
+            windows = torch.cat([covering_windows(self.waves[i], n_samples, hop) for i in self.split.train])
+            parts = [self.features(chunk) for chunk in windows.split(256)]
+            return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
         rows = torch.tensor([i for i in self.split.train if self.table.clips[i].copy == 0], dtype=torch.long)
         return {name: t[rows] for name, t in self.table.tensors.items()}
 
@@ -190,7 +275,10 @@ class EmotionDataModule(pl.LightningDataModule):
         """On the training device: features of on-the-fly waveforms, and SpecAugment masks on training batches."""
         inputs, labels = batch
         if "waveform" in inputs:
+            segments = inputs.get("segments")
             inputs = self.features(inputs["waveform"])
+            if segments is not None:
+                inputs["segments"] = segments
         if self.augmentation.spec is not None and self.trainer is not None and self.trainer.training:
             inputs = self.augmentation.spec(inputs)
         return inputs, labels
@@ -205,12 +293,14 @@ class EmotionDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def _loader(self, partition: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[partition]
         return DataLoader(
-            self.datasets[partition],
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate_windows if isinstance(dataset, WindowedDataset) else None,
         )
 
 

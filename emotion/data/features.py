@@ -2,7 +2,9 @@
 
 A feature set turns a batch of fixed-length waveforms into one or more named
 tensors (`logmel`, `mfcc`, ...). Every clip is first cropped or padded to the
-samples that make exactly `n_frames` STFT frames (see `emotion.data.audio.fit_length`).
+samples that make exactly `n_frames` STFT frames, or cut into such windows (the
+`window` policy, see `emotion.data.windows`). `egemaps` is the exception: the
+openSMILE functionals summarise a whole clip, whatever its length.
 Models check the shapes a feature set declares before training starts.
 """
 
@@ -10,11 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torchaudio.functional as AF
 import torchaudio.transforms as T
+
+from emotion.data.audio import fit_length
+from emotion.data.windows import Window, trim_silence
+from emotion.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -60,12 +68,15 @@ class MelPower(torch.nn.Module):
 
 
 class FeatureSet:
-    """Base of the feature sets: named outputs with known shapes, and a cache key."""
+    """Base of the feature sets: named outputs with known shapes, the window policy, and a cache key."""
 
     name: str = "features"
+    #: True for features of a whole clip (functionals): no window, no crop.
+    whole_clip: bool = False
 
-    def __init__(self, spectral: Spectral) -> None:
+    def __init__(self, spectral: Spectral, window: Window | None = None) -> None:
         self.spectral = spectral
+        self.window = window or Window()
 
     @property
     def sample_rate(self) -> int:
@@ -81,10 +92,19 @@ class FeatureSet:
 
     def params(self) -> dict:
         """Everything that changes the output; part of the cache key."""
-        return {"name": self.name, **asdict(self.spectral)}
+        trim = {"trim_db": self.window.trim_db} if self.window.trim_db is not None else {}
+        return {"name": self.name, **asdict(self.spectral), **trim}
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(self.params(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def prepare(self, waveform: torch.Tensor) -> torch.Tensor:
+        """A decoded clip as the policy wants it before windowing: silence trimmed when `window.trim_db` is set."""
+        return trim_silence(waveform, self.window.trim_db) if self.window.trim_db is not None else waveform
+
+    def of_clips(self, waveforms: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Features of prepared clips of any length, one row each: each clip centre-cropped or padded to the window."""
+        return self(torch.stack([fit_length(w, self.n_samples) for w in waveforms]))
 
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -97,8 +117,8 @@ class LogMel(FeatureSet):
 
     name = "logmel"
 
-    def __init__(self, spectral: Spectral) -> None:
-        super().__init__(spectral)
+    def __init__(self, spectral: Spectral, window: Window | None = None) -> None:
+        super().__init__(spectral, window)
         self._mel = spectral.mel_spectrogram()
         self._db = T.AmplitudeToDB("power", top_db=spectral.top_db)
 
@@ -132,8 +152,8 @@ class MFCC(FeatureSet):
 
     name = "mfcc"
 
-    def __init__(self, spectral: Spectral, n_mfcc: int = 40) -> None:
-        super().__init__(spectral)
+    def __init__(self, spectral: Spectral, n_mfcc: int = 40, window: Window | None = None) -> None:
+        super().__init__(spectral, window)
         if n_mfcc > spectral.n_mels:
             raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({spectral.n_mels})")
         self.n_mfcc = n_mfcc
@@ -160,8 +180,8 @@ class LogMelMFCC(FeatureSet):
 
     name = "logmel_mfcc"
 
-    def __init__(self, spectral: Spectral, n_mfcc: int = 40) -> None:
-        super().__init__(spectral)
+    def __init__(self, spectral: Spectral, n_mfcc: int = 40, window: Window | None = None) -> None:
+        super().__init__(spectral, window)
         self._logmel = LogMel(spectral)
         self._mfcc = MFCC(spectral, n_mfcc)
 
@@ -175,3 +195,43 @@ class LogMelMFCC(FeatureSet):
     def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
         log_mel = self._logmel.log_mel(waveforms)
         return {"logmel": log_mel, "mfcc": self._mfcc.from_log_mel(log_mel)}
+
+
+class EGeMAPS(FeatureSet):
+    """The 88 eGeMAPSv02 functionals of openSMILE over each whole (trimmed) clip, shaped (1, 88).
+
+    The field's classical baseline (Eyben et al., 2016). openSMILE runs on one clip at a
+    time, on the CPU (about 50-90 ms a clip); the cache computes each clip once.
+    """
+
+    name = "egemaps"
+    whole_clip = True
+    N_FUNCTIONALS = 88
+
+    def __init__(self, spectral: Spectral, window: Window | None = None) -> None:
+        super().__init__(spectral, window)
+        if self.window.whole_utterance:
+            raise ConfigError(
+                "features=egemaps already summarises each whole clip: use features/window=crop (trim_db still applies)"
+            )
+        import opensmile  # imported here: it loads pandas and audformat, which only this feature set needs
+
+        self._version = opensmile.__version__
+        self._smile = opensmile.Smile(
+            feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+        )
+
+    def params(self) -> dict:
+        trim = {"trim_db": self.window.trim_db} if self.window.trim_db is not None else {}
+        return {"name": self.name, "sample_rate": self.sample_rate, "opensmile": self._version, **trim}
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"egemaps": (1, self.N_FUNCTIONALS)}
+
+    def of_clips(self, waveforms: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        rows = [self._smile.process_signal(w.numpy(), self.sample_rate).to_numpy(dtype="float32") for w in waveforms]
+        return {"egemaps": torch.from_numpy(np.stack(rows))}
+
+    @torch.no_grad()
+    def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.of_clips(list(waveforms.cpu()))

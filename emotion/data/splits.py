@@ -2,10 +2,12 @@
 
 `speaker` (the default) keeps every speaker in one partition, so test scores
 measure how a model does on voices it never heard. `kfold` does the same with
-fold `fold` of `n_folds` speaker folds as the test set, for small corpora whose
-scores should be averaged over folds. `clip` splits clips at random, as the
-report did; its scores are optimistic because a speaker's other clips sit in
-training.
+fold `fold` of `n_folds` speaker folds as the test set, and `loso` (leave one
+speaker out) tests on the `fold`-th speaker in sorted order, for small corpora
+whose scores should be averaged over folds (see `emotion.crossval`). In every
+fold the validation partition is made of training speakers: the test speakers
+never choose a checkpoint. `clip` splits clips at random, as the report did; its
+scores are optimistic because a speaker's other clips sit in training.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from emotion.data.corpora import Clip
 from emotion.errors import DataError
 
 PARTITIONS = ("train", "val", "test")
-SplitStrategy = Literal["speaker", "kfold", "clip"]
+SplitStrategy = Literal["speaker", "kfold", "loso", "clip"]
 #: Strategies whose partitions must not share a speaker or a source clip.
-SPEAKER_INDEPENDENT = ("speaker", "kfold")
+SPEAKER_INDEPENDENT = ("speaker", "kfold", "loso")
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,23 @@ def split_manifest(
         if not 0 <= fold < n_folds:
             raise DataError(f"data.split.fold={fold} is outside 0..{n_folds - 1} (data.split.n_folds={n_folds})")
         split = _split_by_speaker(clips, val_fraction, 1 / n_folds, seed, fold=fold)
+    elif strategy == "loso":
+        split = _leave_one_speaker_out(clips, val_fraction, seed, fold)
     elif strategy == "clip":
         return _split_by_clip(clips, val_fraction, test_fraction, seed)
     else:
-        raise DataError(f"unknown split strategy {strategy!r}: choose 'speaker', 'kfold' or 'clip'")
+        raise DataError(f"unknown split strategy {strategy!r}: choose 'speaker', 'kfold', 'loso' or 'clip'")
     check_no_leakage(clips, split)
     return split
+
+
+def count_folds(clips: Sequence[Clip], strategy: SplitStrategy, n_folds: int = 5) -> int:
+    """How many folds a cross-validation with `strategy` has on `clips`: one per speaker for `loso`."""
+    if strategy == "loso":
+        return len({c.speaker for c in clips})
+    if strategy == "kfold":
+        return n_folds
+    raise DataError(f"cross-validation needs split strategy 'loso' or 'kfold', not {strategy!r}")
 
 
 def check_no_leakage(clips: Sequence[Clip], split: Split) -> None:
@@ -96,6 +109,21 @@ def _split_by_speaker(
     rest, test = _hold_out_speakers(clips, indices, test_fraction, seed, fold)
     train, val = _hold_out_speakers(clips, rest, val_fraction / (1 - test_fraction), seed + 1)
     return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=sorted(test.tolist()))
+
+
+def _leave_one_speaker_out(clips: Sequence[Clip], val_fraction: float, seed: int, fold: int) -> Split:
+    """The `fold`-th speaker (sorted) is the test set; about `val_fraction` of the clips' speakers validate."""
+    speakers = sorted({c.speaker for c in clips})
+    if len(speakers) < 3:
+        raise DataError(f"leave-one-speaker-out needs at least 3 speakers, the corpus has {len(speakers)}")
+    if not 0 <= fold < len(speakers):
+        raise DataError(f"data.split.fold={fold} is outside 0..{len(speakers) - 1} (one fold per speaker)")
+    test_speaker = speakers[fold]
+    indices = np.arange(len(clips))
+    is_test = np.array([c.speaker == test_speaker for c in clips])
+    rest = indices[~is_test]
+    train, val = _hold_out_speakers(clips, rest, val_fraction / (1 - 1 / len(speakers)), seed + 1)
+    return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=indices[is_test].tolist())
 
 
 def _hold_out_speakers(

@@ -3,6 +3,10 @@
 It tracks accuracy, macro-F1 and unweighted average recall (UAR, the macro
 mean of per-class recalls, the usual headline metric of emotion recognition
 because it does not reward predicting the majority class).
+
+Evaluation batches of whole utterances carry `segments` (the clip of each
+window): the module then scores each clip by the mean of its windows' class
+probabilities (see `emotion.data.windows`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+from emotion.data.windows import average_over_windows
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -103,6 +109,18 @@ class EmotionClassifier(pl.LightningModule):
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model({name: _channels_last(x) for name, x in self.standardizer(inputs).items()})
 
+    def clip_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits per clip; for windowed clips (`segments` given), the log of their windows' mean probabilities.
+
+        (Softmax of that log gives back the mean probabilities, so the loss and argmax need no special case.)
+        """
+        if "segments" not in inputs:
+            return self(inputs)
+        features = {name: x for name, x in inputs.items() if name != "segments"}
+        segments = inputs["segments"]
+        probabilities = self(features).float().softmax(dim=1)
+        return average_over_windows(probabilities, segments, int(segments.max()) + 1).clamp_min(1e-12).log()
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
         logits = self(inputs)
@@ -119,7 +137,7 @@ class EmotionClassifier(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         inputs, targets = batch
-        logits = self(inputs)
+        logits = self.clip_logits(inputs)
         self.val_metrics.update(logits, targets)
         self.log("val/loss", self.loss(logits, targets), prog_bar=True, batch_size=len(targets))
 
@@ -134,7 +152,7 @@ class EmotionClassifier(pl.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         inputs, targets = batch
-        logits = self(inputs)
+        logits = self.clip_logits(inputs)
         self.test_metrics.update(logits, targets)
         self.log("test/loss", self.loss(logits, targets), batch_size=len(targets))
         self.test_predictions.append(logits.argmax(dim=1).cpu())
@@ -154,7 +172,7 @@ class EmotionClassifier(pl.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Class probabilities of a batch (labels, if the batch has them, are ignored)."""
         inputs, _ = batch
-        return self(inputs).softmax(dim=1)
+        return self.clip_logits(inputs).softmax(dim=1)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

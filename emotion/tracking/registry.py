@@ -54,7 +54,11 @@ class Ranking:
 
 
 def leaderboard(client: mlflow.MlflowClient, ranking: Ranking, limit: int = 10) -> list[Run]:
-    """Finished training runs that logged the metric, best first (a sweep's parent and pruned trials excluded)."""
+    """Finished training runs that logged the metric, best first.
+
+    A sweep's parent run, a cross-validation's parent run (it holds no model: its folds do) and pruned trials
+    are left out.
+    """
     experiment = client.get_experiment_by_name(ranking.experiment)
     if experiment is None:
         raise PromotionError(f"no experiment {ranking.experiment!r} in {client.tracking_uri}")
@@ -74,7 +78,7 @@ def leaderboard(client: mlflow.MlflowClient, ranking: Ranking, limit: int = 10) 
         run
         for run in found
         if ranking.metric in run.data.metrics
-        and run.data.tags.get("role") != "study"
+        and run.data.tags.get("role") not in ("study", "cv")
         and run.data.tags.get("trial_state", "COMPLETE") == "COMPLETE"
     ]
     return competing[:limit]

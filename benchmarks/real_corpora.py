@@ -1,0 +1,157 @@
+"""The results table on real speech: the report's setups, the whole-utterance policy and the eGeMAPS baseline.
+
+Each row is one `emotion-train` command (printed, and run as a user would run it) on Emo-DB and SAVEE
+(six classes), cross-validated leave-one-speaker-out unless the row says otherwise; the wall time is the
+command's. Results are appended to the JSON file as each command ends, so an interrupted table resumes
+where it stopped (rows already there are skipped).
+
+python -m benchmarks.real_corpora --data ../shared/data                  # every row (hours on 2 CPU cores)
+python -m benchmarks.real_corpora --data ../shared/data --only egemaps_linear --corpora savee
+python -m benchmarks.real_corpora --table                                # print the table of the JSON file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+
+from benchmarks.common import machine
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "real_corpora.json"
+EXPERIMENT = "real-corpora"
+
+#: Where each corpus lies under `--data`, and its reader.
+CORPORA = {"emodb": "emodb/wav", "savee": "savee"}
+
+#: Row name -> (what it measures, overrides). `cv=none` rows are single runs.
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "egemaps_linear": ("eGeMAPS (88 functionals) + softmax regression", ["experiment=egemaps_linear", "cv=loso"]),
+    "report_cnn1d_mel": ("report 1D CNN, mean log-mel, centre crop", ["experiment=report_cnn1d_mel", "cv=loso"]),
+    "report_cnn2d_mel": ("report 2D CNN, log-mel, centre crop", ["experiment=report_cnn2d_mel", "cv=loso"]),
+    "cnn2d_mel_utterance": (
+        "report 2D CNN, log-mel, whole utterance",
+        ["experiment=report_cnn2d_mel", "features/window=utterance", "cv=loso"],
+    ),
+    "report_protocol_cnn2d_mel": (
+        "report 2D CNN, log-mel, the report's protocol: noise copies, then a random clip split (leaky)",
+        ["experiment=report_cnn2d_mel", "data.split.strategy=clip", "augment=noise", "augment.before_split=true"],
+    ),
+    "report_cnn2d_mfcc": ("report 2D CNN, MFCC, centre crop", ["experiment=report_cnn2d_mfcc", "cv=loso"]),
+    "report_fusion": ("report fusion (log-mel + MFCC), centre crop", ["experiment=report_fusion", "cv=loso"]),
+}
+
+
+def command(row: str, corpus: str, data: Path, tracking_uri: str) -> list[str]:
+    """The `emotion-train` command of one row on one corpus."""
+    return [
+        "emotion-train",
+        *ROWS[row][1],
+        f"data={corpus}",
+        f"data.root={(data / CORPORA[corpus]).resolve()}",
+        f"logger.tracking_uri={tracking_uri}",
+        f"logger.experiment_name={EXPERIMENT}",
+        f"logger.run_name=table-{row}",
+        "+trainer.enable_progress_bar=false",
+    ]
+
+
+def measured(run: mlflow.entities.Run) -> dict[str, float]:
+    """The row's figures from its run: the CV parent's aggregates, or a single run's test metrics."""
+    metrics = run.data.metrics
+    if run.data.tags.get("role") == "cv":
+        keys = ("test/uar_mean", "test/uar_std", "test/uar_pooled", "test/acc_mean", "test/acc_std", "val/uar")
+        return {key: metrics[key] for key in keys} | {"folds": len(json.loads(_artifact(run, "cv_folds.json")))}
+    return {"test/uar": metrics["test/uar"], "test/acc": metrics["test/acc"], "val/uar": metrics["val/uar"]}
+
+
+def _artifact(run: mlflow.entities.Run, path: str) -> str:
+    return Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=path)).read_text()
+
+
+def latest_run(tracking_uri: str, row: str, corpus: str) -> mlflow.entities.Run:
+    """The newest top-level run of `row` on `corpus` (the CV parent, or the single run)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    runs = mlflow.search_runs(
+        [experiment.experiment_id],
+        f"tags.data = '{corpus}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    top = [r for r in runs if r.info.run_name.startswith(f"table-{row}") and "mlflow.parentRunId" not in r.data.tags]
+    return top[0]
+
+
+def run_row(row: str, corpus: str, data: Path, workdir: Path) -> dict:
+    tracking_uri = f"sqlite:///{(workdir / 'mlruns.db').resolve()}"
+    cmd = command(row, corpus, data, tracking_uri)
+    print("$", shlex.join(cmd), flush=True)
+    start = time.perf_counter()
+    with (workdir / f"{row}-{corpus}.log").open("w") as log:
+        subprocess.run(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, check=True)
+    wall = time.perf_counter() - start
+    return {
+        "row": row,
+        "corpus": corpus,
+        "what": ROWS[row][0],
+        "command": shlex.join(cmd[:-4]) + " ...",
+        "wall_s": round(wall, 1),
+        **measured(latest_run(tracking_uri, row, corpus)),
+        "machine": machine(),
+    }
+
+
+def load_results() -> list[dict]:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: one line per row and corpus."""
+    lines = [
+        "| setup | corpus | protocol | test UAR mean ± std | pooled UAR | test acc mean | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "folds" in r:
+            protocol = f"LOSO, {r['folds']} folds"
+            uar = f"{r['test/uar_mean']:.3f} ± {r['test/uar_std']:.3f}"
+            pooled, acc = f"{r['test/uar_pooled']:.3f}", f"{r['test/acc_mean']:.3f}"
+        else:
+            protocol, uar, pooled, acc = "clip split after augmentation (leaky)", f"{r['test/uar']:.3f}", "", ""
+            acc = f"{r['test/acc']:.3f}"
+        minutes = f"{r['wall_s'] / 60:.1f} min"
+        lines.append(f"| {r['what']} | {r['corpus']} | {protocol} | {uar} | {pooled} | {acc} | {minutes} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding emodb/ and savee/")
+    parser.add_argument("--workdir", type=Path, default=Path("real-corpora"), help="MLflow store, logs, outputs")
+    parser.add_argument("--only", nargs="+", choices=sorted(ROWS), default=list(ROWS))
+    parser.add_argument("--corpora", nargs="+", choices=sorted(CORPORA), default=["savee", "emodb"])
+    parser.add_argument("--table", action="store_true", help="only print the table of the results file")
+    args = parser.parse_args()
+    results = load_results()
+    if not args.table:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        done = {(r["row"], r["corpus"]) for r in results}
+        for row in args.only:
+            for corpus in args.corpora:
+                if (row, corpus) in done:
+                    continue
+                results.append(run_row(row, corpus, args.data, args.workdir))
+                RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+                print(table(results[-1:]).splitlines()[-1], flush=True)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Cross-validation as one run (`cv=loso` or `cv=kfold`): every speaker fold trained, tested and aggregated.
+
+Fold `i` is an ordinary training run with `data.split.strategy=loso|kfold` and
+`data.split.fold=i` (rerun it alone with those overrides), logged in MLflow as a
+child of one parent run. Each fold selects its checkpoint and stops early on
+a validation partition of its training speakers; its test speakers choose
+nothing. The parent run logs what papers report:
+
+- per fold: test acc, UAR and macro-F1 (metrics `fold/test/*`, step = fold);
+- over folds: their mean and standard deviation (`test/uar_mean`, `test/uar_std`, ...; population std);
+- pooled: the metrics, confusion matrix and classification report of all folds' test predictions
+  together (`test/uar_pooled`, ...): with LOSO, every clip is predicted exactly once;
+- `val/uar`: the mean over folds of each fold's best validation UAR, the objective of a sweep whose
+  trials are cross-validations (never a test score);
+- `cv_folds.json`: each fold's speakers, run and scores.
+
+In a sweep, a trial is one cross-validation: after each fold it reports the running mean validation
+UAR to Optuna (step = folds done), and the pruner may stop it there. Reporting per fold, not per epoch,
+compares trials on the same speakers at every step: per-epoch values of one fold would rank trials on
+that fold's validation speakers alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+from emotion.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: The test metrics each fold reports and the parent aggregates.
+FOLD_METRICS = ("acc", "uar", "f1")
+CV_STRATEGIES = ("loso", "kfold")
+
+
+@dataclass
+class FoldResult:
+    """What one fold's run gives back: its metrics, test predictions (class indices) and partitions' speakers."""
+
+    fold: int
+    run_id: str
+    metrics: dict[str, float]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    speakers: dict[str, list[str]]
+
+
+#: Trains and tests one fold's config as a child of the parent run; returns its result.
+FitFold = Callable[[DictConfig, int, str], FoldResult]
+
+
+def fold_config(cfg: DictConfig, fold: int) -> DictConfig:
+    """The config of fold `fold`: the run's config with the CV's split strategy and this fold as the test set."""
+    folded = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    folded.data.split.strategy = cfg.cv.strategy
+    folded.data.split.fold = fold
+    if cfg.cv.strategy == "kfold":
+        folded.data.split.n_folds = cfg.cv.n_folds
+    return folded
+
+
+def folds_to_run(cfg: DictConfig, n_folds: int) -> list[int]:
+    """All folds, or the subset `cv.folds` (a cheaper estimate in sweeps), checked against `n_folds`."""
+    chosen = list(range(n_folds)) if cfg.cv.get("folds") is None else [int(f) for f in cfg.cv.folds]
+    outside = [f for f in chosen if not 0 <= f < n_folds]
+    if outside or not chosen:
+        raise ConfigError(f"cv.folds={chosen} must be a non-empty subset of 0..{n_folds - 1}")
+    return chosen
+
+
+def cross_validate(
+    cfg: DictConfig, fit_fold: FitFold, parent_run_id: str, trial: optuna.Trial | None
+) -> list[FoldResult]:
+    """Every fold of `cfg.cv` in order, each fitted as a child of `parent_run_id`; pruned per fold in a sweep.
+
+    The number of folds is known once the first fold has read the corpus (LOSO: one per speaker).
+    """
+    if cfg.cv.strategy not in CV_STRATEGIES:
+        raise ConfigError(f"unknown cv.strategy {cfg.cv.strategy!r}: choose none, loso or kfold")
+    first = int(cfg.cv.folds[0]) if cfg.cv.get("folds") else 0
+    results = [fit_fold(fold_config(cfg, first), first, parent_run_id)]
+    if cfg.cv.strategy == "loso":
+        n_folds = len({s for speakers in results[0].speakers.values() for s in speakers})
+    else:
+        n_folds = int(cfg.cv.n_folds)
+    folds = folds_to_run(cfg, n_folds)
+    log.info("cross-validation %s: folds %s of %d", cfg.cv.strategy, folds, n_folds)
+    log_fold(results[0], cfg.callbacks.monitor)
+    report_to_trial(trial, results, cfg.callbacks.monitor)
+    for fold in folds[1:]:
+        results.append(fit_fold(fold_config(cfg, fold), fold, parent_run_id))
+        log_fold(results[-1], cfg.callbacks.monitor)
+        report_to_trial(trial, results, cfg.callbacks.monitor)
+    return results
+
+
+def log_fold(result: FoldResult, monitor: str) -> None:
+    log.info(
+        "fold %d (test speakers %s): test UAR %.3f, best %s %.3f",
+        result.fold,
+        ",".join(result.speakers["test"]),
+        result.metrics["test/uar"],
+        monitor,
+        result.metrics[monitor],
+    )
+
+
+def report_to_trial(trial: optuna.Trial | None, results: list[FoldResult], monitor: str) -> None:
+    """Report the running mean of the folds' best `monitor` to a sweep's trial; TrialPruned if the pruner says so."""
+    if trial is None or len(trial.study.directions) > 1:
+        return
+    trial.report(float(np.mean([r.metrics[monitor] for r in results])), step=len(results) - 1)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned after fold {len(results) - 1}")
+
+
+def pooled_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Accuracy, UAR and macro-F1 of predictions pooled over folds, over the classes the test clips have."""
+    labels = sorted(set(y_true.tolist()))
+    if max(labels) >= num_classes:
+        raise ValueError(f"class index {max(labels)} outside the {num_classes} classes")
+    return {
+        "acc": float(accuracy_score(y_true, y_pred)),
+        "uar": float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+    }
+
+
+def summarize(results: list[FoldResult], monitor: str, num_classes: int) -> dict[str, float]:
+    """Mean and population std over folds of each test metric and of `monitor`, and the pooled test metrics."""
+    summary: dict[str, float] = {}
+    for name in [f"test/{m}" for m in FOLD_METRICS] + [monitor]:
+        values = np.array([r.metrics[name] for r in results])
+        summary[f"{name}_mean"] = float(values.mean())
+        summary[f"{name}_std"] = float(values.std())
+    y_true = np.concatenate([r.y_true for r in results])
+    y_pred = np.concatenate([r.y_pred for r in results])
+    for name, value in pooled_metrics(y_true, y_pred, num_classes).items():
+        summary[f"test/{name}_pooled"] = value
+    summary[monitor] = summary[f"{monitor}_mean"]  # what a sweep's trial returns and promotion would rank
+    return summary
+
+
+def fold_records(results: list[FoldResult]) -> list[dict]:
+    """One record per fold (speakers of each partition, run ID, scores): the parent's `cv_folds.json`."""
+    return [
+        {"fold": r.fold, "run_id": r.run_id, "speakers": r.speakers, "metrics": r.metrics, "test_clips": len(r.y_true)}
+        for r in results
+    ]

@@ -1,0 +1,51 @@
+"""The MLflow parent run of a cross-validation: aggregate metrics, per-fold scores, pooled report and plot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from lightning.pytorch.loggers import MLFlowLogger
+from matplotlib.figure import Figure
+
+from emotion.crossval import FOLD_METRICS, FoldResult, fold_records
+from emotion.tracking.runs import TIGHT, log_json, log_test_report
+
+#: Marks a cross-validation's parent run (it holds no model of its own; its folds do).
+CV_ROLE = "cv"
+
+
+def log_cross_validation(
+    logger: MLFlowLogger, results: Sequence[FoldResult], summary: Mapping[str, float], classes: Sequence[str]
+) -> None:
+    """Per-fold and aggregate metrics, `cv_folds.json`, `cv_folds.png` and the pooled test report."""
+    client, run_id = logger.experiment, logger.run_id
+    for step, result in enumerate(results):
+        for metric in FOLD_METRICS:
+            client.log_metric(run_id, f"fold/test/{metric}", result.metrics[f"test/{metric}"], step=step)
+    for name, value in summary.items():
+        client.log_metric(run_id, name, value)
+    log_json(logger, fold_records(results), "cv_folds.json")
+    y_true = np.concatenate([r.y_true for r in results])
+    y_pred = np.concatenate([r.y_pred for r in results])
+    log_test_report(logger, y_true, y_pred, classes)
+    client.log_figure(run_id, plot_folds(results, summary), "cv_folds.png", save_kwargs=TIGHT)
+
+
+def plot_folds(results: Sequence[FoldResult], summary: Mapping[str, float]) -> Figure:
+    """Test UAR of each fold (labelled with its test speakers) against the mean and the pooled UAR."""
+    figure = Figure(figsize=(max(6, 0.7 * len(results) + 3), 4), constrained_layout=True)
+    ax = figure.subplots()
+    labels = [f"{r.fold}\n{_short(r.speakers['test'])}" for r in results]
+    ax.bar(range(len(results)), [r.metrics["test/uar"] for r in results], color="tab:blue", label="fold test UAR")
+    mean, pooled = summary["test/uar_mean"], summary["test/uar_pooled"]
+    ax.axhline(mean, color="black", label=f"mean {mean:.3f}")
+    ax.axhline(pooled, color="tab:orange", linestyle="--", label=f"pooled {pooled:.3f}")
+    ax.set(xticks=range(len(results)), xticklabels=labels, ylim=(0, 1), xlabel="fold (test speakers)")
+    ax.set_ylabel("test UAR")
+    ax.legend(loc="lower right")
+    return figure
+
+
+def _short(speakers: Sequence[str]) -> str:
+    return ",".join(speakers[:2]) + ("…" if len(speakers) > 2 else "")
