@@ -14,7 +14,7 @@ import torchaudio.transforms as T
 from emotion.data.audio import fit_length, load_audio
 from emotion.data.cache import FeatureCache
 from emotion.data.corpora import read_corpus
-from emotion.data.features import MFCC, LogMel, LogMelMFCC, MelMean, Spectral
+from emotion.data.features import MFCC, EGeMAPS, LogMel, LogMelMFCC, MelMean, Spectral
 from emotion.errors import DataError
 
 SPECTRAL = Spectral()
@@ -133,3 +133,18 @@ def test_log_mel_and_mfcc_equal_torchaudios_transforms() -> None:
     both = LogMelMFCC(spectral)(waves)
     torch.testing.assert_close(both["mfcc"], mfcc(waves.unsqueeze(1)), atol=1e-3, rtol=1e-5)
     torch.testing.assert_close(MFCC(spectral)(waves)["mfcc"], both["mfcc"])
+
+
+def test_egemaps_gives_the_88_functionals_of_each_whole_clip_and_caches_them(tiny_corpus: Path, tmp_path: Path) -> None:
+    features = EGeMAPS(SPECTRAL)
+    clips = read_corpus(tiny_corpus).clips[:4]
+    first = FeatureCache(tmp_path, tiny_corpus, features).table(clips)
+    assert first.tensors["egemaps"].shape == (4, 1, 88) and torch.isfinite(first.tensors["egemaps"]).all()
+    assert first.computed == 4
+    again = FeatureCache(tmp_path, tiny_corpus, EGeMAPS(SPECTRAL)).table(clips)
+    assert (again.computed, again.cached) == (0, 4)
+    torch.testing.assert_close(again.tensors["egemaps"], first.tensors["egemaps"])
+    # a whole clip, not a window: the functionals of a clip differ from those of its centre second
+    wave = load_audio(clips[0].path, 16000)
+    centre = features(fit_length(wave, 16000).unsqueeze(0))["egemaps"][0]
+    assert not torch.allclose(centre, first.tensors["egemaps"][0])

@@ -36,8 +36,8 @@ TINY_MODEL = ["model.channels=[8,8,8]", "model.dense=16"]
 class Store:
     """A tracking store with real trained runs, and the configs they were trained with."""
 
-    def __init__(self, folder: Path, cache_dir: Path) -> None:
-        self.folder, self.cache_dir = folder, cache_dir
+    def __init__(self, folder: Path, cache_dir: Path, model: tuple[str, ...] = tuple(TINY_MODEL)) -> None:
+        self.folder, self.cache_dir, self.model = folder, cache_dir, model
         self.uri = f"sqlite:///{folder / 'mlruns.db'}"
         self.client = mlflow.MlflowClient(self.uri)
         self.configs: dict[str, DictConfig] = {}
@@ -45,7 +45,7 @@ class Store:
     def config(self, *overrides: str) -> DictConfig:
         return compose_config(
             *FEW_BATCHES,
-            *TINY_MODEL,
+            *self.model,
             *overrides,
             cache_dir=self.cache_dir,
             output_dir=self.folder / "outputs" / str(len(self.configs)),
@@ -186,7 +186,7 @@ def lightning_probabilities(store: Store, run_id: str) -> tuple[list[str], torch
         checkpoint, model=build_model(cfg, features, len(cfg.data.classes)), weights_only=True
     )
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    probabilities = torch.cat(trainer.predict(module, dataloaders=datamodule.test_dataloader()))
+    probabilities = torch.cat(trainer.predict(module, datamodule=datamodule))
     return [str(datamodule.clips[i].path) for i in datamodule.split.test], probabilities
 
 
@@ -207,6 +207,26 @@ def test_the_pyfunc_predicts_what_the_lightning_module_predicts_on_the_same_wav_
         pd.DataFrame({"waveform": [w.tolist() for w, _ in waves], "sample_rate": [r for _, r in waves]})
     )
     np.testing.assert_allclose(from_arrays.filter(like="prob_").to_numpy(), probabilities[:3], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides"),
+    [
+        (TINY_MODEL, ["features/window=utterance", "features.window.trim_db=40"]),
+        ([], ["experiment=egemaps_linear", "model.hidden=16"]),
+    ],
+    ids=["whole-utterance-cnn2d", "egemaps-linear"],
+)
+def test_a_promoted_model_predicts_by_the_policy_and_features_it_was_trained_with(
+    tmp_path: Path, cache_dir: Path, model: list[str], overrides: list[str]
+) -> None:
+    store = Store(tmp_path, cache_dir, tuple(model))
+    run_id = store.train("policy", *overrides)
+    store.promote("--name", "policy")
+    paths, expected = lightning_probabilities(store, run_id)
+    mlflow.set_tracking_uri(store.uri)
+    predicted = mlflow.pyfunc.load_model("models:/policy@champion").predict(pd.DataFrame({"path": paths}))
+    np.testing.assert_allclose(predicted.filter(like="prob_").to_numpy(), expected.numpy(), atol=1e-5)
 
 
 def test_the_registered_model_carries_its_signature_example_and_weights_only(store: Store, champion) -> None:

@@ -1,11 +1,12 @@
 """Readers of the corpora users bring, tested on small trees that follow each corpus's naming scheme.
 
-No real recording of these corpora is available to the test suite (`../shared/data` holds none), so
-each tree is made of short generated WAV files named and nested as the corpus unpacks.
+Each tree is made of short generated WAV files named and nested as the corpus unpacks, irregularities of
+real distributions included; `test_real_corpora.py` reads the real Emo-DB and SAVEE in `../shared/data`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -94,6 +95,41 @@ def test_emodb_speaker_and_german_emotion_letters(tmp_path: Path) -> None:
     assert {c.speaker for c in manifest.clips} == {"03", "08", "16"}
     assert Counter(c.emotion for c in manifest.clips) == dict.fromkeys(EMOTIONS, 6)
     assert manifest.dropped_classes == {"boredom": 6}
+
+
+def test_a_tess_file_whose_name_has_a_typo_is_labelled_by_its_folder(tmp_path: Path) -> None:
+    names = [
+        "TESS/OAF_neutral/OA_bite_neutral.wav",  # the distributed corpus's prefix typo
+        "TESS/YAF_pleasant_surprised/YAF_back_ps.wav",
+        "TESS/OAF_Fear/OAF_beg_fear.wav",  # folder case differs
+        "TESS/YAF_angry/yaf_bath_ANGRY.WAV",  # file case differs
+    ]
+    manifest = read_corpus(write_tree(tmp_path, names), "tess", classes=(*EMOTIONS, "surprise"))
+    labels = {Path(c.path).name: (c.speaker, c.emotion, c.sentence) for c in manifest.clips}
+    assert labels == {
+        "OA_bite_neutral.wav": ("OAF", "neutral", "bite"),
+        "YAF_back_ps.wav": ("YAF", "surprise", "back"),
+        "OAF_beg_fear.wav": ("OAF", "fear", "beg"),
+        "yaf_bath_ANGRY.WAV": ("YAF", "angry", "bath"),
+    }
+
+
+def test_names_are_read_whatever_their_case(tmp_path: Path) -> None:
+    savee = read_corpus(write_tree(tmp_path / "savee", ["dc_A01.wav", "Je_SA02.WAV", "KL_su03.wav"]), "savee")
+    assert sorted((c.speaker, c.emotion) for c in savee.clips) == [("DC", "angry"), ("JE", "sad")]
+    emodb = read_corpus(write_tree(tmp_path / "emodb", ["03A01FA.WAV", "16b10wb.wav"]), "emodb")
+    assert sorted((c.speaker, c.emotion, c.sentence) for c in emodb.clips) == [
+        ("03", "happy", "a01"),
+        ("16", "angry", "b10"),
+    ]
+
+
+def test_each_unreadable_file_is_skipped_and_named_in_the_log(tmp_path: Path, caplog) -> None:
+    write_tree(tmp_path, ["03a01Fa.wav", "notes/03a01Fa copy.wav", "take2_03a01Wa.wav"])
+    with caplog.at_level(logging.WARNING, logger="emotion.data.corpora"):
+        manifest = read_corpus(tmp_path, "emodb")
+    assert len(manifest.clips) == 1 and manifest.bad_names == 2
+    assert "03a01Fa copy.wav" in caplog.text and "take2_03a01Wa.wav" in caplog.text
 
 
 @pytest.mark.parametrize(

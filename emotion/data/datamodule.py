@@ -292,6 +292,10 @@ class EmotionDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def predict_dataloader(self) -> DataLoader:
+        """The test partition, for `Trainer.predict(module, datamodule=...)`."""
+        return self._loader("test", shuffle=False)
+
     def _loader(self, partition: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[partition]
         return DataLoader(

@@ -133,8 +133,10 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Seque
 
 
 def log_test_report(logger: MLFlowLogger, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> None:
-    """`confusion_matrix.png` and `classification_report.{json,txt}` of the test predictions."""
+    """`confusion_matrix.{png,json}` and `classification_report.{json,txt}` of the test predictions."""
     labels = list(range(len(classes)))
+    counts = confusion_matrix(y_true, y_pred, labels=labels)
+    log_json(logger, {"classes": list(classes), "counts": counts.tolist()}, "confusion_matrix.json")
     report = dict(labels=labels, target_names=list(classes), zero_division=0)
     logger.experiment.log_text(
         logger.run_id, classification_report(y_true, y_pred, digits=3, **report), "classification_report.txt"

@@ -70,6 +70,16 @@ def fail_orphaned_trial_runs(tracking_uri: str, experiment_name: str, study_name
         if run.data.tags.get("trial_number") in {str(n) for n in numbers}:
             client.set_tag(run.info.run_id, "trial_state", "FAIL")
             client.set_terminated(run.info.run_id, "FAILED")
+            _fail_running_children(client, experiment.experiment_id, run.info.run_id)
+
+
+def _fail_running_children(client: mlflow.MlflowClient, experiment_id: str, run_id: str) -> None:
+    """Mark FAILED the fold runs a cross-validating trial left RUNNING when it died."""
+    running = client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'"
+    )
+    for child in running:
+        client.set_terminated(child.info.run_id, "FAILED")
 
 
 def log_study_progress(tracking_uri: str, run_id: str, study: optuna.Study, objectives: list[str]) -> None:
