@@ -256,3 +256,52 @@ def test_the_explicit_search_space_form() -> None:
     }
     with pytest.raises(ConfigError, match="type must be int, float or categorical"):
         parse_search_space(None, {"x": {"type": "normal"}}, [])
+
+
+def cv_trial_runs(tmp_path: Path, study: str) -> dict[int, tuple[mlflow.entities.Run, list[mlflow.entities.Run]]]:
+    """Each trial's run (a cross-validation's parent) and its fold runs, by trial number."""
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    found = {}
+    for number, run in child_runs(tmp_path, study).items():
+        folds = client.search_runs(["1"], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+        found[number] = (run, sorted(folds, key=lambda f: int(f.data.tags["fold"])))
+    return found
+
+
+CV_SWEEP = [
+    "sweep=cnn2d_logmel",
+    "cv=kfold",
+    "cv.n_folds=2",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "hydra.sweeper.n_trials=2",
+]
+
+
+def test_a_cross_validated_trial_returns_the_mean_validation_uar_of_its_folds(tmp_path: Path, cache_dir: Path) -> None:
+    run_sweep(tmp_path, cache_dir, *CV_SWEEP, "hydra/sweeper/pruner=none")
+    study = load_study(tmp_path, "cnn2d_logmel")
+    runs = cv_trial_runs(tmp_path, "cnn2d_logmel")
+    assert sorted(runs) == [0, 1]
+    for trial in study.trials:
+        parent, folds = runs[trial.number]
+        assert trial.state == TrialState.COMPLETE
+        assert parent.data.tags["role"] == "cv" and [f.data.tags["fold"] for f in folds] == ["0", "1"]
+        # one epoch per fold: each fold's logged val/uar is its best, and the objective is their mean
+        fold_values = [f.data.metrics["val/uar"] for f in folds]
+        assert trial.value == pytest.approx(sum(fold_values) / 2, abs=1e-6)
+        assert parent.data.metrics["val/uar"] == pytest.approx(trial.value, abs=1e-6)
+        assert sorted(trial.intermediate_values) == [0, 1]  # reported after each fold
+        assert trial.intermediate_values[1] == pytest.approx(trial.value, abs=1e-6)
+        assert "test/uar_mean" in parent.data.metrics  # logged, but never the objective
+
+
+def test_a_cross_validated_trial_is_pruned_between_folds(tmp_path: Path, cache_dir: Path) -> None:
+    run_sweep(tmp_path, cache_dir, *CV_SWEEP, "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=1.1")
+    study = load_study(tmp_path, "cnn2d_logmel")
+    for trial in study.trials:
+        parent, folds = cv_trial_runs(tmp_path, "cnn2d_logmel")[trial.number]
+        assert trial.state == TrialState.PRUNED
+        assert list(trial.intermediate_values) == [0]
+        assert [f.data.tags["fold"] for f in folds] == ["0"]  # the second fold never ran
+        assert parent.data.tags["trial_state"] == "PRUNED" and parent.info.status == "FINISHED"
