@@ -45,13 +45,14 @@ def corpus_with_stray_file(tiny_corpus: Path, tmp_path: Path) -> Path:
     return tmp_path / "corpus"
 
 
-def test_names_outside_the_scheme_are_skipped_with_a_counted_warning(
+def test_names_outside_the_scheme_are_skipped_each_named_and_counted(
     corpus_with_stray_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        clips = read_corpus(corpus_with_stray_file, on_bad_name="skip").clips
-    assert len(clips) == 72
-    assert "skipped 2 file(s) whose names crema_d could not read" in caplog.text
+        manifest = read_corpus(corpus_with_stray_file, on_bad_name="skip")
+    assert len(manifest.clips) == 72 and manifest.bad_names == 2
+    assert "skipped 2 file(s) whose names the crema_d reader could not read" in caplog.text
+    assert "1001_IEO_XYZ_HI.wav: unknown CREMA-D emotion code 'XYZ'" in caplog.text
 
 
 def test_names_outside_the_scheme_stop_the_read_under_the_error_policy(corpus_with_stray_file: Path) -> None:
