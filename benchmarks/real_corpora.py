@@ -7,13 +7,14 @@ where it stopped (rows already there are skipped).
 
 python -m benchmarks.real_corpora --data ../shared/data                  # every row (hours on 2 CPU cores)
 python -m benchmarks.real_corpora --data ../shared/data --only egemaps_linear --corpora savee
-python -m benchmarks.real_corpora --table                                # print the table of the JSON file
+python -m benchmarks.real_corpora --table --readme README.md             # print it, and write it into the README
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import time
@@ -118,7 +119,8 @@ def table(results: list[dict]) -> str:
         "| setup | corpus | protocol | test UAR mean ± std | pooled UAR | test acc mean | wall time |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    order = list(ROWS)
+    for r in sorted(results, key=lambda r: (r["corpus"], order.index(r["row"]))):
         if "folds" in r:
             protocol = f"LOSO, {r['folds']} folds"
             uar = f"{r['test/uar_mean']:.3f} ± {r['test/uar_std']:.3f}"
@@ -131,6 +133,15 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_into(readme: Path, markdown: str) -> None:
+    """Replace the table between the README's `<!-- real-corpora-table -->` markers."""
+    text = readme.read_text()
+    block = re.compile(r"(<!-- real-corpora-table -->\n).*?(<!-- /real-corpora-table -->)", re.DOTALL)
+    if not block.search(text):
+        raise SystemExit(f"{readme} has no <!-- real-corpora-table --> markers")
+    readme.write_text(block.sub(lambda m: f"{m[1]}{markdown}\n{m[2]}", text))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding emodb/ and savee/")
@@ -138,6 +149,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(ROWS), default=list(ROWS))
     parser.add_argument("--corpora", nargs="+", choices=sorted(CORPORA), default=["savee", "emodb"])
     parser.add_argument("--table", action="store_true", help="only print the table of the results file")
+    parser.add_argument("--readme", type=Path, help="also write the table between this file's markers")
     args = parser.parse_args()
     results = load_results()
     if not args.table:
@@ -151,6 +163,8 @@ def main() -> None:
                 RESULTS.write_text(json.dumps(results, indent=2) + "\n")
                 print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
+    if args.readme:
+        write_into(args.readme, table(results))
 
 
 if __name__ == "__main__":
