@@ -1,8 +1,8 @@
 """`emotion-promote`: register the best finished run in the MLflow Model Registry as `emotion@champion`.
 
-emotion-promote                                   # best val/uar of experiment "emotion"
-emotion-promote --study cnn2d-logmel --dry-run    # the leaderboard of one study, and what would happen
-emotion-promote --metric val/loss --mode min --name emotion-mfcc
+emotion-promote                                   # best val/uar_best of experiment "emotion"
+emotion-promote --study cnn2d_logmel --dry-run    # the leaderboard of one study, and what would happen
+emotion-promote --metric val/loss_best --mode min --name emotion-mfcc   # runs that monitored val/loss
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", default=defaults["tracking_uri"], help="default: %(default)s")
     parser.add_argument("--experiment", default=defaults["experiment_name"], help="default: %(default)s")
     parser.add_argument("--study", help="only the trials of this Optuna study (its MLflow tag `study`)")
-    parser.add_argument("--metric", default="val/uar", help="what 'best' means (default: %(default)s)")
+    parser.add_argument(
+        "--metric",
+        default="val/uar_best",
+        help="what 'best' means (default: %(default)s, the value of the checkpoint each run keeps)",
+    )
     parser.add_argument("--mode", choices=("max", "min"), default="max", help="default: %(default)s")
     parser.add_argument("--filter", help="an extra MLflow search filter, e.g. \"tags.split = 'speaker'\"")
     parser.add_argument("--name", default="emotion", help="registered model name (default: %(default)s)")

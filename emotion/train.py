@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,21 @@ def build_model(cfg: DictConfig, features: FeatureSet, num_classes: int) -> nn.M
         raise ConfigError(f"model {model} cannot take features={features.name}: {exc}") from None
 
 
+CHECKPOINT_NAME = "best-epoch{epoch:02d}"
+
+
+def checkpoint_epoch(path: str) -> int | None:
+    """The epoch of a checkpoint file named by `CHECKPOINT_NAME`."""
+    match = re.search(r"best-epoch(\d+)", Path(path).name)
+    return int(match[1]) if match else None
+
+
 def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[ModelCheckpoint, list[pl.Callback]]:
     """Best-checkpoint saving on the monitored metric, and early stopping when `patience` is set."""
     monitor, mode = cfg.callbacks.monitor, cfg.callbacks.mode
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,
-        filename="best-epoch{epoch:02d}",
+        filename=CHECKPOINT_NAME,
         monitor=monitor,
         mode=mode,
         auto_insert_metric_name=False,
@@ -223,6 +233,8 @@ def _fit_and_test(
     )
     trainer.fit(module, datamodule=datamodule)
     best = checkpoint.best_model_path
+    if checkpoint.best_model_score is not None:
+        runs.log_best(logger, cfg.callbacks.monitor, float(checkpoint.best_model_score), checkpoint_epoch(best))
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     y_true, y_pred = (t.numpy() for t in module.test_results())
     runs.log_test_report(logger, y_true, y_pred, cfg.data.classes)
@@ -231,6 +243,7 @@ def _fit_and_test(
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if checkpoint.best_model_score is not None:
         results[cfg.callbacks.monitor] = float(checkpoint.best_model_score)
+        results[runs.best_metric(cfg.callbacks.monitor)] = float(checkpoint.best_model_score)
     metrics = results | {"trainable_params": float(trainable)}
     return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers)
 

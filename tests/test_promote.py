@@ -1,7 +1,7 @@
 """Promotion to the Model Registry and prediction with the champion, on real runs in a real SQLite store.
 
 The runs are trained for a few batches, so their scores are near chance and may tie; each test that
-needs a known ranking logs the runs' `val/uar` itself, which is the one thing it does not train for.
+needs a known ranking logs the runs' `val/uar_best` itself, which is the one thing it does not train for.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from emotion import predict, promote
 from emotion.inference import inference_state
 from emotion.models.module import EmotionClassifier
+from emotion.tracking.registry import Ranking, leaderboard
 from emotion.train import build_model, train
 from tests.conftest import FEW_BATCHES, compose_config, free_port, running_server
 
@@ -64,8 +65,8 @@ class Store:
         return run.info.run_id
 
     def score(self, run_id: str, value: float) -> None:
-        """Give a run a known `val/uar` (its latest value is what runs are ranked by)."""
-        self.client.log_metric(run_id, "val/uar", value, step=10_000)
+        """Give a run a known `val/uar_best` (its kept checkpoint's value: what runs are ranked by)."""
+        self.client.log_metric(run_id, "val/uar_best", value, step=10_000)
 
     def promote(self, *args: str) -> None:
         promote.main(["--tracking-uri", self.uri, *args])
@@ -84,7 +85,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Store:
         ("study s", "FINISHED", {"role": "study", "study": "s"}),
     ):
         run = store.client.create_run(experiment_id, run_name=name, tags=tags)
-        store.client.log_metric(run.info.run_id, "val/uar", 0.99)
+        store.client.log_metric(run.info.run_id, "val/uar_best", 0.99)
         store.client.set_terminated(run.info.run_id, status)
     return store
 
@@ -102,7 +103,7 @@ def test_promote_registers_the_best_finished_run_and_moves_the_aliases(store: St
     first = store.client.get_model_version_by_alias("ser", "champion")
     assert first.run_id == b
     assert first.tags["source_run_id"] == b
-    assert first.tags["metric"] == "val/uar" and first.tags["metric_value"] == "0.7"
+    assert first.tags["metric"] == "val/uar_best" and first.tags["metric_value"] == "0.7"
     assert first.tags["split"] == "speaker" and first.tags["leaky"] == "false"
     assert json.loads(first.tags["features"])["_target_"] == "emotion.data.features.LogMel"
     assert json.loads(first.tags["data"])["split"]["strategy"] == "speaker"
@@ -118,6 +119,16 @@ def test_promote_registers_the_best_finished_run_and_moves_the_aliases(store: St
     previous = store.client.get_model_version_by_alias("ser", "previous")
     assert (champion.run_id, str(champion.version)) == (c, "2")
     assert (previous.run_id, str(previous.version)) == (b, "1")
+
+
+def test_runs_are_ranked_by_their_kept_checkpoints_value_not_their_last_epochs(store: Store) -> None:
+    a, b = run_id_of(store, "a"), run_id_of(store, "b")
+    store.score(a, 0.90)  # its best epoch, kept as its checkpoint ...
+    store.client.log_metric(a, "val/uar", 0.20, step=20_000)  # ... then a last epoch that fell back
+    store.score(b, 0.85)
+    store.client.log_metric(b, "val/uar", 0.85, step=20_000)
+    ranked = leaderboard(store.client, Ranking("emotion"))
+    assert [r.info.run_id for r in ranked[:2]] == [a, b]
 
 
 def test_dry_run_prints_the_leaderboard_and_changes_nothing(store: Store, capsys) -> None:
@@ -147,7 +158,7 @@ def test_a_leaky_run_is_refused_unless_forced(store: Store, capsys) -> None:
 
     store.promote("--name", "careful", "--allow-leaky")
     assert store.client.get_model_version_by_alias("careful", "champion").run_id == leaky
-    store.client.log_metric(leaky, "val/uar", 0.0, step=20_000)  # out of the other tests' way
+    store.client.log_metric(leaky, "val/uar_best", 0.0, step=20_000)  # out of the other tests' way
 
 
 def test_a_failed_promotion_leaves_the_aliases_where_they_were(store: Store, capsys) -> None:
@@ -157,7 +168,7 @@ def test_a_failed_promotion_leaves_the_aliases_where_they_were(store: Store, cap
 
     experiment_id = store.client.get_experiment_by_name("emotion").experiment_id
     empty = store.client.create_run(experiment_id, run_name="no-checkpoint")
-    store.client.log_metric(empty.info.run_id, "val/uar", 0.98)
+    store.client.log_metric(empty.info.run_id, "val/uar_best", 0.98)
     store.client.set_terminated(empty.info.run_id, "FINISHED")
     with pytest.raises(SystemExit):
         store.promote("--name", "safe")

@@ -17,6 +17,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from emotion import promote
 from emotion.errors import ConfigError
 from emotion.sweep.search_space import parse_search_space
 from tests.conftest import TINY_CORPUS
@@ -305,3 +306,31 @@ def test_a_cross_validated_trial_is_pruned_between_folds(tmp_path: Path, cache_d
         assert list(trial.intermediate_values) == [0]
         assert [f.data.tags["fold"] for f in folds] == ["0"]  # the second fold never ran
         assert parent.data.tags["trial_state"] == "PRUNED" and parent.info.status == "FINISHED"
+
+
+def test_promoting_a_study_registers_the_run_of_its_best_trial(tmp_path: Path, cache_dir: Path) -> None:
+    run_sweep(
+        tmp_path,
+        cache_dir,
+        "sweep=cnn2d_logmel",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=3",
+        "+trainer.limit_train_batches=2",
+        "hydra/sweeper/pruner=none",
+        "hydra/sweeper/sampler=random",
+        "optimizer.lr=tag(log,interval(1e-5,3e-2))",
+        # val/loss tells tiny trials apart (val/uar ties at chance level on 72 clips)
+        "callbacks.monitor=val/loss",
+        "callbacks.mode=min",
+        "hydra.sweeper.direction=minimize",
+        "hydra.sweeper.objectives=[val/loss]",
+    )
+    study = load_study(tmp_path, "cnn2d_logmel")
+    runs = child_runs(tmp_path, "cnn2d_logmel")
+    for trial in study.trials:  # each trial's value is its run's kept checkpoint's, logged under its own name
+        assert runs[trial.number].data.metrics["val/loss_best"] == pytest.approx(trial.value, abs=1e-6)
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    args = ["--study", "cnn2d_logmel", "--metric", "val/loss_best", "--mode", "min", "--name", "swept"]
+    promote.main(["--tracking-uri", uri, *args])
+    champion = mlflow.MlflowClient(uri).get_model_version_by_alias("swept", "champion")
+    assert champion.run_id == runs[study.best_trial.number].info.run_id

@@ -108,3 +108,23 @@ def test_an_undecodable_wav_is_named_under_the_error_policy(tmp_path: Path, cach
         .splitlines()[-1]
         .startswith(f"error: cannot decode audio file {corpus / '1003_TIE_SAD_MD.wav'}")
     )
+
+
+def test_a_run_logs_the_value_and_epoch_of_the_checkpoint_it_keeps(make_config, tracking_uri: str) -> None:
+    cfg = make_config(
+        *[o for o in FEW_BATCHES if not o.startswith("trainer.max_epochs")],
+        "trainer.max_epochs=4",
+        "model.channels=[8,8,8]",
+        "callbacks.monitor=val/loss",  # continuous, so epochs differ
+        "callbacks.mode=min",
+    )
+    results = train(cfg)
+    (run,) = finished_runs(tracking_uri)
+    history = mlflow.MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "val/loss")
+    assert len(history) == 4
+    best = min(history, key=lambda m: m.value)
+    assert run.data.metrics["val/loss_best"] == pytest.approx(best.value, abs=1e-6)
+    assert results["val/loss_best"] == results["val/loss"] == pytest.approx(best.value, abs=1e-6)
+    epochs = [m.value for m in mlflow.MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "epoch")]
+    best_epoch = int(run.data.metrics["best_epoch"])
+    assert history[best_epoch].value == pytest.approx(best.value, abs=1e-6) and best_epoch in epochs

@@ -39,7 +39,7 @@ class Ranking:
     """What "best" means: a metric, its direction, and which runs compete."""
 
     experiment: str
-    metric: str = "val/uar"
+    metric: str = "val/uar_best"
     mode: str = "max"
     study: str | None = None
     filter: str | None = None

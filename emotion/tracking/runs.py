@@ -81,6 +81,21 @@ def run_status(logger: MLFlowLogger, trial: bool = False) -> Iterator[None]:
     end("FINISHED", "COMPLETE")
 
 
+def best_metric(monitor: str) -> str:
+    """The name under which a run logs the best value of its monitored metric: `val/uar` -> `val/uar_best`.
+
+    That is the value of the checkpoint the run keeps (and a sweep's trial returns), the one to rank runs by:
+    the monitored metric's own last value is its last epoch's.
+    """
+    return f"{monitor}_best"
+
+
+def log_best(logger: MLFlowLogger, monitor: str, value: float, epoch: int | None) -> None:
+    """`<monitor>_best` (and `best_epoch`) of the kept checkpoint."""
+    metrics = {best_metric(monitor): value} | ({"best_epoch": float(epoch)} if epoch is not None else {})
+    logger.log_metrics(metrics)
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config as dotted keys (`model.channels`); lists stay whole, Hydra's `_partial_` flags are left out."""
     flat: dict[str, Any] = {}
