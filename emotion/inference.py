@@ -61,6 +61,8 @@ class Predictor:
         self.module = EmotionClassifier(network, self.classes, input_shapes=shapes)
         self.module.load_state_dict(dict(state))  # strict: every tensor of the network and the standardiser
         self.module.eval()
+        #: Clips shorter than this (seconds) were refused in training, and are refused here too.
+        self.min_duration = float(config["data"].get("min_duration", 0.0))
 
     @classmethod
     def from_files(cls, config_path: str | Path, weights_path: str | Path) -> Predictor:
@@ -73,8 +75,20 @@ class Predictor:
         return self.features.sample_rate
 
     def load(self, path: str | Path) -> torch.Tensor:
-        """A file decoded to mono at the model's sample rate (DataError naming the file if it cannot be)."""
-        return load_audio(path, self.sample_rate)
+        """A file decoded to mono at the model's sample rate (DataError naming the file if it cannot be, or if it
+        is shorter than the training's `data.min_duration`)."""
+        wave = load_audio(path, self.sample_rate)
+        self.check_duration(wave, str(path))
+        return wave
+
+    def check_duration(self, wave: torch.Tensor, what: str) -> None:
+        """DataError if `wave` is shorter than the `data.min_duration` the model was trained with."""
+        seconds = wave.shape[-1] / self.sample_rate
+        if seconds < self.min_duration:
+            raise DataError(
+                f"{what} is {seconds:.3f} s long, shorter than the data.min_duration={self.min_duration} s "
+                "the model was trained with"
+            )
 
     def resample(self, waveform: Sequence[float] | np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
         """A mono waveform given at `sample_rate`, at the model's sample rate."""
@@ -83,7 +97,9 @@ class Predictor:
             raise DataError(f"a waveform must be a non-empty 1-D array of samples, got shape {tuple(wave.shape)}")
         if sample_rate <= 0:
             raise DataError(f"sample rate must be positive, got {sample_rate}")
-        return AF.resample(wave, int(sample_rate), self.sample_rate) if sample_rate != self.sample_rate else wave
+        wave = AF.resample(wave, int(sample_rate), self.sample_rate) if sample_rate != self.sample_rate else wave
+        self.check_duration(wave, "the waveform")
+        return wave
 
     @torch.no_grad()
     def predict_proba(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor:

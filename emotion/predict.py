@@ -3,6 +3,7 @@
 emotion-predict clip.wav other.flac
 emotion-predict recordings/ --format csv --output predictions.csv
 emotion-predict recordings/ --model models:/emotion/3
+emotion-predict recordings/ --on-bad-file error       # stop at the first unreadable or too short file
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", choices=FORMATS, default="table", help="default: %(default)s")
     parser.add_argument("--output", "-o", type=Path, help="write to this file instead of standard output")
     parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--on-bad-file",
+        choices=("skip", "error"),
+        default="skip",
+        help="skip: predict the other files, warn for each bad one and exit 1; error: stop at the first "
+        "(default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -65,17 +73,40 @@ def load_model(uri: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
         raise EmotionError(f"cannot load model {uri} from {tracking_uri}: {exc}") from None
 
 
-def predict(model: mlflow.pyfunc.PyFuncModel, files: list[Path], batch_size: int) -> pd.DataFrame:
-    """One row per file: `file`, then the model's columns (emotion, confidence, prob_<class>...)."""
-    frames = []
+def predict(
+    model: mlflow.pyfunc.PyFuncModel, files: list[Path], batch_size: int, on_bad_file: str = "error"
+) -> tuple[pd.DataFrame, list[str]]:
+    """One row per readable file: `file`, then the model's columns; and one message per file skipped.
+
+    A batch holding a bad file (undecodable, too short) is predicted again file by file, so that
+    under `on_bad_file="skip"` only the bad files are left out; under `"error"` the first one stops it.
+    """
+    frames: list[pd.DataFrame] = []
+    skipped: list[str] = []
     with tqdm(total=len(files), unit="file", desc="predicting", disable=len(files) < 2, file=sys.stderr) as bar:
         for start in range(0, len(files), batch_size):
             batch = files[start : start + batch_size]
-            frames.append(model.predict(pd.DataFrame({"path": [str(p) for p in batch]})))
+            try:
+                frames.append(_predict_files(model, batch))
+            except DataError:
+                if on_bad_file == "error":
+                    raise
+                for file in batch:
+                    try:
+                        frames.append(_predict_files(model, [file]))
+                    except DataError as exc:
+                        skipped.append(str(exc))
+                        tqdm.write(f"warning: skipped {file}: {exc}", file=sys.stderr)
             bar.update(len(batch))
-    result = pd.concat(frames, ignore_index=True)
-    result.insert(0, "file", [str(p) for p in files])
-    return result
+    if not frames:
+        raise DataError(f"no file could be predicted ({len(skipped)} skipped), e.g. {skipped[0]}")
+    return pd.concat(frames, ignore_index=True), skipped
+
+
+def _predict_files(model: mlflow.pyfunc.PyFuncModel, files: list[Path]) -> pd.DataFrame:
+    frame = model.predict(pd.DataFrame({"path": [str(p) for p in files]}))
+    frame.insert(0, "file", [str(p) for p in files])
+    return frame
 
 
 def render(predictions: pd.DataFrame, fmt: str) -> str:
@@ -107,15 +138,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         files = audio_files(args.paths)
-        text = render(predict(load_model(args.model, args.tracking_uri), files, args.batch_size), args.format)
+        model = load_model(args.model, args.tracking_uri)
+        predictions, skipped = predict(model, files, args.batch_size, args.on_bad_file)
     except EmotionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    text = render(predictions, args.format)
     if args.output is None:
         sys.stdout.write(text)
     else:
         args.output.write_text(text)
-        print(f"wrote {len(files)} predictions to {args.output}", file=sys.stderr)
+        print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
+    if skipped:
+        print(f"error: skipped {len(skipped)} of {len(files)} files (each named above)", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

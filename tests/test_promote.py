@@ -6,6 +6,7 @@ needs a known ranking logs the runs' `val/uar_best` itself, which is the one thi
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -25,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from emotion import predict, promote
+from emotion.errors import DataError
 from emotion.inference import inference_state
 from emotion.models.module import EmotionClassifier
 from emotion.tracking.registry import Ranking, leaderboard
@@ -326,7 +328,38 @@ def test_emotion_predict_explains_what_is_missing(
     path = {"good": next(tiny_corpus.glob("*.wav")), "bad": tmp_path / "bad.wav", "missing": tmp_path / "x.wav"}[audio]
     code, _, err = predict_here(store, capsys, "--model", model, str(path))
     assert code == 1
-    assert err.startswith("error: ") and message in err
+    assert err.strip().splitlines()[-1].startswith("error: ") and message in err
+
+
+def test_emotion_predict_skips_bad_files_names_each_and_exits_non_zero(
+    store: Store, champion, tiny_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted(tiny_corpus.glob("*.wav"))[:4]
+    for wav in good:
+        (folder / wav.name).write_bytes(wav.read_bytes())
+    (folder / "corrupt.wav").write_bytes(b"RIFF....not audio")
+    samples, rate = sf.read(good[0], dtype="float32")
+    sf.write(folder / "blip.wav", samples[: int(0.09 * rate)], rate)
+
+    code, out, err = predict_here(store, capsys, "--model", champion[0], str(folder), "--format", "csv")
+    assert code == 1
+    assert sorted(Path(f).name for f in pd.read_csv(io.StringIO(out))["file"]) == sorted(w.name for w in good)
+    assert "warning: skipped" in err and "corrupt.wav" in err
+    assert "blip.wav is 0.090 s long, shorter than the data.min_duration=0.25 s" in err
+    assert "error: skipped 2 of 6 files" in err
+
+    code, out, err = predict_here(store, capsys, "--model", champion[0], str(folder), "--on-bad-file", "error")
+    assert (code, out) == (1, "")
+    assert err.strip().splitlines()[-1].startswith("error: ") and "blip.wav" in err
+
+
+def test_the_served_model_refuses_a_waveform_shorter_than_training_allowed(store: Store, champion) -> None:
+    mlflow.set_tracking_uri(store.uri)
+    model = mlflow.pyfunc.load_model(champion[0])
+    with pytest.raises(DataError, match=r"the waveform is 0.000 s long, shorter than the data.min_duration=0.25 s"):
+        model.predict(pd.DataFrame({"waveform": [[0.0, 0.01, 0.02]], "sample_rate": [16000]}))
 
 
 def post_json(url: str, payload: dict) -> dict:
