@@ -222,6 +222,23 @@ def test_the_pyfunc_predicts_what_the_lightning_module_predicts_on_the_same_wav_
     np.testing.assert_allclose(from_arrays.filter(like="prob_").to_numpy(), probabilities[:3], atol=1e-5)
 
 
+def test_the_registered_models_files_live_in_the_runs_experiment_artifact_store(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path / "store", cache_dir)
+    store.train("located")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    store.promote("--name", "located")
+    version = store.client.get_model_version_by_alias("located", "champion")
+    experiment = store.client.get_experiment_by_name("emotion")
+    model = store.client.get_logged_model(version.source.removeprefix("models:/"))
+    assert model.experiment_id == experiment.experiment_id
+    assert model.artifact_location.startswith(experiment.artifact_location)
+    assert list(elsewhere.iterdir()) == [] and not (tmp_path / "store" / "mlruns").exists()
+
+
 @pytest.mark.parametrize(
     ("model", "overrides"),
     [

@@ -89,6 +89,9 @@ def log_pyfunc(run_id: str, checkpoint: Path, config: Path) -> str:
     Only the network and standardisation weights are kept (no optimiser state), saved
     with `torch.save` so that loading them needs no pickled code (`weights_only=True`).
     """
+    # MLflow 3 creates the logged model in the *active* experiment, not the run's: without this, its files
+    # would land in the Default experiment's artifact folder (`./mlruns/0` of whichever folder made the store).
+    mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
     with tempfile.TemporaryDirectory() as folder:
         weights = Path(folder) / "weights.pt"
         torch.save(inference_state(checkpoint), weights)
