@@ -17,13 +17,20 @@ def cpu_precision() -> str:
     return "bf16-mixed" if native_bf16 else "32-true"
 
 
+#: The project's folder (that of `conf/`): home of the default MLflow store, `mlruns.db`, and `mlartifacts/`.
+PROJECT_ROOT = CONFIG_DIR.parent
+
+
 def register_resolvers() -> None:
-    """Resolvers the configs use: `${cpu_precision:}`."""
+    """Resolvers the configs use: `${cpu_precision:}`, `${project_root:}`."""
     if not OmegaConf.has_resolver("cpu_precision"):
         OmegaConf.register_new_resolver("cpu_precision", cpu_precision)
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 
 
 def logger_defaults() -> dict[str, str]:
     """The settings of `conf/logger/mlflow.yaml` (tracking URI, experiment) for the CLIs that are not Hydra apps."""
+    register_resolvers()
     config = OmegaConf.load(CONFIG_DIR / "logger" / "mlflow.yaml")
     return {key: str(value) for key, value in OmegaConf.to_container(config, resolve=True).items()}

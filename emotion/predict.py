@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from emotion.config import logger_defaults
 from emotion.data.corpora import AUDIO_SUFFIXES
 from emotion.errors import DataError, EmotionError
-from emotion.tracking.registry import check_model_uri
+from emotion.tracking.registry import check_model_uri, require_store
 
 FORMATS = ("table", "csv", "json")
 
@@ -65,6 +65,8 @@ def audio_files(paths: Iterable[Path]) -> list[Path]:
 
 def load_model(uri: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
     """The pyfunc at `uri`; EmotionError saying what is missing when it cannot be loaded."""
+    if uri.startswith(("models:/", "runs:/")):  # looked up in the store, which must exist
+        require_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     check_model_uri(mlflow.MlflowClient(tracking_uri), uri)
     try:

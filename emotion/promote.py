@@ -25,6 +25,8 @@ from emotion.tracking.registry import (
     current_champion,
     leaderboard,
     promote,
+    require_store,
+    study_names,
 )
 
 
@@ -77,10 +79,15 @@ def dry_run_plan(best: Run, what: str, args: argparse.Namespace, old: ModelVersi
 
 
 def run(args: argparse.Namespace) -> None:
+    require_store(args.tracking_uri)
     client = mlflow.MlflowClient(args.tracking_uri)
     ranking = Ranking(args.experiment, args.metric, args.mode, args.study, args.filter)
     runs = leaderboard(client, ranking, limit=args.top)
     if not runs:
+        if args.study and args.study not in (studies := study_names(client, args.experiment)):
+            raise EmotionError(
+                f"no study {args.study!r} in experiment {args.experiment!r} (its studies: {studies or 'none'})"
+            )
         scope = f"study {args.study!r}" if args.study else f"experiment {args.experiment!r}"
         raise EmotionError(f"no FINISHED run of {scope} logged {args.metric}: nothing to promote")
     print(format_leaderboard(runs, args.metric))

@@ -163,6 +163,25 @@ def test_a_leaky_run_is_refused_unless_forced(store: Store, capsys) -> None:
     store.client.log_metric(leaky, "val/uar_best", 0.0, step=20_000)  # out of the other tests' way
 
 
+def test_a_study_that_does_not_exist_is_named_with_those_that_do(store: Store, capsys) -> None:
+    with pytest.raises(SystemExit):
+        store.promote("--study", "cnn2d-logmel")
+    assert "error: no study 'cnn2d-logmel' in experiment 'emotion' (its studies: ['s'])" in capsys.readouterr().err
+
+
+def test_commands_that_need_a_store_never_create_one(tmp_path: Path, tiny_corpus: Path, capsys) -> None:
+    missing = tmp_path / "nowhere" / "mlruns.db"
+    clip = str(next(tiny_corpus.glob("*.wav")))
+    for command in (promote.main, predict.main):
+        args = ["--tracking-uri", f"sqlite:///{missing}"] + ([clip] if command is predict.main else [])
+        with pytest.raises(SystemExit) as exited:
+            command(args)
+        assert exited.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: no MLflow store at {missing}") and "--tracking-uri or MLFLOW_TRACKING_URI" in err
+    assert not missing.exists() and not missing.parent.exists()
+
+
 def test_a_failed_promotion_leaves_the_aliases_where_they_were(store: Store, capsys) -> None:
     store.score(run_id_of(store, "a"), 0.60)
     store.promote("--name", "safe")

@@ -159,6 +159,30 @@ def _download_checkpoint_and_config(client: mlflow.MlflowClient, run_id: str, fo
     return found[0], config
 
 
+def require_store(tracking_uri: str) -> None:
+    """EmotionError if `tracking_uri` is a SQLite file that does not exist: opening it would create an empty store.
+
+    (Commands that only read or promote runs must never make a store; a missing one means the wrong place.)
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        raise EmotionError(
+            f"no MLflow store at {path} ({tracking_uri}): train a run first, or point to your store with "
+            "--tracking-uri or MLFLOW_TRACKING_URI"
+        )
+
+
+def study_names(client: mlflow.MlflowClient, experiment: str) -> list[str]:
+    """The Optuna studies that have a parent run in `experiment`."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs([found.experiment_id], "tags.role = 'study'")
+    return sorted({run.data.tags["study"] for run in runs if "study" in run.data.tags})
+
+
 _REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
 
 
