@@ -40,6 +40,10 @@ from emotion.tracking.cv import CV_ROLE, log_cross_validation
 
 log = logging.getLogger(__name__)
 register_resolvers()
+# Lightning advertises its cloud logger on every Trainer it builds; runs here log to MLflow.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
 
 
 def build_model(cfg: DictConfig, features: FeatureSet, num_classes: int) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -309,7 +310,7 @@ def test_a_cross_validated_trial_is_pruned_between_folds(tmp_path: Path, cache_d
 
 
 def test_promoting_a_study_registers_the_run_of_its_best_trial(tmp_path: Path, cache_dir: Path) -> None:
-    run_sweep(
+    result = run_sweep(
         tmp_path,
         cache_dir,
         "sweep=cnn2d_logmel",
@@ -329,8 +330,16 @@ def test_promoting_a_study_registers_the_run_of_its_best_trial(tmp_path: Path, c
     runs = child_runs(tmp_path, "cnn2d_logmel")
     for trial in study.trials:  # each trial's value is its run's kept checkpoint's, logged under its own name
         assert runs[trial.number].data.metrics["val/loss_best"] == pytest.approx(trial.value, abs=1e-6)
+    best = study.best_trial
+    output = result.stdout + result.stderr
+    assert "study cnn2d_logmel: 3 complete, 0 pruned, 0 fail" in output
+    assert f"best trial {best.number}: val/loss={best.value:.4f} (optimizer.lr=" in output
+    assert f"MLflow run {runs[best.number].info.run_id}" in output
+    assert "ExperimentalWarning" not in output and "litlogger" not in output
+    # the command the sweep printed, as printed
+    (command,) = [line.split("promote it with: ", 1)[1] for line in output.splitlines() if "promote it with: " in line]
+    assert command.startswith("emotion-promote ")
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    args = ["--study", "cnn2d_logmel", "--metric", "val/loss_best", "--mode", "min", "--name", "swept"]
-    promote.main(["--tracking-uri", uri, *args])
+    promote.main(["--tracking-uri", uri, *shlex.split(command)[1:], "--name", "swept"])
     champion = mlflow.MlflowClient(uri).get_model_version_by_alias("swept", "champion")
     assert champion.run_id == runs[study.best_trial.number].info.run_id

@@ -18,6 +18,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from emotion.errors import ConfigError
@@ -98,7 +100,14 @@ class StudySweep:
         self._wait_for_other_workers(study, storage)
         study_run.log_study_plots(logger.tracking_uri, parent, study, self.objectives)
         study_run.close_study_run(logger.tracking_uri, parent)
-        log.info("study %s: %s", study.study_name, summary(study))
+        trial_runs = study_run.trial_run_ids(logger.tracking_uri, logger.experiment_name, study.study_name)
+        report = final_report(study, self.objectives, self.directions, trial_runs)
+        if self.config.get("cv") and self.config.cv.strategy != "none":
+            report = report.rsplit("\n", 1)[0] + (
+                "\neach trial is a cross-validation, whose parent run holds no model: train the best params once "
+                "with cv=none and promote that run (docs/real_speech.md)"
+            )
+        log.info("%s", report)
         return results
 
     def _ask(
@@ -222,7 +231,10 @@ def fail_interrupted_trials(study: optuna.Study) -> list[int]:
 def fail_stale_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials whose heartbeat is too old (heartbeats on only); their numbers."""
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        # experimental in Optuna, so it warns on every call (before every trial); nothing for the user to act on
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     failed = sorted(
         t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running
     )
@@ -245,3 +257,27 @@ def summary(study: optuna.Study) -> dict[str, int]:
     return {
         state.name: count_trials(study, [state]) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     }
+
+
+def final_report(study: optuna.Study, objectives: list[str], directions: list[str], trial_runs: dict[int, str]) -> str:
+    """What a sweep ends with: trial counts, the best trial (its value, params and MLflow run), how to promote it."""
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in summary(study).items())
+    lines = [f"study {study.study_name}: {counts}"]
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        return "\n".join([*lines, "no trial completed: nothing to promote"])
+    best = study.best_trials if len(directions) > 1 else [study.best_trial]
+    for trial in best:
+        values = ", ".join(f"{name}={value:.4f}" for name, value in zip(objectives, trial.values, strict=True))
+        params = ", ".join(
+            f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+            for name, value in trial.params.items()
+        )
+        lines.append(f"best trial {trial.number}: {values} ({params}); MLflow run {trial_runs.get(trial.number, '?')}")
+    if len(directions) > 1:
+        lines.insert(1, f"{len(best)} trials on the Pareto front:")
+    mode = "max" if directions[0] == "maximize" else "min"
+    lines.append(
+        f"promote it with: emotion-promote --study {study.study_name} --metric {objectives[0]}_best --mode {mode}"
+    )
+    return "\n".join(lines)

@@ -54,6 +54,18 @@ def open_study_run(
     return run.info.run_id
 
 
+def trial_run_ids(tracking_uri: str, experiment_name: str, study_name: str) -> dict[int, str]:
+    """The MLflow run ID of each trial of `study_name`, by trial number."""
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return {}
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.{STUDY_TAG} = '{study_name}' and tags.trial_number != ''"
+    )
+    return {int(run.data.tags["trial_number"]): run.info.run_id for run in runs}
+
+
 def fail_orphaned_trial_runs(tracking_uri: str, experiment_name: str, study_name: str, numbers: list[int]) -> None:
     """Mark FAILED the child runs of trials that died with their sweep, as the study marks the trials.
 
