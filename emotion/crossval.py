@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -57,8 +58,12 @@ FitFold = Callable[[DictConfig, int, str], FoldResult]
 
 
 def fold_config(cfg: DictConfig, fold: int) -> DictConfig:
-    """The config of fold `fold`: the run's config with the CV's split strategy and this fold as the test set."""
+    """The config of fold `fold`: the run's config with the CV's split strategy and this fold as the test set.
+
+    Its outputs (checkpoints) go to `fold<NN>/` under the run's output folder.
+    """
     folded = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    folded.paths.output_dir = str(Path(cfg.paths.output_dir) / f"fold{fold:02d}")
     folded.data.split.strategy = cfg.cv.strategy
     folded.data.split.fold = fold
     if cfg.cv.strategy == "kfold":

@@ -229,7 +229,7 @@ def _fit_and_test(
         class_weights=datamodule.class_weights() if cfg.loss.class_weighting else None,
     )
     module.standardizer.fit(datamodule.clean_train_features())
-    checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints" / logger.run_id)
+    checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints")
     if trial is not None and len(trial.study.directions) == 1:
         callbacks.append(pruning_callback(trial, cfg.callbacks.monitor))
     trainer: pl.Trainer = instantiate(
