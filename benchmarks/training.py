@@ -17,7 +17,7 @@ from benchmarks.common import Record
 from emotion.config import CONFIG_DIR, register_resolvers
 from emotion.data.datamodule import EmotionDataModule
 from emotion.models.module import EmotionClassifier
-from emotion.train import build_model
+from emotion.training import build_model
 
 #: (model, features) of each architecture of the report.
 ARCHITECTURES = {"cnn1d": "mel_mean", "cnn2d": "logmel", "fusion": "logmel_mfcc"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 #: The `conf/` folder at the project's top level (the package is installed in editable mode).
@@ -13,6 +12,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def cpu_precision() -> str:
     """`bf16-mixed` where the CPU has native bfloat16 (about 2x faster training here), else `32-true`."""
+    import torch  # here, not at the top: the CLIs read their arguments before torch loads
+
     native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return "bf16-mixed" if native_bf16 else "32-true"
 

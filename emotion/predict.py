@@ -13,16 +13,15 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-
-import mlflow
-import pandas as pd
-from mlflow.exceptions import MlflowException
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from emotion.config import logger_defaults
 from emotion.data.corpora import AUDIO_SUFFIXES
 from emotion.errors import DataError, EmotionError
-from emotion.tracking.registry import check_model_uri, require_store
+
+if TYPE_CHECKING:  # MLflow and pandas are imported once the arguments are read: `--help` answers at once
+    import mlflow
+    import pandas as pd
 
 FORMATS = ("table", "csv", "json")
 
@@ -65,6 +64,11 @@ def audio_files(paths: Iterable[Path]) -> list[Path]:
 
 def load_model(uri: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
     """The pyfunc at `uri`; EmotionError saying what is missing when it cannot be loaded."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from emotion.tracking.registry import check_model_uri, require_store
+
     if uri.startswith(("models:/", "runs:/")):  # looked up in the store, which must exist
         require_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
@@ -83,6 +87,9 @@ def predict(
     A batch holding a bad file (undecodable, too short) is predicted again file by file, so that
     under `on_bad_file="skip"` only the bad files are left out; under `"error"` the first one stops it.
     """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
     frames: list[pd.DataFrame] = []
     skipped: list[str] = []
     with tqdm(total=len(files), unit="file", desc="predicting", disable=len(files) < 2, file=sys.stderr) as bar:
@@ -106,6 +113,8 @@ def predict(
 
 
 def _predict_files(model: mlflow.pyfunc.PyFuncModel, files: list[Path]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = model.predict(pd.DataFrame({"path": [str(p) for p in files]}))
     frame.insert(0, "file", [str(p) for p in files])
     return frame

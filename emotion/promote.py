@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-import mlflow
-from mlflow.entities import Run
-from mlflow.entities.model_registry import ModelVersion
+from typing import TYPE_CHECKING
 
 from emotion.config import logger_defaults
 from emotion.errors import EmotionError
-from emotion.tracking.registry import (
-    CHAMPION,
-    PREVIOUS,
-    PromotionError,
-    Ranking,
-    check_promotable,
-    current_champion,
-    leaderboard,
-    promote,
-    require_store,
-    study_names,
-)
+
+if TYPE_CHECKING:  # MLflow is imported once the arguments are read: `--help` and typos answer at once
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+#: Aliases of `emotion.tracking.registry`, repeated here so that the help text needs no MLflow import.
+CHAMPION, PREVIOUS = "champion", "previous"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,6 +60,8 @@ def format_leaderboard(runs: list[Run], metric: str) -> str:
 
 def dry_run_plan(best: Run, what: str, args: argparse.Namespace, old: ModelVersion | None) -> str:
     """What a real promotion would do, said without doing it."""
+    from emotion.tracking.registry import PromotionError, check_promotable
+
     try:
         check_promotable(best, args.allow_leaky)
     except PromotionError as exc:
@@ -79,6 +73,10 @@ def dry_run_plan(best: Run, what: str, args: argparse.Namespace, old: ModelVersi
 
 
 def run(args: argparse.Namespace) -> None:
+    import mlflow
+
+    from emotion.tracking.registry import Ranking, current_champion, leaderboard, promote, require_store, study_names
+
     require_store(args.tracking_uri)
     client = mlflow.MlflowClient(args.tracking_uri)
     ranking = Ranking(args.experiment, args.metric, args.mode, args.study, args.filter)

@@ -24,8 +24,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import optuna
-
 from emotion.errors import EmotionError
 
 DATABASES = ("optuna", "mlflow")
@@ -71,6 +69,8 @@ def start_postgres(root: Path, host: str, port: int) -> None:
         if not exists:
             _run([postgres_tool("createdb"), "-h", host, "-p", str(port), "-U", USER, name])
     # Create Optuna's tables now, so workers that start together do not race to create them.
+    import optuna  # here: `emotion-team --help` should not wait for Optuna to load
+
     optuna.storages.RDBStorage(database_url(host, port, "optuna"))
 
 

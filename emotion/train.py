@@ -4,256 +4,31 @@ emotion-train                                  # the report's 2D CNN on the embe
 emotion-train experiment=report_cnn1d_mel      # another of the report's setups
 emotion-train data=crema_d data.root=/data/CREMA-D trainer.max_epochs=30
 emotion-train data=emodb data.root=/data/emodb/wav cv=loso   # leave-one-speaker-out, one run per fold
+
+This module stays light: Hydra reads the arguments and composes the config before torch,
+Lightning and MLflow are imported (`emotion.training`), so `--help` and a mistyped override
+answer at once.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import re
 import sys
-from pathlib import Path
-from typing import Any
 
 import hydra
-import lightning.pytorch as pl
-import mlflow
-import numpy as np
-import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from omegaconf import DictConfig
 
 from emotion.config import CONFIG_DIR, register_resolvers
-from emotion.crossval import FoldResult, cross_validate, summarize
-from emotion.data.datamodule import EmotionDataModule
-from emotion.data.features import FeatureSet
-from emotion.data.splits import PARTITIONS
-from emotion.errors import ConfigError, EmotionError
-from emotion.models.module import EmotionClassifier, count_trainable_params
-from emotion.sweep.trial import load_trial, pruning_callback, trial_run_name
-from emotion.tracking import runs
-from emotion.tracking.cv import CV_ROLE, log_cross_validation
+from emotion.errors import EmotionError
 
-log = logging.getLogger(__name__)
 register_resolvers()
-# Lightning advertises its cloud logger on every Trainer it builds; runs here log to MLflow.
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage()
-)
-
-
-def build_model(cfg: DictConfig, features: FeatureSet, num_classes: int) -> nn.Module:
-    """The network of `cfg.model` for the shapes `features` produce; ConfigError naming both if they do not fit."""
-    try:
-        return instantiate(cfg.model)(input_shapes=features.shapes(), num_classes=num_classes)
-    except ConfigError as exc:
-        model = cfg.model.get("_target_", "?").rsplit(".", 1)[-1]
-        raise ConfigError(f"model {model} cannot take features={features.name}: {exc}") from None
-
-
-CHECKPOINT_NAME = "best-epoch{epoch:02d}"
-
-
-def checkpoint_epoch(path: str) -> int | None:
-    """The epoch of a checkpoint file named by `CHECKPOINT_NAME`."""
-    match = re.search(r"best-epoch(\d+)", Path(path).name)
-    return int(match[1]) if match else None
-
-
-def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[ModelCheckpoint, list[pl.Callback]]:
-    """Best-checkpoint saving on the monitored metric, and early stopping when `patience` is set."""
-    monitor, mode = cfg.callbacks.monitor, cfg.callbacks.mode
-    checkpoint = ModelCheckpoint(
-        dirpath=checkpoint_dir,
-        filename=CHECKPOINT_NAME,
-        monitor=monitor,
-        mode=mode,
-        auto_insert_metric_name=False,
-        save_top_k=1,
-    )
-    callbacks: list[pl.Callback] = [checkpoint]
-    if cfg.callbacks.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.callbacks.early_stopping_patience))
-    return checkpoint, callbacks
-
-
-def run_tags(cfg: DictConfig, leaky: bool) -> dict[str, str]:
-    """Tags that make runs easy to filter in the MLflow UI."""
-    return {
-        "architecture": getattr(get_class(cfg.model._target_), "arch", cfg.model._target_.rsplit(".", 1)[-1]),
-        "features": get_class(cfg.features._target_).name,
-        "data": cfg.data.name,
-        "split": cfg.data.split.strategy,
-        "window": cfg.features.window.mode,
-        "augmentation": cfg.augment.get("name", "none") if cfg.augment else "none",
-        "leaky": str(leaky).lower(),
-    }
-
-
-def base_run_name(cfg: DictConfig) -> str:
-    """The run name the user gave, else ARCHITECTURE-FEATURES."""
-    tags = run_tags(cfg, leaky=False)
-    return cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}"
-
-
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train, test and log one run, or one run per fold of a cross-validation (`cv`); returns the results.
-
-    The results hold the best monitored value (the kept checkpoint's, or its mean over folds) under its own name.
-    """
-    mlflow.set_tracking_uri(cfg.logger.tracking_uri)  # models may load trained weights from runs of this store
-    trial = None
-    sweep_tags: dict[str, str] = {}
-    run_name = base_run_name(cfg)
-    if cfg.get("trial"):  # a job of an Optuna sweep
-        trial = load_trial(cfg.trial, HydraConfig.get().sweeper.get("pruner") if HydraConfig.initialized() else None)
-        sweep_tags = {
-            "mlflow.parentRunId": cfg.trial.parent_run_id,
-            "study": cfg.trial.study_name,
-            "trial_number": str(trial.number),
-        }
-        run_name = trial_run_name(run_name, trial.number)
-    if cfg.cv.strategy == "none":
-        return fit_run(cfg, run_name, sweep_tags, trial).metrics
-    return train_cross_validation(cfg, run_name, sweep_tags, trial)
-
-
-def train_cross_validation(
-    cfg: DictConfig, run_name: str, sweep_tags: dict[str, str], trial: optuna.Trial | None
-) -> dict[str, float]:
-    """A parent run whose children are the folds' runs; it logs their aggregate (see `emotion.crossval`)."""
-    tags = run_tags(cfg, leaky=False) | sweep_tags | {"split": cfg.cv.strategy, "role": CV_ROLE, "cv": cfg.cv.strategy}
-    logger = runs.make_logger(
-        cfg.logger.tracking_uri,
-        cfg.logger.experiment_name,
-        cfg.logger.artifact_location,
-        run_name=f"{run_name} cv-{cfg.cv.strategy}",
-        tags=tags,
-    )
-    with runs.run_status(logger, trial=trial is not None):
-        runs.log_config(logger, OmegaConf.to_container(cfg, resolve=True))
-
-        def fit_fold(fold_cfg: DictConfig, fold: int, parent_run_id: str) -> FoldResult:
-            fold_tags = {"mlflow.parentRunId": parent_run_id, "fold": str(fold), "cv": cfg.cv.strategy}
-            return fit_run(fold_cfg, f"{run_name} fold{fold:02d}", fold_tags, trial=None).fold_result(fold)
-
-        results = cross_validate(cfg, fit_fold, logger.run_id, trial)
-        summary = summarize(results, cfg.callbacks.monitor, len(cfg.data.classes))
-        log_cross_validation(logger, results, summary, cfg.data.classes)
-        log.info(
-            "cross-validation %s over %d folds: test UAR %.3f ± %.3f (pooled %.3f), test acc %.3f ± %.3f",
-            cfg.cv.strategy,
-            len(results),
-            summary["test/uar_mean"],
-            summary["test/uar_std"],
-            summary["test/uar_pooled"],
-            summary["test/acc_mean"],
-            summary["test/acc_std"],
-        )
-    params = results[0].metrics.get("trainable_params", float("nan"))
-    return summary | {"trainable_params": params}
-
-
-class RunOutcome:
-    """One run's results: its metrics, test predictions and the speakers of each partition."""
-
-    def __init__(
-        self, run_id: str, metrics: dict[str, float], y_true: np.ndarray, y_pred: np.ndarray, speakers: dict
-    ) -> None:
-        self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers = run_id, metrics, y_true, y_pred, speakers
-
-    def fold_result(self, fold: int) -> FoldResult:
-        return FoldResult(fold, self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers)
-
-
-def fit_run(cfg: DictConfig, run_name: str, extra_tags: dict[str, str], trial: optuna.Trial | None) -> RunOutcome:
-    """Train and test one model on one split of the corpus, logged as one MLflow run."""
-    pl.seed_everything(cfg.seed, workers=True)
-    features: FeatureSet = instantiate(cfg.features)
-    model = build_model(cfg, features, len(cfg.data.classes))
-    augment = OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None
-    datamodule: EmotionDataModule = instantiate(
-        cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=augment
-    )
-    datamodule.setup()
-    logger = runs.make_logger(
-        cfg.logger.tracking_uri,
-        cfg.logger.experiment_name,
-        cfg.logger.artifact_location,
-        run_name=run_name,
-        tags=run_tags(cfg, datamodule.leaky) | extra_tags,
-    )
-    with runs.run_status(logger, trial=trial is not None):
-        return _fit_and_test(cfg, model, features, datamodule, logger, trial)
-
-
-def _fit_and_test(
-    cfg: DictConfig,
-    model: nn.Module,
-    features: FeatureSet,
-    datamodule: EmotionDataModule,
-    logger: Any,
-    trial: optuna.Trial | None,
-) -> RunOutcome:
-    config = OmegaConf.to_container(cfg, resolve=True)
-    runs.log_config(logger, config)
-    table, split = datamodule.table, datamodule.split
-    assert table is not None and split is not None
-    trainable = count_trainable_params(model)
-    speakers = {p: sorted({datamodule.clips[i].speaker for i in split.partition(p)}) for p in PARTITIONS}
-    logger.log_hyperparams(
-        {
-            "trainable_params": trainable,
-            "features_computed": table.computed,
-            "features_cached": table.cached,
-            "clips_skipped": len(table.skipped),
-            "names_skipped": datamodule.bad_names,
-            "dropped_classes": json.dumps(datamodule.dropped_classes, sort_keys=True),
-            **{f"split.{p}_speakers": ",".join(speakers[p]) for p in PARTITIONS},
-            **{f"split.{p}_clips": len(split.partition(p)) for p in PARTITIONS},
-        }
-    )
-    runs.log_json(logger, split.summary(datamodule.clips), "split.json")
-
-    module = EmotionClassifier(
-        model,
-        list(cfg.data.classes),
-        input_shapes=features.shapes(),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
-        label_smoothing=cfg.loss.label_smoothing,
-        class_weights=datamodule.class_weights() if cfg.loss.class_weighting else None,
-    )
-    module.standardizer.fit(datamodule.clean_train_features())
-    checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints")
-    if trial is not None and len(trial.study.directions) == 1:
-        callbacks.append(pruning_callback(trial, cfg.callbacks.monitor))
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir
-    )
-    trainer.fit(module, datamodule=datamodule)
-    best = checkpoint.best_model_path
-    if checkpoint.best_model_score is not None:
-        runs.log_best(logger, cfg.callbacks.monitor, float(checkpoint.best_model_score), checkpoint_epoch(best))
-    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-    y_true, y_pred = (t.numpy() for t in module.test_results())
-    runs.log_test_report(logger, y_true, y_pred, cfg.data.classes)
-    if best:
-        runs.log_checkpoint(logger, best)
-    results = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    if checkpoint.best_model_score is not None:
-        results[cfg.callbacks.monitor] = float(checkpoint.best_model_score)
-        results[runs.best_metric(cfg.callbacks.monitor)] = float(checkpoint.best_model_score)
-    metrics = results | {"trainable_params": float(trainable)}
-    return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _app(cfg: DictConfig) -> dict[str, float]:
+    from emotion.training import train  # the heavy libraries, once the config is known to compose
+
     try:
         return train(cfg)
     except EmotionError as exc:

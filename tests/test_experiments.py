@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from emotion.models.fusion import Fusion
 from emotion.models.module import EmotionClassifier
-from emotion.train import train
+from emotion.training import train
 from tests.conftest import FEW_BATCHES, finished_runs
 
 REPORT_SETUPS = {

@@ -30,7 +30,7 @@ from emotion.errors import DataError
 from emotion.inference import inference_state
 from emotion.models.module import EmotionClassifier
 from emotion.tracking.registry import Ranking, leaderboard
-from emotion.train import build_model, train
+from emotion.training import build_model, train
 from tests.conftest import FEW_BATCHES, compose_config, free_port, running_server
 
 TINY_MODEL = ["model.channels=[8,8,8]", "model.dense=16"]

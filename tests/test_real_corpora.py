@@ -18,7 +18,7 @@ import pytest
 
 from emotion.data.corpora import EMOTIONS, read_corpus
 from emotion.data.splits import count_folds, split_manifest
-from emotion.train import train
+from emotion.training import train
 
 SHARED_DATA = Path(os.environ.get("EMOTION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 EMODB = SHARED_DATA / "emodb" / "wav"

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from emotion.data.corpora import CREMA_D_EMOTION_CODES, crema_d_clip, read_corpus
 from emotion.data.synthetic import SyntheticCorpusConfig, clip_specs, generate_corpus, render_clip
-from emotion.train import train
+from emotion.training import train
 
 
 def digest(folder: Path) -> dict[str, str]:

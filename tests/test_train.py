@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from emotion.train import train
+from emotion.training import train
 from tests.conftest import FEW_BATCHES, TINY_CORPUS, finished_runs
 
 EPOCH_METRICS = {"train/loss", "val/loss", "val/acc", "val/f1", "val/uar"}

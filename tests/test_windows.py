@@ -16,7 +16,7 @@ from emotion.data.windows import TRIM_FRAME, Window, average_over_windows, cover
 from emotion.errors import ConfigError
 from emotion.inference import Predictor, inference_state
 from emotion.models.module import EmotionClassifier
-from emotion.train import build_model, train
+from emotion.training import build_model, train
 from tests.conftest import FEW_BATCHES
 
 RATE = 16000

@@ -9,8 +9,6 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from emotion.sweep.sweeper import StudySweep
-
 
 class OptunaSweeper(Sweeper):
     """`hydra/sweeper=optuna`: its options are documented in `conf/hydra/sweeper/optuna.yaml`."""
@@ -28,6 +26,9 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        # Imported here: Hydra imports every plugin at start-up, and Optuna and MLflow take seconds to load.
+        from emotion.sweep.sweeper import StudySweep
+
         assert self.config is not None and self.launcher is not None
         launcher = self.launcher
 
