@@ -1,6 +1,6 @@
 """How long each command-line tool takes to answer `--help` and a mistyped argument, in fresh processes.
 
-python -m benchmarks.cli_startup               # median of 5 runs of each command, this checkout's code
+python -m benchmarks.cli_startup               # median of 5 runs of each command, the installed code
 PYTHONPATH=/other/checkout python -m benchmarks.cli_startup   # the same commands on another checkout's code
 
 Goal: under 2 s each; the tools read their arguments and compose their config before importing torch,
@@ -13,6 +13,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from benchmarks.common import machine
@@ -29,7 +30,8 @@ COMMANDS = {
 
 def seconds(module_args: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", *module_args], capture_output=True, check=False)
+    # from a neutral folder, so that PYTHONPATH (or the installed package), not this folder, decides the code
+    subprocess.run([sys.executable, "-m", *module_args], capture_output=True, check=False, cwd=tempfile.gettempdir())
     return time.perf_counter() - start
 
 
