@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from emotion.errors import ConfigError
 
 #: The `conf/` folder at the project's top level (the package is installed in editable mode).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -22,12 +29,22 @@ def cpu_precision() -> str:
 PROJECT_ROOT = CONFIG_DIR.parent
 
 
+def artifacts_beside(tracking_uri: str) -> str:
+    """Where a store's new experiments keep artifacts: `mlartifacts/` beside its SQLite file, else the project's."""
+    if tracking_uri.startswith("sqlite:///"):
+        return str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts")
+    return str(PROJECT_ROOT / "mlartifacts")
+
+
 def register_resolvers() -> None:
-    """Resolvers the configs use: `${cpu_precision:}`, `${project_root:}`."""
-    if not OmegaConf.has_resolver("cpu_precision"):
-        OmegaConf.register_new_resolver("cpu_precision", cpu_precision)
-    if not OmegaConf.has_resolver("project_root"):
-        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    """Resolvers the configs use: `${cpu_precision:}`, `${project_root:}`, `${artifacts_beside:URI}`."""
+    for name, resolver in (
+        ("cpu_precision", cpu_precision),
+        ("project_root", lambda: str(PROJECT_ROOT)),
+        ("artifacts_beside", artifacts_beside),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def logger_defaults() -> dict[str, str]:
@@ -35,3 +52,60 @@ def logger_defaults() -> dict[str, str]:
     register_resolvers()
     config = OmegaConf.load(CONFIG_DIR / "logger" / "mlflow.yaml")
     return {key: str(value) for key, value in OmegaConf.to_container(config, resolve=True).items()}
+
+
+#: Annotations a value given on the command line is checked against, and how the error names them.
+_SCALARS: dict[type, str] = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def check_types(cfg: DictConfig, groups: tuple[str, ...]) -> None:
+    """ConfigError naming the key, the value and the type needed, for a scalar that its `_target_` cannot take.
+
+    Each group's node (and nested nodes with a `_target_`) is checked against the annotations of its
+    target's parameters, where they are plain int, float, bool or str (optionally `| None`); others pass.
+    Without this, `features.n_mfcc=abc` would fail deep inside the target with a bare TypeError.
+    """
+    for group in groups:
+        node = cfg.get(group)
+        if isinstance(node, DictConfig):
+            _check_node(node, group)
+
+
+def _check_node(node: DictConfig, key: str) -> None:
+    hints = _parameter_hints(node.get("_target_"))
+    for name, value in node.items():
+        if isinstance(value, DictConfig):
+            _check_node(value, f"{key}.{name}")
+            continue
+        needed = _scalar_type(hints.get(str(name)))
+        if needed is None or value is None or _fits(value, needed):
+            continue
+        raise ConfigError(f"{key}.{name}={value!r}: {_SCALARS[needed]} is needed")
+
+
+def _parameter_hints(target: str | None) -> dict[str, Any]:
+    if not target:
+        return {}
+    try:
+        cls = get_class(target)
+        return typing.get_type_hints(cls.__init__ if inspect.isclass(cls) else cls)
+    except Exception:  # an unimportable or unannotated target: nothing to check against
+        return {}
+
+
+def _scalar_type(hint: Any) -> type | None:
+    """int, float, bool or str for a hint that is one of them, or a union with exactly one of them; else None."""
+    if hint in _SCALARS:
+        return hint
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return None
+    scalars = [a for a in typing.get_args(hint) if a in _SCALARS]  # `float | Tensor`: a config can give a float
+    return scalars[0] if len(scalars) == 1 else None
+
+
+def _fits(value: Any, needed: type) -> bool:
+    if needed is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if needed is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, needed)

@@ -12,7 +12,10 @@ answer at once.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -34,8 +37,22 @@ def _app(cfg: DictConfig) -> dict[str, float]:
     except EmotionError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper records the trial as failed and goes on
+        remove_if_untrained(Path(HydraConfig.get().runtime.output_dir))
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def remove_if_untrained(output_dir: Path) -> None:
+    """Remove a run folder that holds no checkpoint (the run stopped at start-up), and its parents left empty.
+
+    Hydra makes `outputs/DATE/TIME/` before the app runs; a run refused at start-up would leave it behind.
+    """
+    if (output_dir / "checkpoints").exists() or not output_dir.is_dir():
+        return
+    shutil.rmtree(output_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # rmdir removes empty folders only
+        output_dir.parent.rmdir()  # outputs/DATE
+        output_dir.parent.parent.rmdir()  # outputs
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from emotion.config import register_resolvers
+from emotion.config import check_types, register_resolvers
 from emotion.crossval import FoldResult, cross_validate, summarize
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
@@ -90,9 +90,9 @@ def run_tags(cfg: DictConfig, leaky: bool) -> dict[str, str]:
 
 
 def base_run_name(cfg: DictConfig) -> str:
-    """The run name the user gave, else ARCHITECTURE-FEATURES."""
+    """The run name the user gave, else ARCHITECTURE-FEATURES-CORPUS (`cnn2d-logmel-emodb`)."""
     tags = run_tags(cfg, leaky=False)
-    return cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}"
+    return cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}-{tags['data']}"
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -100,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     The results hold the best monitored value (the kept checkpoint's, or its mean over folds) under its own name.
     """
+    check_types(cfg, ("data", "features", "model", "optimizer", "scheduler", "trainer"))
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)  # models may load trained weights from runs of this store
     trial = None
     sweep_tags: dict[str, str] = {}

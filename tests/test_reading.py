@@ -72,7 +72,7 @@ def test_the_study_report_notebook_runs_end_to_end(finished_study: Path, monkeyp
     assert "emotion@champion: version 1" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # confusion matrix, per-class F1, learning curves, Optuna's plots
-    assert "cnn2d-logmel t0" in text  # the leaderboard names the trials
+    assert "cnn2d-logmel-synthetic t0" in text  # the leaderboard names the trials
 
 
 def chromium_or_skip() -> str:
@@ -111,7 +111,7 @@ def test_the_mlflow_ui_shows_the_study_and_a_trials_confusion_matrix(finished_st
         expect(parent).to_be_visible(timeout=60_000)
         parent.get_by_role("button").first.click()  # the study's row opens onto its trials
         for number in range(3):
-            expect(page.get_by_text(f"cnn2d-logmel t{number:02d}")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(f"cnn2d-logmel-synthetic t{number:02d}")).to_be_visible(timeout=30_000)
         page.screenshot(path=screenshots / "experiment_runs.png", full_page=True)
 
         page.goto(

@@ -102,7 +102,7 @@ def test_a_pruned_sweep_logs_one_child_run_per_trial_under_the_study_run(tmp_pat
         child = children[trial.number]
         assert child.data.tags["trial_state"] == trial.state.name
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert child.info.run_name == f"cnn2d-logmel t{trial.number:02d}"
+        assert child.info.run_name == f"cnn2d-logmel-synthetic t{trial.number:02d}"
         assert child.data.params["optimizer.lr"] == str(trial.params["optimizer.lr"])
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}

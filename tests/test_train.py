@@ -44,6 +44,7 @@ def test_a_tiny_run_of_the_app_writes_a_finished_mlflow_run(tmp_path: Path, cach
     assert run.data.params["model.channels"] == "[8, 8, 8]"
     assert run.data.params["trainable_params"] == "59174"
     assert run.data.tags["architecture"] == "cnn2d" and run.data.tags["features"] == "logmel"
+    assert run.info.run_name == "cnn2d-logmel-synthetic"  # architecture, features, corpus
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -83,14 +84,20 @@ def test_the_split_is_logged_per_partition(make_config, tracking_uri: str, tmp_p
         (["data=crema_d", "data.root=/no/such/folder"], "error: data folder does not exist: /no/such/folder"),
         (["model=cnn1d"], "error: model CNN1D cannot take features=logmel: model cnn1d takes one input shaped"),
         (["data.split.strategy=by_age"], "error: unknown split strategy 'by_age'"),
+        (["features=mfcc", "features.n_mfcc=abc"], "error: features.n_mfcc='abc': an integer is needed"),
+        (["optimizer.lr=fast"], "error: optimizer.lr='fast': a number is needed"),
+        (["data.batch_size=1.5"], "error: data.batch_size=1.5: an integer is needed"),
     ],
 )
-def test_bad_input_gives_a_one_line_error(overrides, message, tmp_path: Path, cache_dir: Path) -> None:
+def test_bad_input_gives_a_one_line_error_and_leaves_no_run_folder(
+    overrides, message, tmp_path: Path, cache_dir: Path
+) -> None:
     result = run_app(*overrides, tmp_path=tmp_path, cache_dir=cache_dir)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(message), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()  # Hydra's outputs/DATE/TIME/ of a run refused at start-up
 
 
 def test_an_undecodable_wav_is_named_under_the_error_policy(tmp_path: Path, cache_dir: Path, tiny_corpus) -> None:

@@ -30,5 +30,5 @@ def pruning_callback(trial: optuna.Trial, monitor: str) -> Callback:
 
 
 def trial_run_name(base: str, number: int) -> str:
-    """MLflow run name of a trial: `cnn2d-logmel t07`."""
+    """MLflow run name of a trial: `cnn2d-logmel-synthetic t07`."""
     return f"{base} t{number:02d}"
