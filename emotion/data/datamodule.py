@@ -224,8 +224,6 @@ class EmotionDataModule(pl.LightningDataModule):
                 "features/window=utterance draws new windows every epoch: use augment.mode=on_the_fly "
                 "(cached copies, and the report's augment-then-split protocol, need features/window=crop)"
             )
-        if self.features.whole_clip:
-            raise ConfigError(f"features={self.features.name} summarises whole clips: use features/window=crop")
         kept, self.waves, skipped = decode_clips(clips, self.features, self.min_duration, self.on_bad_file)
         self.table = FeatureTable(clips=kept, tensors={}, skipped=skipped)
         self.split = split_manifest(kept, **self.split_options)
