@@ -60,7 +60,8 @@ def checkpoint_epoch(path: str) -> int | None:
 
 
 def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[ModelCheckpoint, list[pl.Callback]]:
-    """Best-checkpoint saving on the monitored metric, and early stopping when `patience` is set."""
+    """Best-checkpoint saving on the monitored metric, early stopping when `patience` is set, and every
+    `callbacks.NAME` entry with a `_target_` (LearningRateMonitor, StochasticWeightAveraging, ...)."""
     monitor, mode = cfg.callbacks.monitor, cfg.callbacks.mode
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,
@@ -73,6 +74,7 @@ def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[ModelCheckpoi
     callbacks: list[pl.Callback] = [checkpoint]
     if cfg.callbacks.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.callbacks.early_stopping_patience))
+    callbacks += [instantiate(entry) for entry in cfg.callbacks.values() if isinstance(entry, DictConfig)]
     return checkpoint, callbacks
 
 

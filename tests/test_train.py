@@ -135,3 +135,35 @@ def test_a_run_logs_the_value_and_epoch_of_the_checkpoint_it_keeps(make_config, 
     epochs = [m.value for m in mlflow.MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "epoch")]
     best_epoch = int(run.data.metrics["best_epoch"])
     assert history[best_epoch].value == pytest.approx(best.value, abs=1e-6) and best_epoch in epochs
+
+
+def test_callbacks_named_on_the_command_line_join_the_trainer(make_config, tracking_uri: str) -> None:
+    cfg = make_config(
+        *FEW_BATCHES,
+        "model.channels=[4,4,4]",
+        "callbacks=[default,lr_monitor]",
+        "+callbacks.timer={_target_:lightning.pytorch.callbacks.Timer,duration:'00:00:10:00'}",
+    )
+    train(cfg)
+    (run,) = finished_runs(tracking_uri)
+    assert run.data.metrics["lr-Adam"] == pytest.approx(cfg.optimizer.lr)  # LearningRateMonitor logged it
+
+
+@pytest.mark.parametrize(
+    ("debug", "setting", "trainer_says"),
+    [
+        ("fdr", ("trainer.fast_dev_run", "True"), "Running in `fast_dev_run` mode"),
+        ("profiler", ("trainer.profiler", "simple"), "Profiler Report"),
+        ("overfit", ("trainer.overfit_batches", "3"), "Epoch 1"),
+    ],
+)
+def test_a_debug_mode_runs_the_app_with_lightnings_switch(
+    debug: str, setting: tuple[str, str], trainer_says: str, tmp_path: Path, cache_dir: Path
+) -> None:
+    extra = ["trainer.max_epochs=2"] if debug == "overfit" else []
+    result = run_app(f"debug={debug}", "model.channels=[4,4,4]", *extra, tmp_path=tmp_path, cache_dir=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert trainer_says in result.stdout + result.stderr
+    (run,) = finished_runs(f"sqlite:///{tmp_path}/mlruns.db")
+    key, value = setting
+    assert run.data.params[key] == value
