@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +157,15 @@ def train_cross_validation(
     return summary | {"trainable_params": params}
 
 
+@dataclass
 class RunOutcome:
-    """One run's results: its metrics, test predictions and the speakers of each partition."""
+    """One run's results: its metrics, test predictions (class indices) and the speakers of each partition."""
 
-    def __init__(
-        self, run_id: str, metrics: dict[str, float], y_true: np.ndarray, y_pred: np.ndarray, speakers: dict
-    ) -> None:
-        self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers = run_id, metrics, y_true, y_pred, speakers
+    run_id: str
+    metrics: dict[str, float]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    speakers: dict[str, list[str]]
 
     def fold_result(self, fold: int) -> FoldResult:
         return FoldResult(fold, self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from emotion.data.corpora import EMOTIONS, read_corpus
-from emotion.data.splits import count_folds, split_manifest
+from emotion.data.splits import split_manifest
 from emotion.training import train
 
 SHARED_DATA = Path(os.environ.get("EMOTION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -67,7 +67,7 @@ def test_the_savee_reader_finds_four_speakers_with_fifteen_clips_per_emotion_and
 
 def test_loso_folds_are_speaker_disjoint_and_test_every_clip_exactly_once() -> None:
     clips = read_corpus(EMODB, "emodb").clips
-    n_folds = count_folds(clips, "loso")
+    n_folds = len({c.speaker for c in clips})
     assert n_folds == 10
     tested: Counter[int] = Counter()
     for fold in range(n_folds):

@@ -78,15 +78,6 @@ def split_manifest(
     return split
 
 
-def count_folds(clips: Sequence[Clip], strategy: SplitStrategy, n_folds: int = 5) -> int:
-    """How many folds a cross-validation with `strategy` has on `clips`: one per speaker for `loso`."""
-    if strategy == "loso":
-        return len({c.speaker for c in clips})
-    if strategy == "kfold":
-        return n_folds
-    raise DataError(f"cross-validation needs split strategy 'loso' or 'kfold', not {strategy!r}")
-
-
 def check_no_leakage(clips: Sequence[Clip], split: Split) -> None:
     """DataError if a speaker, or a source clip (its augmented copies included), is in two partitions."""
     for attribute, what in (("speaker", "speaker"), ("path", "source clip")):
