@@ -276,6 +276,8 @@ def test_a_promoted_model_predicts_by_the_policy_and_features_it_was_trained_wit
     mlflow.set_tracking_uri(store.uri)
     predicted = mlflow.pyfunc.load_model("models:/policy@champion").predict(pd.DataFrame({"path": paths}))
     np.testing.assert_allclose(predicted.filter(like="prob_").to_numpy(), expected.numpy(), atol=1e-5)
+    requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/policy@champion")).read_text()
+    assert ("opensmile==" in requirements) == ("experiment=egemaps_linear" in overrides)
 
 
 def test_the_registered_model_carries_its_signature_example_and_weights_only(store: Store, champion) -> None:

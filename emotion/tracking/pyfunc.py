@@ -25,8 +25,9 @@ import emotion
 from emotion.errors import DataError
 from emotion.inference import Predictor, inference_state
 
-#: Packages the model imports, pinned to the versions it was logged with.
+#: Packages the model imports, pinned to the versions it was logged with (and those of its feature set).
 REQUIREMENTS = ("torch", "torchaudio", "lightning", "torchmetrics", "hydra-core", "soundfile", "numpy", "pandas")
+FEATURE_REQUIREMENTS = {"egemaps": ("opensmile",)}
 
 INPUT_SCHEMA = Schema(
     [
@@ -106,6 +107,9 @@ def log_pyfunc(run_id: str, checkpoint: Path, config: Path) -> str:
             code_paths=[str(Path(emotion.__file__).parent)],
             signature=signature(predictor.classes),
             input_example=input_example(predictor.sample_rate),
-            pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
+            pip_requirements=[
+                f"{name}=={version(name)}"
+                for name in (*REQUIREMENTS, *FEATURE_REQUIREMENTS.get(predictor.features.name, ()))
+            ],
         )
     return info.model_uri
