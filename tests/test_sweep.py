@@ -31,6 +31,16 @@ QUICK = [
 ]
 
 
+#: Trials on a wide learning-rate range, judged by val/loss: on a 72-clip corpus val/uar ties at chance level.
+BY_VAL_LOSS = [
+    "optimizer.lr=tag(log,interval(1e-5,3e-2))",
+    "callbacks.monitor=val/loss",
+    "callbacks.mode=min",
+    "hydra.sweeper.direction=minimize",
+    "hydra.sweeper.objectives=[val/loss]",
+]
+
+
 def sweep_command(*overrides: str) -> list[str]:
     return [sys.executable, "-m", "emotion.train", "--multirun", *QUICK, *overrides]
 
@@ -81,12 +91,7 @@ def test_a_pruned_sweep_logs_one_child_run_per_trial_under_the_study_run(tmp_pat
         "hydra/sweeper/sampler=random",
         "hydra.sweeper.pruner.n_startup_trials=2",
         "hydra.sweeper.pruner.n_warmup_steps=0",
-        "optimizer.lr=tag(log,interval(1e-5,3e-2))",
-        # On a 72-clip corpus val/uar ties at chance level; val/loss tells trials apart.
-        "callbacks.monitor=val/loss",
-        "callbacks.mode=min",
-        "hydra.sweeper.direction=minimize",
-        "hydra.sweeper.objectives=[val/loss]",
+        *BY_VAL_LOSS,
     )
     study = load_study(tmp_path, "cnn2d_logmel")
     states = [t.state for t in study.trials]
@@ -319,12 +324,7 @@ def test_promoting_a_study_registers_the_run_of_its_best_trial(tmp_path: Path, c
         "+trainer.limit_train_batches=2",
         "hydra/sweeper/pruner=none",
         "hydra/sweeper/sampler=random",
-        "optimizer.lr=tag(log,interval(1e-5,3e-2))",
-        # val/loss tells tiny trials apart (val/uar ties at chance level on 72 clips)
-        "callbacks.monitor=val/loss",
-        "callbacks.mode=min",
-        "hydra.sweeper.direction=minimize",
-        "hydra.sweeper.objectives=[val/loss]",
+        *BY_VAL_LOSS,
     )
     study = load_study(tmp_path, "cnn2d_logmel")
     runs = child_runs(tmp_path, "cnn2d_logmel")
