@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 
 from emotion.data.audio import load_audio
 from emotion.data.features import FeatureSet
-from emotion.data.windows import average_over_windows, covering_windows
+from emotion.data.windows import average_over_windows, covering_windows, stack_windows
 from emotion.errors import DataError
 from emotion.models.module import EmotionClassifier
 from emotion.tracking.checkpoints import load_state
@@ -108,7 +108,6 @@ class Predictor:
         if not self.features.window.whole_utterance:
             return self.module(self.features.of_clips(clips)).softmax(dim=1)
         n_samples, hop = self.features.n_samples, self.features.window.hop
-        windows = [covering_windows(clip, n_samples, hop) for clip in clips]
-        segments = torch.cat([torch.full((len(w),), i, dtype=torch.long) for i, w in enumerate(windows)])
-        probabilities = self.module(self.features(torch.cat(windows))).softmax(dim=1)
+        waveforms, segments = stack_windows([covering_windows(clip, n_samples, hop) for clip in clips])
+        probabilities = self.module(self.features(waveforms)).softmax(dim=1)
         return average_over_windows(probabilities, segments, len(clips))

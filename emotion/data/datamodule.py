@@ -34,7 +34,7 @@ from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, 
 from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS, SPEAKER_INDEPENDENT, Split, check_no_leakage, split_manifest
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
-from emotion.data.windows import covering_windows, random_window
+from emotion.data.windows import covering_windows, random_window, stack_windows
 from emotion.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,8 @@ class WindowedDataset(Dataset):
 
 def collate_windows(items: list[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
     """Every window of the batch's clips in one tensor, `segments[i]` the batch position of window i's clip."""
-    windows = [w for w, _ in items]
-    segments = torch.cat([torch.full((len(w),), i, dtype=torch.long) for i, w in enumerate(windows)])
-    return {"waveform": torch.cat(windows), "segments": segments}, torch.stack([label for _, label in items])
+    waveforms, segments = stack_windows([w for w, _ in items])
+    return {"waveform": waveforms, "segments": segments}, torch.stack([label for _, label in items])
 
 
 class EmotionDataModule(pl.LightningDataModule):

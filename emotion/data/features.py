@@ -92,8 +92,11 @@ class FeatureSet:
 
     def params(self) -> dict:
         """Everything that changes the output; part of the cache key."""
-        trim = {"trim_db": self.window.trim_db} if self.window.trim_db is not None else {}
-        return {"name": self.name, **asdict(self.spectral), **trim}
+        return {"name": self.name, **asdict(self.spectral), **self._trim_params()}
+
+    def _trim_params(self) -> dict:
+        """The silence trim, part of the cache key only when set (so untrimmed caches keep their keys)."""
+        return {"trim_db": self.window.trim_db} if self.window.trim_db is not None else {}
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(self.params(), sort_keys=True).encode()).hexdigest()[:12]
@@ -222,8 +225,7 @@ class EGeMAPS(FeatureSet):
         )
 
     def params(self) -> dict:
-        trim = {"trim_db": self.window.trim_db} if self.window.trim_db is not None else {}
-        return {"name": self.name, "sample_rate": self.sample_rate, "opensmile": self._version, **trim}
+        return {"name": self.name, "sample_rate": self.sample_rate, "opensmile": self._version, **self._trim_params()}
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"egemaps": (1, self.N_FUNCTIONALS)}

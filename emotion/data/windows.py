@@ -86,6 +86,12 @@ def covering_windows(waveform: torch.Tensor, n_samples: int, hop: float) -> torc
     return torch.stack([waveform[..., s : s + n_samples] for s in starts])
 
 
+def stack_windows(windows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of several clips (one tensor each) in one tensor, and `segments`: each window's clip index."""
+    segments = torch.cat([torch.full((len(w),), i, dtype=torch.long) for i, w in enumerate(windows)])
+    return torch.cat(windows), segments
+
+
 def average_over_windows(probabilities: torch.Tensor, segments: torch.Tensor, n_clips: int) -> torch.Tensor:
     """Mean of the rows of `probabilities` (windows, classes) per clip; `segments[i]` is window i's clip."""
     totals = torch.zeros(n_clips, probabilities.shape[1], dtype=probabilities.dtype, device=probabilities.device)
