@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # torch and torchaudio are pinned to the tested pair (torch 2.14.1 ships with its CUDA libraries: it runs on CPU and GPU).
 TORCH := torch==2.14.1 torchaudio==2.11.0
+UI_PORT ?= 5000
 
 .PHONY: install train test lint format ui clean
 
@@ -28,8 +29,8 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-ui: install  ## browse the runs: http://127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000
+ui: install  ## browse the runs: http://127.0.0.1:$(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port $(UI_PORT)
 
 clean:
 	rm -rf $(VENV) outputs multirun
