@@ -128,8 +128,10 @@ def test_the_readmes_path_from_set_up_to_a_served_model_runs_as_written(
     venv_seeing_these_packages(project)
     users_audio(project, tiny_corpus)
     ui_port, serve_port = free_port(), free_port()
-    script = "set -euo pipefail\n" + WAIT_FUNCTION + "\n".join(
-        on_a_tiny_budget(command, ui_port, serve_port) for command in commands
+    script = (
+        "set -euo pipefail\n"
+        + WAIT_FUNCTION
+        + "\n".join(on_a_tiny_budget(command, ui_port, serve_port) for command in commands)
     )
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VIRTUAL_ENV"))}
     environment["EMOTION_CACHE_DIR"] = str(cache_dir)  # the tiny corpus, synthesised once per session
