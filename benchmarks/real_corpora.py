@@ -7,6 +7,7 @@ where it stopped (rows already there are skipped).
 
 python -m benchmarks.real_corpora --data ../shared/data                  # every row (hours on 2 CPU cores)
 python -m benchmarks.real_corpora --data ../shared/data --only egemaps_linear --corpora savee
+python -m benchmarks.real_corpora --data ../shared/data --only report_fusion --overrides trainer=gpu   # on a GPU
 python -m benchmarks.real_corpora --table --readme README.md             # print it, and write it into the README
 """
 
@@ -49,13 +50,14 @@ ROWS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def command(row: str, corpus: str, data: Path, tracking_uri: str) -> list[str]:
-    """The `emotion-train` command of one row on one corpus."""
+def command(row: str, corpus: str, data: Path, tracking_uri: str, overrides: list[str]) -> list[str]:
+    """The `emotion-train` command of one row on one corpus (`overrides` after the row's, e.g. `trainer=gpu`)."""
     return [
         "emotion-train",
         *ROWS[row][1],
         f"data={corpus}",
         f"data.root={(data / CORPORA[corpus]).resolve()}",
+        *overrides,
         f"logger.tracking_uri={tracking_uri}",
         f"logger.experiment_name={EXPERIMENT}",
         f"logger.run_name=table-{row}",
@@ -90,9 +92,9 @@ def latest_run(tracking_uri: str, row: str, corpus: str) -> mlflow.entities.Run:
     return top[0]
 
 
-def run_row(row: str, corpus: str, data: Path, workdir: Path) -> dict:
+def run_row(row: str, corpus: str, data: Path, workdir: Path, overrides: list[str]) -> dict:
     tracking_uri = f"sqlite:///{(workdir / 'mlruns.db').resolve()}"
-    cmd = command(row, corpus, data, tracking_uri)
+    cmd = command(row, corpus, data, tracking_uri, overrides)
     print("$", shlex.join(cmd), flush=True)
     start = time.perf_counter()
     with (workdir / f"{row}-{corpus}.log").open("w") as log:
@@ -109,18 +111,24 @@ def run_row(row: str, corpus: str, data: Path, workdir: Path) -> dict:
     }
 
 
-def load_results() -> list[dict]:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+def load_results(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def machine_name(row: dict) -> str:
+    """Where a row ran, in a few words: the GPU, else the CPU and its core count."""
+    where = row["machine"]
+    return where["gpu"] or f"{where['cpu']}, {where['cores']} cores"
 
 
 def table(results: list[dict]) -> str:
     """Markdown: one line per row and corpus."""
     lines = [
-        "| setup | corpus | protocol | test UAR mean ± std | pooled UAR | test acc mean | wall time |",
-        "|---|---|---|---|---|---|---|",
+        "| setup | corpus | protocol | test UAR mean ± std | pooled UAR | test acc mean | wall time | machine |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     order = list(ROWS)
-    for r in sorted(results, key=lambda r: (r["corpus"], order.index(r["row"]))):
+    for r in sorted(results, key=lambda r: (r["corpus"], order.index(r["row"]), machine_name(r))):
         if "folds" in r:
             protocol = f"LOSO, {r['folds']} folds"
             uar = f"{r['test/uar_mean']:.3f} ± {r['test/uar_std']:.3f}"
@@ -129,7 +137,9 @@ def table(results: list[dict]) -> str:
             protocol, uar, pooled, acc = "clip split after augmentation (leaky)", f"{r['test/uar']:.3f}", "", ""
             acc = f"{r['test/acc']:.3f}"
         minutes = f"{r['wall_s'] / 60:.1f} min"
-        lines.append(f"| {r['what']} | {r['corpus']} | {protocol} | {uar} | {pooled} | {acc} | {minutes} |")
+        lines.append(
+            f"| {r['what']} | {r['corpus']} | {protocol} | {uar} | {pooled} | {acc} | {minutes} | {machine_name(r)} |"
+        )
     return "\n".join(lines)
 
 
@@ -148,10 +158,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("real-corpora"), help="MLflow store, logs, outputs")
     parser.add_argument("--only", nargs="+", choices=sorted(ROWS), default=list(ROWS))
     parser.add_argument("--corpora", nargs="+", choices=sorted(CORPORA), default=["savee", "emodb"])
+    parser.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides added to every command")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file rows are read from and added to")
     parser.add_argument("--table", action="store_true", help="only print the table of the results file")
     parser.add_argument("--readme", type=Path, help="also write the table between this file's markers")
     args = parser.parse_args()
-    results = load_results()
+    results = load_results(args.results)
     if not args.table:
         args.workdir.mkdir(parents=True, exist_ok=True)
         done = {(r["row"], r["corpus"]) for r in results}
@@ -159,8 +171,8 @@ def main() -> None:
             for corpus in args.corpora:
                 if (row, corpus) in done:
                     continue
-                results.append(run_row(row, corpus, args.data, args.workdir))
-                RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+                results.append(run_row(row, corpus, args.data, args.workdir, args.overrides))
+                args.results.write_text(json.dumps(results, indent=2) + "\n")
                 print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
     if args.readme:
