@@ -124,8 +124,8 @@ def machine_name(row: dict) -> str:
 def table(results: list[dict]) -> str:
     """Markdown: one line per row and corpus."""
     lines = [
-        "| setup | corpus | protocol | test UAR mean ± std | pooled UAR | test acc mean | wall time | machine |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setup | corpus | protocol | test UAR mean ± std | pooled UAR | test acc mean | wall time | machine | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     order = list(ROWS)
     for r in sorted(results, key=lambda r: (r["corpus"], order.index(r["row"]), machine_name(r))):
@@ -138,7 +138,8 @@ def table(results: list[dict]) -> str:
             acc = f"{r['test/acc']:.3f}"
         minutes = f"{r['wall_s'] / 60:.1f} min"
         lines.append(
-            f"| {r['what']} | {r['corpus']} | {protocol} | {uar} | {pooled} | {acc} | {minutes} | {machine_name(r)} |"
+            f"| {r['what']} | {r['corpus']} | {protocol} | {uar} | {pooled} | {acc} | {minutes} | {machine_name(r)} "
+            f"| `{r['command'].removesuffix(' ...')}` |"
         )
     return "\n".join(lines)
 
