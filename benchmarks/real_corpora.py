@@ -124,7 +124,8 @@ def machine_name(row: dict) -> str:
 def table(results: list[dict]) -> str:
     """Markdown: one line per row and corpus."""
     lines = [
-        "| setup | corpus | protocol | test UAR mean ± std | pooled UAR | test acc mean | wall time | machine | command |",
+        "| setup | corpus | protocol | test UAR mean ± std | pooled UAR | test acc mean | wall time | machine "
+        "| command |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     order = list(ROWS)
