@@ -21,7 +21,7 @@ import torchaudio.functional as AF
 import yaml
 from hydra.utils import instantiate
 
-from emotion.data.audio import load_audio
+from emotion.data.audio import MAX_DURATION, check_not_longer, load_audio
 from emotion.data.features import FeatureSet
 from emotion.data.windows import average_over_windows, covering_windows, stack_windows
 from emotion.errors import DataError
@@ -63,6 +63,8 @@ class Predictor:
         self.module.eval()
         #: Clips shorter than this (seconds) were refused in training, and are refused here too.
         self.min_duration = float(config["data"].get("min_duration", 0.0))
+        #: Clips longer than this (seconds) are refused before they are decoded or resampled.
+        self.max_duration = float(config["data"].get("max_duration", MAX_DURATION))
 
     @classmethod
     def from_files(cls, config_path: str | Path, weights_path: str | Path) -> Predictor:
@@ -74,11 +76,15 @@ class Predictor:
     def sample_rate(self) -> int:
         return self.features.sample_rate
 
-    def load(self, path: str | Path) -> torch.Tensor:
-        """A file decoded to mono at the model's sample rate (DataError naming the file if it cannot be, or if it
-        is shorter than the training's `data.min_duration`)."""
-        wave = load_audio(path, self.sample_rate)
-        self.check_duration(wave, str(path))
+    def load(self, source: str | Path | bytes, name: str | None = None) -> torch.Tensor:
+        """A file (path, or its bytes) decoded to mono at the model's sample rate.
+
+        DataError naming it if it cannot be decoded, or if it lasts less than the training's `data.min_duration`
+        or more than its `data.max_duration` (then it is not decoded).
+        """
+        name = name or str(source)
+        wave = load_audio(source, self.sample_rate, max_duration=self.max_duration, name=name)
+        self.check_duration(wave, name)
         return wave
 
     def check_duration(self, wave: torch.Tensor, what: str) -> None:
@@ -97,6 +103,7 @@ class Predictor:
             raise DataError(f"a waveform must be a non-empty 1-D array of samples, got shape {tuple(wave.shape)}")
         if sample_rate <= 0:
             raise DataError(f"sample rate must be positive, got {sample_rate}")
+        check_not_longer(wave.numel() / sample_rate, self.max_duration, "the waveform")
         wave = AF.resample(wave, int(sample_rate), self.sample_rate) if sample_rate != self.sample_rate else wave
         self.check_duration(wave, "the waveform")
         return wave

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -84,11 +85,16 @@ def predict(
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable file: `file`, then the model's columns; and one message per file skipped.
 
-    A batch holding a bad file (undecodable, too short) is predicted again file by file, so that
+    A batch holding a bad file (undecodable, too short or too long) is predicted again file by file, so that
     under `on_bad_file="skip"` only the bad files are left out; under `"error"` the first one stops it.
+    The model reads the files by path: the folders that hold them are the ones it is allowed to read.
     """
     import pandas as pd
     from tqdm.auto import tqdm
+
+    from emotion.tracking.pyfunc import AUDIO_DIRS
+
+    os.environ[AUDIO_DIRS] = os.pathsep.join(sorted({str(file.resolve().parent) for file in files}))
 
     frames: list[pd.DataFrame] = []
     skipped: list[str] = []
@@ -113,9 +119,16 @@ def predict(
 
 
 def _predict_files(model: mlflow.pyfunc.PyFuncModel, files: list[Path]) -> pd.DataFrame:
+    """The model's predictions of `files`; DataError with the model's message if it refuses one."""
     import pandas as pd
+    from mlflow.exceptions import MlflowException
 
-    frame = model.predict(pd.DataFrame({"path": [str(p) for p in files]}))
+    try:
+        frame = model.predict(pd.DataFrame({"path": [str(p) for p in files]}))
+    except MlflowException as exc:
+        if exc.error_code != "INVALID_PARAMETER_VALUE":
+            raise
+        raise DataError(exc.message) from None
     frame.insert(0, "file", [str(p) for p in files])
     return frame
 

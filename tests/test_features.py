@@ -121,6 +121,19 @@ def test_undecodable_clips_stop_the_run_under_the_error_policy(tiny_corpus: Path
         FeatureCache(tmp_path, corpus, LogMel(SPECTRAL)).table(read_corpus(corpus).clips, on_bad_file="error")
 
 
+def test_a_clip_longer_than_max_duration_is_refused_from_its_header(tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for wav in sorted(tiny_corpus.glob("*.wav"))[:3]:
+        shutil.copy(wav, corpus / wav.name)
+    sf.write(corpus / "1001_IEO_ANG_HI.wav", np.zeros(16000 * 12, dtype=np.float32), 16000)  # 12 s of silence
+    clips = read_corpus(corpus).clips
+    table = FeatureCache(tmp_path, corpus, LogMel(SPECTRAL), max_duration=10).table(clips, on_bad_file="skip")
+    assert table.skipped == [str(corpus / "1001_IEO_ANG_HI.wav")] and len(table.clips) == 3
+    with pytest.raises(DataError, match=r"1001_IEO_ANG_HI\.wav is 12\.0 s long, longer than data.max_duration=10 s"):
+        FeatureCache(tmp_path / "again", corpus, LogMel(SPECTRAL), max_duration=10).table(clips, on_bad_file="error")
+
+
 def test_log_mel_and_mfcc_equal_torchaudios_transforms() -> None:
     spectral = Spectral()
     waves = torch.randn(4, spectral.n_samples) * torch.tensor([[0.01], [0.1], [0.5], [1.0]])

@@ -6,12 +6,15 @@ needs a known ranking logs the runs' `val/uar_best` itself, which is the one thi
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -23,12 +26,13 @@ import pytest
 import soundfile as sf
 import torch
 from hydra.utils import instantiate
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
 from emotion import predict, promote
-from emotion.errors import DataError
 from emotion.inference import inference_state
 from emotion.models.module import EmotionClassifier
+from emotion.tracking.pyfunc import AUDIO_DIRS, MAX_ROWS
 from emotion.tracking.registry import Ranking, leaderboard
 from emotion.training import build_model, train
 from tests.conftest import FEW_BATCHES, compose_config, free_port, running_server
@@ -222,9 +226,12 @@ def lightning_probabilities(store: Store, run_id: str) -> tuple[list[str], torch
     return [str(datamodule.clips[i].path) for i in datamodule.split.test], probabilities
 
 
-def test_the_pyfunc_predicts_what_the_lightning_module_predicts_on_the_same_wav_files(store: Store, champion) -> None:
+def test_the_pyfunc_predicts_what_the_lightning_module_predicts_on_the_same_wav_files(
+    store: Store, champion, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uri, run_id = champion
     paths, expected = lightning_probabilities(store, run_id)
+    monkeypatch.setenv(AUDIO_DIRS, str(tiny_corpus))
     mlflow.set_tracking_uri(store.uri)
     model = mlflow.pyfunc.load_model(uri)
 
@@ -267,8 +274,9 @@ def test_the_registered_models_files_live_in_the_runs_experiment_artifact_store(
     ids=["whole-utterance-cnn2d", "egemaps-linear"],
 )
 def test_a_promoted_model_predicts_by_the_policy_and_features_it_was_trained_with(
-    tmp_path: Path, cache_dir: Path, model: list[str], overrides: list[str]
+    tmp_path: Path, cache_dir: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch, model: list, overrides: list
 ) -> None:
+    monkeypatch.setenv(AUDIO_DIRS, str(tiny_corpus))
     store = Store(tmp_path, cache_dir, tuple(model))
     run_id = store.train("policy", *overrides)
     store.promote("--name", "policy")
@@ -284,7 +292,7 @@ def test_the_registered_model_carries_its_signature_example_and_weights_only(sto
     uri, _ = champion
     mlflow.set_tracking_uri(store.uri)
     info = mlflow.models.get_model_info(uri)
-    assert info.signature.inputs.input_names() == ["path", "waveform", "sample_rate"]
+    assert info.signature.inputs.input_names() == ["audio", "path", "waveform", "sample_rate"]
     assert "prob_angry" in info.signature.outputs.input_names()
     assert info.saved_input_example_info is not None
     model_dir = Path(mlflow.artifacts.download_artifacts(uri))
@@ -396,32 +404,76 @@ def test_emotion_predict_skips_bad_files_names_each_and_exits_non_zero(
 def test_the_served_model_refuses_a_waveform_shorter_than_training_allowed(store: Store, champion) -> None:
     mlflow.set_tracking_uri(store.uri)
     model = mlflow.pyfunc.load_model(champion[0])
-    with pytest.raises(DataError, match=r"the waveform is 0.000 s long, shorter than the data.min_duration=0.25 s"):
+    with pytest.raises(
+        MlflowException, match=r"the waveform is 0.000 s long, shorter than the data.min_duration=0.25 s"
+    ):
         model.predict(pd.DataFrame({"waveform": [[0.0, 0.01, 0.02]], "sample_rate": [16000]}))
 
 
-def post_json(url: str, payload: dict) -> dict:
+def post(url: str, payload: dict) -> tuple[int, dict]:
+    """POST `payload` as JSON: the HTTP status and the JSON answer, refusals (4xx) included."""
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
 
 
-def test_mlflow_models_serve_answers_the_documented_request(
+def base64_of(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refuses_unbounded_input(
     store: Store, champion, tiny_corpus: Path, tmp_path: Path
 ) -> None:
     uri, _ = champion
+    wav, outside = sorted(tiny_corpus.glob("*.wav"))[:2]  # `outside`: a real file, in no allowed folder
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copy(wav, allowed / "inside.wav")
+    (allowed / "link.wav").symlink_to(outside)  # a way out of the folder, refused like the rest
     port = free_port()
     serve = ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri, AUDIO_DIRS: str(allowed), MAX_ROWS: "4"}
+    samples, rate = sf.read(wav, dtype="float32")
+    one_hour = {"waveform": [0.0] * 360_000, "sample_rate": 100}
     with running_server([sys.executable, "-m", *serve], port, "/ping", tmp_path / "serve.log", env=env) as url:
-        wav = next(tiny_corpus.glob("*.wav"))
-        samples, rate = sf.read(wav, dtype="float32")
-        by_path = post_json(f"{url}/invocations", {"dataframe_records": [{"path": str(wav)}]})
-        by_wave = post_json(
-            f"{url}/invocations", {"dataframe_records": [{"waveform": samples.tolist(), "sample_rate": rate}]}
-        )
-    (from_path,) = by_path["predictions"]
-    (from_wave,) = by_wave["predictions"]
-    assert from_path["emotion"] == from_wave["emotion"]
-    assert from_path["confidence"] == pytest.approx(from_wave["confidence"], abs=1e-5)
-    assert sum(v for k, v in from_path.items() if k.startswith("prob_")) == pytest.approx(1.0, abs=1e-4)
+        answers = {
+            name: post(f"{url}/invocations", {"dataframe_records": records})
+            for name, records in {
+                "bytes": [{"audio": base64_of(wav)}],
+                "waveform": [{"waveform": samples.tolist(), "sample_rate": rate}],
+                "outside": [{"path": str(outside)}],
+                "missing": [{"path": str(allowed / "missing.wav")}],
+                "link": [{"path": str(allowed / "link.wav")}],
+                "inside": [{"path": str(allowed / "inside.wav")}],
+                "one hour": [one_hour],
+                "corrupt": [{"audio": "UklGRi4uLi4gbm90IGF1ZGlv!!"}],
+                "too many rows": [{"audio": base64_of(wav)}] * 5,
+                "again": [{"audio": base64_of(wav)}],
+            }.items()
+        }
+    served = {name: answer["predictions"][0] for name, (status, answer) in answers.items() if status == 200}
+    # MLflow's server puts "Failed to predict data '<the input>'. \nError: " before the model's own message.
+    refused = {
+        name: answer["message"].rsplit("Error: ", 1)[-1] for name, (status, answer) in answers.items() if status == 400
+    }
+    assert set(served) == {"bytes", "waveform", "inside", "again"}
+    assert set(refused) == {"outside", "missing", "link", "one hour", "corrupt", "too many rows"}
+    for name in ("waveform", "inside", "again"):
+        assert served[name]["emotion"] == served["bytes"]["emotion"]
+        assert served[name]["confidence"] == pytest.approx(served["bytes"]["confidence"], abs=1e-5)
+    unnamed = {name: refused[name].replace(path, "PATH") for name, path in (
+        ("outside", str(outside)), ("missing", str(allowed / "missing.wav")), ("link", str(allowed / "link.wav"))
+    )}  # fmt: skip
+    assert (
+        unnamed["outside"]
+        == unnamed["missing"]
+        == unnamed["link"]
+        == ("no audio file 'PATH' in the folders this model may read")
+    )
+    assert refused["one hour"] == "the waveform is 3600.0 s long, longer than data.max_duration=300 s"
+    assert refused["corrupt"] == "`audio` is not valid base64 (send the file's bytes, base64-encoded)"
+    assert refused["too many rows"] == "5 rows in one request, more than the 4 this model takes (EMOTION_MAX_ROWS)"
+    assert all("\n" not in message for message in refused.values())

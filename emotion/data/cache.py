@@ -24,7 +24,7 @@ from typing import TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from emotion.data.audio import load_audio
+from emotion.data.audio import MAX_DURATION, load_audio
 from emotion.data.augment import WaveAugment
 from emotion.data.corpora import BadFilePolicy, Clip
 from emotion.data.features import FeatureSet
@@ -67,6 +67,7 @@ class FeatureCache:
         shard_size: int = 512,
         batch_size: int = 64,
         min_duration: float = 0.0,
+        max_duration: float = MAX_DURATION,
     ) -> None:
         corpus = hashlib.sha1(str(Path(corpus_root).resolve()).encode()).hexdigest()[:12]
         self.folder = Path(cache_dir).expanduser() / "features" / f"{corpus}-{features.name}-{features.key()}"
@@ -74,6 +75,7 @@ class FeatureCache:
         self.shard_size = shard_size
         self.batch_size = batch_size
         self.min_duration = min_duration
+        self.max_duration = max_duration
 
     def table(
         self, clips: Sequence[Clip], on_bad_file: BadFilePolicy = "skip", augment: WaveAugment | None = None
@@ -153,7 +155,7 @@ class FeatureCache:
     ) -> tuple[list[torch.Tensor], list[int]]:
         waves, good = [], []
         for i in batch:
-            wave = decode_clip(clips[i], self.features, self.min_duration, on_bad_file, augment)
+            wave = decode_clip(clips[i], self.features, (self.min_duration, self.max_duration), on_bad_file, augment)
             if wave is None:
                 skipped.append(clips[i].path)
                 continue
@@ -179,17 +181,19 @@ def _item_key(clip: Clip, augment: WaveAugment | None) -> str:
 def decode_clip(
     clip: Clip,
     features: FeatureSet,
-    min_duration: float,
+    durations: tuple[float, float],
     on_bad_file: BadFilePolicy,
     augment: WaveAugment | None = None,
 ) -> torch.Tensor | None:
     """A clip decoded, checked for length and prepared (trimmed) for `features`; None (logged) if it is bad.
 
+    `durations`: (`data.min_duration`, `data.max_duration`) in seconds; a longer clip is refused unread.
+
     An augmented copy (`clip.copy` > 0) is passed through `augment` with a random stream fixed by (clip, copy).
     """
     try:
-        wave = load_audio(clip.path, features.sample_rate)
-        check_duration(wave, features.sample_rate, min_duration, clip.path)
+        wave = load_audio(clip.path, features.sample_rate, max_duration=durations[1])
+        check_duration(wave, features.sample_rate, durations[0], clip.path)
     except DataError as exc:
         if on_bad_file == "error":
             raise
@@ -202,14 +206,14 @@ def decode_clip(
 
 
 def decode_clips(
-    clips: Sequence[Clip], features: FeatureSet, min_duration: float, on_bad_file: BadFilePolicy
+    clips: Sequence[Clip], features: FeatureSet, durations: tuple[float, float], on_bad_file: BadFilePolicy
 ) -> tuple[list[Clip], list[torch.Tensor], list[str]]:
     """The clips that decode, their prepared waveforms (whole, any length), and the paths of those skipped."""
     kept: list[Clip] = []
     waves: list[torch.Tensor] = []
     skipped: list[str] = []
     for clip in tqdm(clips, desc="Decoding whole clips", unit="clip"):
-        wave = decode_clip(clip, features, min_duration, on_bad_file)
+        wave = decode_clip(clip, features, durations, on_bad_file)
         if wave is None:
             skipped.append(clip.path)
         else:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from emotion.data.audio import fit_length
+from emotion.data.audio import MAX_DURATION, fit_length
 from emotion.data.augment import SpecAugment, WaveAugment
 from emotion.data.cache import FeatureCache, FeatureTable, decode_clip, decode_clips
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, read_corpus
@@ -128,6 +128,7 @@ class EmotionDataModule(pl.LightningDataModule):
         on_bad_name: BadFilePolicy = "skip",
         on_bad_file: BadFilePolicy = "skip",
         min_duration: float = 0.25,
+        max_duration: float = MAX_DURATION,
         augment: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -151,6 +152,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.on_bad_name = on_bad_name
         self.on_bad_file = on_bad_file
         self.min_duration = min_duration
+        self.max_duration = max_duration
         self.augmentation = _Augmentation.from_config(augment, features.sample_rate)
         self.table: FeatureTable | None = None
         self.split: Split | None = None
@@ -181,7 +183,9 @@ class EmotionDataModule(pl.LightningDataModule):
         if self.features.window.whole_utterance:
             self._setup_utterances(manifest.clips)
             return
-        cache = FeatureCache(self.cache_dir, root, self.features, min_duration=self.min_duration)
+        cache = FeatureCache(
+            self.cache_dir, root, self.features, min_duration=self.min_duration, max_duration=self.max_duration
+        )
         originals = cache.table(manifest.clips, self.on_bad_file)
         aug = self.augmentation
         if aug.before_split:  # the report's protocol: copies of every clip, then the split
@@ -212,7 +216,7 @@ class EmotionDataModule(pl.LightningDataModule):
         assert self.table is not None and self.augmentation.wave is not None
         if self.features.whole_clip:
             raise ConfigError(f"features={self.features.name} summarises whole clips: use augment.mode=copies")
-        waves = [decode_clip(self.table.clips[i], self.features, 0.0, "error") for i in rows]
+        waves = [decode_clip(self.table.clips[i], self.features, (0.0, self.max_duration), "error") for i in rows]
         return WaveformDataset(waves, labels[rows], self.features.n_samples, self.augmentation.wave)
 
     def _setup_utterances(self, clips: list[Clip]) -> None:
@@ -223,7 +227,9 @@ class EmotionDataModule(pl.LightningDataModule):
                 "features/window=utterance draws new windows every epoch: use augment.mode=on_the_fly "
                 "(cached copies, and the report's augment-then-split protocol, need features/window=crop)"
             )
-        kept, self.waves, skipped = decode_clips(clips, self.features, self.min_duration, self.on_bad_file)
+        kept, self.waves, skipped = decode_clips(
+            clips, self.features, (self.min_duration, self.max_duration), self.on_bad_file
+        )
         self.table = FeatureTable(clips=kept, tensors={}, skipped=skipped)
         self.split = split_manifest(kept, **self.split_options)
         labels = torch.tensor([self.classes.index(c.emotion) for c in kept])

@@ -1,14 +1,20 @@
 """The MLflow pyfunc model of a trained run: raw audio in, emotions out, with nothing else to install.
 
-Input: a DataFrame with one row per clip, either a `path` (an audio file the
-model's host can read) or a `waveform` (mono samples) with its `sample_rate`.
+Input: a DataFrame with one row per clip: `audio` (an audio file's bytes, base64-encoded: WAV, FLAC or
+OGG), a `waveform` (mono samples) with its `sample_rate`, or a `path` to a file on the model's host,
+read only under the folders its host allows (`EMOTION_AUDIO_DIRS`). At most `EMOTION_MAX_ROWS` rows
+(default 64) a request, and clips no longer than the training's `data.max_duration`; anything else is
+refused with one line (MLflow's INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
 Output: `emotion`, `confidence` and one `prob_<class>` column per class.
 The model carries the run's config, its weights and the `emotion` package.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import os
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -18,7 +24,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import Array, ColSpec, Schema
 
 import emotion
@@ -29,8 +37,15 @@ from emotion.inference import Predictor, inference_state
 REQUIREMENTS = ("torch", "torchaudio", "lightning", "torchmetrics", "hydra-core", "soundfile", "numpy", "pandas")
 FEATURE_REQUIREMENTS = {"egemaps": ("opensmile",)}
 
+#: Folders (separated by os.pathsep) whose files the model may read from a `path` column; unset or empty: none.
+AUDIO_DIRS = "EMOTION_AUDIO_DIRS"
+#: The most rows a request may hold (default DEFAULT_MAX_ROWS).
+MAX_ROWS = "EMOTION_MAX_ROWS"
+DEFAULT_MAX_ROWS = 64
+
 INPUT_SCHEMA = Schema(
     [
+        ColSpec("string", "audio", required=False),
         ColSpec("string", "path", required=False),
         ColSpec(Array("double"), "waveform", required=False),
         ColSpec("long", "sample_rate", required=False),
@@ -47,16 +62,68 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
-        waveforms = [self._waveform(row) for row in model_input.to_dict("records")]
+        rows = model_input.to_dict("records")
+        limit = int(os.environ.get(MAX_ROWS) or DEFAULT_MAX_ROWS)
+        if len(rows) > limit:
+            raise refusal(f"{len(rows)} rows in one request, more than the {limit} this model takes ({MAX_ROWS})")
+        waveforms = []
+        for number, row in enumerate(rows):
+            try:
+                waveforms.append(self._waveform(row))
+            except DataError as exc:
+                raise refusal(f"row {number}: {exc}" if len(rows) > 1 else str(exc)) from None
         return predictions_frame(self.predictor.predict_proba(waveforms), self.predictor.classes)
 
     def _waveform(self, row: dict[str, Any]) -> torch.Tensor:
-        path, waveform, rate = row.get("path"), row.get("waveform"), row.get("sample_rate")
-        if isinstance(path, str) and path:
-            return self.predictor.load(path)
+        audio, path, waveform, rate = row.get("audio"), row.get("path"), row.get("waveform"), row.get("sample_rate")
+        if _given(audio):
+            return self.predictor.load(decode_base64(audio), name="the `audio` bytes")
+        if _given(path):
+            return self.predictor.load(readable_path(path))
         if waveform is not None and not _missing(rate):
             return self.predictor.resample(waveform, int(rate))
-        raise DataError("each input row needs a `path`, or a `waveform` with its `sample_rate`")
+        raise DataError(
+            "each input row needs `audio` (a file's bytes, base64), a `waveform` with its `sample_rate`, or a `path`"
+        )
+
+
+def refusal(message: str) -> MlflowException:
+    """An input the model will not take: one line for the caller (HTTP 400 when served)."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def decode_base64(text: str) -> bytes:
+    """The bytes of a base64 string; DataError if it is not one."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise DataError("`audio` is not valid base64 (send the file's bytes, base64-encoded)") from None
+
+
+def allowed_folders() -> list[Path]:
+    """The folders whose files a `path` may name (`EMOTION_AUDIO_DIRS`), symbolic links resolved."""
+    return [Path(folder).resolve() for folder in os.environ.get(AUDIO_DIRS, "").split(os.pathsep) if folder]
+
+
+def readable_path(path: str) -> Path:
+    """`path` resolved, if it names a file under an allowed folder.
+
+    A file outside them gets the same message as a missing one, so a client learns nothing of the host's files.
+    """
+    folders = allowed_folders()
+    if not folders:
+        raise DataError(
+            f"this model reads no files by `path` here (its host allows no folders: {AUDIO_DIRS}); "
+            "send the file's bytes, base64-encoded, in `audio`"
+        )
+    resolved = Path(path).resolve()
+    if resolved.is_file() and any(resolved.is_relative_to(folder) for folder in folders):
+        return resolved
+    raise DataError(f"no audio file {path!r} in the folders this model may read")
+
+
+def _given(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 def _missing(value: Any) -> bool:
