@@ -1,13 +1,19 @@
 """`emotion-team`: the shared services of a team's sweeps, on this machine: PostgreSQL and an MLflow server.
 
 emotion-team up --root /srv/emotion            # start both (PostgreSQL initialised on first use)
-emotion-team env --root /srv/emotion           # the variables every worker needs
+emotion-team env --root /srv/emotion           # the variables every worker needs, credentials included
 emotion-team down --root /srv/emotion          # stop both
 
 PostgreSQL holds two databases: `optuna` (the studies) and `mlflow` (the tracking store).
 The MLflow server stores artifacts under ROOT/artifacts and serves them to the workers
 (`--artifacts-destination`), so workers need only its URL. Both listen on --host (default
-127.0.0.1; give an address the workers can reach, and mind that authentication is `trust`).
+127.0.0.1; give an address the workers can reach).
+
+Both ask for a password: PostgreSQL (scram-sha-256, every connection) and the MLflow server (MLflow's
+`basic-auth` app: an admin, and a `worker` user for the workers). The passwords are generated on
+first use into ROOT/secrets.json (mode 0600), and reach workers as PGPASSWORD and
+MLFLOW_TRACKING_USERNAME/PASSWORD, never inside a URL. `--insecure` keeps the old behaviour
+(`trust`, no MLflow login) for a single laptop.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,6 +36,23 @@ from emotion.errors import EmotionError
 
 DATABASES = ("optuna", "mlflow")
 USER = "emotion"
+WORKER = "worker"
+ADMIN = "admin"
+INSECURE_WARNING = (
+    "warning: --insecure: PostgreSQL trusts every connection and the MLflow server asks for no password: "
+    "anyone who can reach {host} can read, change or drop every study, run and model"
+)
+
+
+def load_secrets(root: Path) -> dict[str, str]:
+    """The services' passwords, generated once into ROOT/secrets.json, readable by its owner only (0600)."""
+    path = root / "secrets.json"
+    if not path.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        generated = {name: secrets.token_urlsafe(24) for name in ("postgres", "mlflow_admin", "mlflow_worker", "mlflow_secret_key")}
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            json.dump(generated, file)
+    return json.loads(path.read_text())
 
 
 def postgres_tool(name: str) -> str:
@@ -50,28 +75,73 @@ def database_url(host: str, port: int, database: str) -> str:
     return f"postgresql://{USER}@{host}:{port}/{database}"
 
 
-def start_postgres(root: Path, host: str, port: int) -> None:
-    """Initialise (once) and start PostgreSQL with its data in ROOT/postgres; create the databases."""
+def start_postgres(root: Path, host: str, port: int, password: str | None) -> None:
+    """Initialise (once) and start PostgreSQL with its data in ROOT/postgres; create the databases.
+
+    With a `password`, every connection must give it (scram-sha-256); without, every connection is trusted.
+    """
     data = root / "postgres"
     if not (data / "PG_VERSION").is_file():
         data.mkdir(parents=True, exist_ok=True)
-        initdb = [postgres_tool("initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8"]
-        _run(_as_database_owner(initdb, data))
+        _initdb(data, password)
+    elif password is not None and "trust" in _authentication_methods(data):
+        raise EmotionError(
+            f"{data} was made by `emotion-team up --insecure` and trusts every connection: "
+            "start it with --insecure again, or remove that folder to start over with passwords"
+        )
     options = f"-h {host} -p {port} -k {data}"
     start = [postgres_tool("pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-o", options, "-w", "start"]
     _run(_as_database_owner(start, data))
+    env = {**os.environ, "PGPASSWORD": password} if password else None
     for name in DATABASES:
         exists = subprocess.run(
             [postgres_tool("psql"), "-h", host, "-p", str(port), "-U", USER, "-d", "postgres", "-tAc",
              f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True, check=True, env=env,
         ).stdout.strip()  # fmt: skip
         if not exists:
-            _run([postgres_tool("createdb"), "-h", host, "-p", str(port), "-U", USER, name])
+            _run([postgres_tool("createdb"), "-h", host, "-p", str(port), "-U", USER, name], env=env)
     # Create Optuna's tables now, so workers that start together do not race to create them.
     import optuna  # here: `emotion-team --help` should not wait for Optuna to load
 
-    optuna.storages.RDBStorage(database_url(host, port, "optuna"))
+    with _environment(env):
+        optuna.storages.RDBStorage(database_url(host, port, "optuna"))
+
+
+def _initdb(data: Path, password: str | None) -> None:
+    """A new database cluster owned by USER: with a password (scram-sha-256 for every connection), or trusting all."""
+    command = [postgres_tool("initdb"), "-D", str(data), "-U", USER, "-E", "UTF8"]
+    if password is None:
+        _run(_as_database_owner([*command, "--auth=trust"], data))
+        return
+    password_file = data.parent / ".initdb-password"
+    with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(password)
+    try:
+        owned = _as_database_owner([*command, "--auth=scram-sha-256", f"--pwfile={password_file}"], data)
+        if os.geteuid() == 0:
+            shutil.chown(password_file, "postgres")
+        _run(owned)
+    finally:
+        password_file.unlink()
+
+
+def _authentication_methods(data: Path) -> set[str]:
+    """The methods named in the cluster's pg_hba.conf."""
+    lines = (line.split() for line in (data / "pg_hba.conf").read_text().splitlines())
+    return {fields[-1] for fields in lines if fields and not fields[0].startswith("#")}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str] | None):
+    """`values` as this process's environment for a while (libpq reads PGPASSWORD from it)."""
+    saved = dict(os.environ)
+    os.environ.update(values or {})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def stop_postgres(root: Path) -> None:
@@ -80,8 +150,12 @@ def stop_postgres(root: Path) -> None:
         _run(_as_database_owner([postgres_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], data))
 
 
-def start_mlflow(root: Path, host: str, port: int, database_port: int) -> str:
-    """Start `mlflow server` on the `mlflow` database in the background; its URL once it answers."""
+def start_mlflow(root: Path, host: str, port: int, database_port: int, passwords: dict[str, str] | None) -> str:
+    """Start `mlflow server` on the `mlflow` database in the background; its URL once it answers.
+
+    With `passwords`, the server runs MLflow's `basic-auth` app (users in ROOT/mlflow-auth.db) and the
+    workers' user is created; without, it asks for no password.
+    """
     (root / "artifacts").mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "mlflow", "server",
@@ -89,12 +163,44 @@ def start_mlflow(root: Path, host: str, port: int, database_port: int) -> str:
         "--artifacts-destination", str(root / "artifacts"),
         "--host", host, "--port", str(port), "--workers", "2",
     ]  # fmt: skip
+    env = venv_environment()
+    if passwords:
+        command += ["--app-name", "basic-auth"]
+        env |= {"MLFLOW_AUTH_CONFIG_PATH": str(_auth_config(root, passwords["mlflow_admin"])),
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": passwords["mlflow_secret_key"],  # its CSRF protection
+                "PGPASSWORD": passwords["postgres"]}  # fmt: skip
     with (root / "mlflow.log").open("a") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True, env=venv_environment())
+        server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True, env=env)
     (root / "mlflow.pid").write_text(str(server.pid))
     url = f"http://{host}:{port}"
     wait_until_answering(f"{url}/health", server, root / "mlflow.log")
+    if passwords:
+        _create_worker_user(url, passwords)
     return url
+
+
+def _auth_config(root: Path, admin_password: str) -> Path:
+    """MLflow's basic-auth settings (admin credentials, user database), readable by the owner only."""
+    path = root / "mlflow-auth.ini"
+    text = (
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'mlflow-auth.db'}\n"
+        f"admin_username = {ADMIN}\nadmin_password = {admin_password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+    return path
+
+
+def _create_worker_user(url: str, passwords: dict[str, str]) -> None:
+    """The workers' MLflow user (once): it owns, and so may change, what the workers create."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
+    admin = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": passwords["mlflow_admin"]}
+    with _environment(admin), contextlib.suppress(MlflowException):  # it exists: an earlier `up` made it
+        AuthServiceClient(url).create_user(WORKER, passwords["mlflow_worker"])
 
 
 def venv_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -125,16 +231,25 @@ def stop_mlflow(root: Path) -> None:
         pid_file.unlink()
 
 
-def worker_environment(host: str, mlflow_port: int, database_port: int) -> dict[str, str]:
-    """What each worker needs: where the runs go and where the studies live."""
-    return {
+def worker_environment(
+    host: str, mlflow_port: int, database_port: int, passwords: dict[str, str] | None
+) -> dict[str, str]:
+    """What each worker needs: where the runs go and where the studies live, and the credentials of both."""
+    where = {
         "MLFLOW_TRACKING_URI": f"http://{host}:{mlflow_port}",
         "EMOTION_STUDY_STORAGE": database_url(host, database_port, "optuna"),
     }
+    if not passwords:
+        return where
+    return where | {
+        "MLFLOW_TRACKING_USERNAME": WORKER,
+        "MLFLOW_TRACKING_PASSWORD": passwords["mlflow_worker"],
+        "PGPASSWORD": passwords["postgres"],
+    }
 
 
-def _run(command: list[str]) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
+def _run(command: list[str], env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise EmotionError(f"{Path(command[0]).name} failed: {(result.stderr or result.stdout).strip()[-2000:]}")
 
@@ -146,6 +261,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--database-port", type=int, default=5433)
     parser.add_argument("--mlflow-port", type=int, default=5000)
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no passwords: PostgreSQL trusts every connection, MLflow asks for no login (a single laptop only)",
+    )
     return parser.parse_args(argv)
 
 
@@ -153,10 +273,13 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = parse_args(argv)
     root = args.root.expanduser().resolve()
+    passwords = None if args.insecure else load_secrets(root) if args.action != "down" else None
     try:
         if args.action == "up":
-            start_postgres(root, args.host, args.database_port)
-            start_mlflow(root, args.host, args.mlflow_port, args.database_port)
+            if args.insecure:
+                print(INSECURE_WARNING.format(host=args.host), file=sys.stderr)
+            start_postgres(root, args.host, args.database_port, passwords and passwords["postgres"])
+            start_mlflow(root, args.host, args.mlflow_port, args.database_port, passwords)
         elif args.action == "down":
             stop_mlflow(root)
             stop_postgres(root)
@@ -164,8 +287,14 @@ def main(argv: list[str] | None = None) -> None:
     except EmotionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    for name, value in worker_environment(args.host, args.mlflow_port, args.database_port).items():
-        print(f"export {name}={value}")
+    variables = worker_environment(args.host, args.mlflow_port, args.database_port, passwords)
+    if args.action == "env":
+        print("\n".join(f"export {name}={value}" for name, value in variables.items()))
+        return
+    hidden = {name: "..." if name.endswith("PASSWORD") else value for name, value in variables.items()}
+    print("\n".join(f"export {name}={value}" for name, value in hidden.items()))
+    if passwords:
+        print(f"# passwords: {root / 'secrets.json'} (owner only); `emotion-team env --root {root}` prints them")
 
 
 if __name__ == "__main__":

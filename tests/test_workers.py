@@ -6,10 +6,13 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,8 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import sqlalchemy
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from emotion.errors import EmotionError
@@ -32,8 +37,8 @@ BUDGET = 8
 
 
 @pytest.fixture(scope="module")
-def services() -> Iterator[dict[str, str]]:
-    """`emotion-team up` in a folder of its own, as a user starts it; `emotion-team down` afterwards."""
+def team() -> Iterator[dict]:
+    """`emotion-team up` (passwords: the default) in a folder of its own, as a user starts it; `down` afterwards."""
     try:
         postgres_tool("initdb")
     except EmotionError as exc:
@@ -41,16 +46,58 @@ def services() -> Iterator[dict[str, str]]:
     root = Path(tempfile.mkdtemp(prefix="emotion-team-"))
     root.chmod(0o755)  # PostgreSQL runs as the postgres user when we are root: it must reach its folder
     ports = ["--database-port", str(free_port()), "--mlflow-port", str(free_port())]
-    team = [sys.executable, "-m", "emotion.team", "--root", str(root), *ports]
+    team = [sys.executable, "-m", "emotion.team"]
     try:
-        up = subprocess.run([*team[:3], "up", *team[3:]], capture_output=True, text=True, timeout=300)
+        up = subprocess.run([*team, "up", "--root", str(root), *ports], capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stderr[-3000:]
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.split("\n") if "=" in line)
-        assert set(exports) == {"MLFLOW_TRACKING_URI", "EMOTION_STUDY_STORAGE"}
-        yield exports
+        env = subprocess.run([*team, "env", "--root", str(root), *ports], capture_output=True, text=True, check=True)
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in env.stdout.splitlines())
+        yield {"root": root, "up": up.stdout + up.stderr, "exports": exports}
     finally:
-        subprocess.run([*team[:3], "down", *team[3:]], capture_output=True, timeout=120)
+        subprocess.run([*team, "down", "--root", str(root), *ports], capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def services(team: dict) -> dict[str, str]:
+    """The variables `emotion-team env` prints for a worker: where the services are, and the credentials."""
+    return team["exports"]
+
+
+def passwords_of(team: dict) -> list[str]:
+    return list(json.loads((team["root"] / "secrets.json").read_text()).values())
+
+
+def test_the_team_services_refuse_clients_without_the_passwords(team: dict, tmp_path: Path, cache_dir: Path) -> None:
+    exports = team["exports"]
+    assert set(exports) == {
+        "MLFLOW_TRACKING_URI", "EMOTION_STUDY_STORAGE", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+        "PGPASSWORD",
+    }  # fmt: skip
+    assert stat.S_IMODE((team["root"] / "secrets.json").stat().st_mode) == 0o600
+    assert not any(password in team["up"] for password in passwords_of(team))  # `up` prints no password
+
+    for password in (None, "wrong"):  # PostgreSQL, without a password and with a wrong one
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delenv("PGPASSWORD", raising=False)
+            if password:
+                patch.setenv("PGPASSWORD", password)
+            with pytest.raises(sqlalchemy.exc.OperationalError, match="password"):
+                sqlalchemy.create_engine(exports["EMOTION_STUDY_STORAGE"]).connect()
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the MLflow server, without credentials
+        urllib.request.urlopen(f"{exports['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search?max_results=1")
+    assert refused.value.code == 401
+
+    wrong = {**os.environ, **exports, "MLFLOW_TRACKING_PASSWORD": "wrong", "EMOTION_CACHE_DIR": str(cache_dir)}
+    result = subprocess.run(
+        [sys.executable, "-m", "emotion.train", *QUICK, "debug=fdr"], cwd=tmp_path, env=wrong, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the MLflow server at {exports['MLFLOW_TRACKING_URI']} refused the credentials "
+        "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD: `emotion-team env` prints them)"
+    )
 
 
 def start_worker(folder: Path, cache_dir: Path, services: dict[str, str]) -> subprocess.Popen:
@@ -80,8 +127,10 @@ def running_trial_with_a_run(study: optuna.Study, client: mlflow.MlflowClient, p
 
 
 def test_two_workers_share_one_study_and_a_killed_workers_trial_ends_failed(
-    services: dict[str, str], cache_dir: Path, tmp_path: Path
+    team: dict, services: dict[str, str], cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name, value in services.items():  # this process reads the study and the runs as a worker would
+        monkeypatch.setenv(name, value)
     client = mlflow.MlflowClient(services["MLFLOW_TRACKING_URI"])
     doomed, survivor = (start_worker(tmp_path, cache_dir, services) for _ in range(2))
     try:
@@ -124,6 +173,13 @@ def test_two_workers_share_one_study_and_a_killed_workers_trial_ends_failed(
     finished = [r for n, r in by_number.items() if n != killed]
     assert all(r.info.status == "FINISHED" for r in finished)
     assert client.list_artifacts(finished[0].info.run_id, "checkpoints")  # artifacts reached the server's store
+
+    logged = worker_logs(tmp_path) + "".join(
+        f"{run.data.params}{run.data.tags}{client.download_artifacts(run.info.run_id, 'config.yaml', str(tmp_path))}"
+        if run in finished else f"{run.data.params}{run.data.tags}"
+        for run in runs
+    )  # fmt: skip
+    assert not any(password in logged for password in passwords_of(team))
 
 
 def test_trainer_ddp_trains_one_run_over_two_processes(tmp_path: Path, cache_dir: Path) -> None:

@@ -35,6 +35,7 @@ from emotion.errors import ConfigError
 from emotion.sweep.search_space import parse_search_space
 from emotion.sweep.workers import heartbeat_interval, heartbeats, make_storage, study_lock
 from emotion.tracking import study as study_run
+from emotion.tracking.runs import check_server_access
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class StudySweep:
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        check_server_access(self.config.logger.tracking_uri)  # a refused login: one line, before any trial
         storage_url = self.options.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
         storage = make_storage(storage_url, self.options.get("heartbeat_interval"), self.options.get("grace_period"))
         sampler = self._sampler(space)

@@ -23,7 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from sqlalchemy import text
+
+from emotion.errors import ConfigError
+from emotion.tracking.runs import redacted
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -58,10 +62,23 @@ def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | N
 
 
 def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | None) -> optuna.storages.BaseStorage:
-    """The study storage at `url`, recording heartbeats when `heartbeat_interval` (seconds) is set."""
-    if heartbeat_interval is None or not url.startswith(("postgresql", "mysql", "sqlite")):
-        return optuna.storages.get_storage(url)
-    return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    """The study storage at `url`, recording heartbeats when `heartbeat_interval` (seconds) is set.
+
+    A URL with a password is refused (it would reach logs and every trial's overrides: the database driver's
+    variable, PGPASSWORD for PostgreSQL, carries it instead); a refused connection is one line naming the database.
+    """
+    if redacted(url) != url:
+        raise ConfigError(
+            f"hydra.sweeper.storage {redacted(url)} holds a password: give it to the database driver instead "
+            "(PostgreSQL: PGPASSWORD), since the URL is logged and passed to every trial"
+        )
+    try:
+        if heartbeat_interval is None or not url.startswith(("postgresql", "mysql", "sqlite")):
+            return optuna.storages.get_storage(url)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    except sqlalchemy.exc.OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[-1]
+        raise ConfigError(f"the study storage {url} refused the connection: {reason}") from None
 
 
 def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import optuna
 import yaml
 from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
+from mlflow.exceptions import MlflowException
 from sklearn.metrics import classification_report, confusion_matrix
 
+from emotion.errors import EmotionError
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
 
 #: Save figures with their legends and colour bars inside the image.
@@ -30,6 +34,21 @@ def experiment_artifact_location(tracking_uri: str, location: str) -> str | None
     return None if tracking_uri.startswith(("http://", "https://")) else artifact_uri(location)
 
 
+def check_server_access(tracking_uri: str) -> None:
+    """EmotionError in one line if an MLflow server refuses this process's credentials (or their absence)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        mlflow.MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        if any(code in str(exc) for code in ("401", "403", "Unauthorized", "Permission denied")):
+            raise EmotionError(
+                f"the MLflow server at {redacted(tracking_uri)} refused the credentials "
+                "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD: `emotion-team env` prints them)"
+            ) from None
+        raise
+
+
 def artifact_uri(location: str) -> str:
     """An artifact location as a URI: local folders become absolute `file://` URIs."""
     return location if "://" in location else Path(location).expanduser().resolve().as_uri()
@@ -43,6 +62,7 @@ def make_logger(
     tags: Mapping[str, str] | None = None,
 ) -> MLFlowLogger:
     """A Lightning MLFlowLogger; a new experiment stores its artifacts under `artifact_location`."""
+    check_server_access(tracking_uri)
     return MLFlowLogger(
         experiment_name=experiment_name,
         tracking_uri=tracking_uri,
@@ -96,8 +116,20 @@ def log_best(logger: MLFlowLogger, monitor: str, value: float, epoch: int | None
     logger.log_metrics(metrics)
 
 
+#: The password of a URL (`scheme://user:password@host`).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@", re.IGNORECASE)
+
+
+def redacted(value: Any) -> Any:
+    """`value` with the password of any URL in it replaced by `***` (other values unchanged)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", value) if isinstance(value, str) else value
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config as dotted keys (`model.channels`); lists stay whole, Hydra's `_partial_` flags are left out."""
+    """Nested config as dotted keys (`model.channels`); lists stay whole, Hydra's `_partial_` flags are left out.
+
+    Passwords in URLs (a storage or tracking URI given with one) are replaced by `***`.
+    """
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if key == "_partial_":
@@ -106,14 +138,15 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, Mapping) and value:
             flat.update(flatten(value, f"{name}."))
         else:
-            flat[name] = value
+            flat[name] = redacted(value)
     return flat
 
 
 def log_config(logger: MLFlowLogger, config: Mapping[str, Any]) -> None:
     """The resolved config as params (dotted keys) and as a `config.yaml` artifact."""
     logger.log_hyperparams(flatten(config))
-    logger.experiment.log_text(logger.run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    logger.experiment.log_text(logger.run_id, redacted(text), "config.yaml")
 
 
 def log_json(logger: MLFlowLogger, payload: Any, artifact_file: str) -> None:
