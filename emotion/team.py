@@ -49,7 +49,8 @@ def load_secrets(root: Path) -> dict[str, str]:
     path = root / "secrets.json"
     if not path.is_file():
         root.mkdir(parents=True, exist_ok=True)
-        generated = {name: secrets.token_urlsafe(24) for name in ("postgres", "mlflow_admin", "mlflow_worker", "mlflow_secret_key")}
+        names = ("postgres", "mlflow_admin", "mlflow_worker", "mlflow_secret_key")
+        generated = {name: secrets.token_urlsafe(24) for name in names}
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
             json.dump(generated, file)
     return json.loads(path.read_text())
