@@ -47,6 +47,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     ),
     "report_cnn2d_mfcc": ("report 2D CNN, MFCC, centre crop", ["experiment=report_cnn2d_mfcc", "cv=loso"]),
     "report_fusion": ("report fusion (log-mel + MFCC), centre crop", ["experiment=report_fusion", "cv=loso"]),
+    "compact_tdnn": ("compact TDNN (0.68 M), log-mel, whole utterance", ["experiment=compact_tdnn", "cv=loso"]),
+    "compact_tdnn_crop": (
+        "compact TDNN (0.68 M), log-mel, centre crop",
+        ["experiment=compact_tdnn", "features/window=crop", "cv=loso"],
+    ),
 }
 
 

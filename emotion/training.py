@@ -228,6 +228,7 @@ def _fit_and_test(
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
         label_smoothing=cfg.loss.label_smoothing,
         class_weights=datamodule.class_weights() if cfg.loss.class_weighting else None,
+        mixup_alpha=cfg.loss.get("mixup_alpha", 0.0),
     )
     module.standardizer.fit(datamodule.clean_train_features())
     checkpoint, callbacks = make_callbacks(cfg, Path(cfg.paths.output_dir) / "checkpoints")

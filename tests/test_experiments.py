@@ -1,4 +1,4 @@
-"""The report's four setups, each reproducible from one experiment config."""
+"""The report's four setups and the compact TDNN's recipe, each reproducible from one experiment config."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ def test_each_report_setup_trains_at_the_reports_size(experiment: str, make_conf
     assert {"test/acc", "test/uar", "val/uar"} <= set(run.data.metrics)
     if trainable is not None:
         assert run.data.params["trainable_params"] == str(trainable)
+
+
+def test_the_compact_tdnn_recipe_trains_with_its_masks_mixup_and_schedule(make_config, tracking_uri: str) -> None:
+    cfg = make_config("experiment=compact_tdnn", *FEW_BATCHES, "trainer.max_epochs=2")
+    assert (cfg.augment.spec.freq_mask, cfg.loss.mixup_alpha, cfg.loss.label_smoothing) == (16, 0.2, 0.1)
+    train(cfg)
+    (run,) = finished_runs(tracking_uri)
+    assert run.data.tags["architecture"] == "tdnn" and run.data.params["trainable_params"] == "683350"
+    assert run.data.params["scheduler._target_"] == "emotion.models.schedules.WarmupCosine"
+    assert {"test/uar", "val/uar_best"} <= set(run.data.metrics)
 
 
 def tiny_branch_run(make_config, features: str) -> str:

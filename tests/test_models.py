@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -11,6 +13,8 @@ from emotion.models.cnn1d import CNN1D
 from emotion.models.cnn2d import CNN2D
 from emotion.models.fusion import Fusion
 from emotion.models.module import count_trainable_params
+from emotion.models.schedules import warmup_cosine_factor
+from emotion.models.tdnn import CompactTDNN
 
 SPECTRAL = Spectral()
 
@@ -69,3 +73,32 @@ def test_a_model_given_the_wrong_features_says_so_at_construction(model_class, f
 def test_stacked_fusion_needs_two_branch_checkpoints() -> None:
     with pytest.raises(ConfigError, match=r"model.branch_checkpoints=\[LOGMEL_SOURCE,MFCC_SOURCE\]"):
         Fusion(LogMelMFCC(SPECTRAL).shapes(), mode="stacked")
+
+
+def test_the_compact_tdnn_is_under_a_million_parameters_and_takes_any_number_of_frames() -> None:
+    model = CompactTDNN(LogMel(SPECTRAL).shapes()).eval()
+    assert count_trainable_params(model) == 683_350
+    for frames in (7, 62, 400):
+        assert model({"logmel": torch.randn(2, 1, 128, frames)}).shape == (2, 6)
+
+
+def test_a_clips_tdnn_output_does_not_depend_on_the_padding_of_its_batch() -> None:
+    torch.manual_seed(0)
+    model = CompactTDNN(LogMel(SPECTRAL).shapes()).eval()
+    for module in model.modules():  # non-trivial running statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    clips = [torch.randn(1, 1, 128, frames) for frames in (23, 62, 150)]
+    alone = torch.cat([model({"logmel": clip}) for clip in clips])
+    padded = torch.cat([torch.nn.functional.pad(clip, (0, 150 - clip.shape[-1]), value=3.0) for clip in clips])
+    with torch.no_grad():
+        batched = model({"logmel": padded}, lengths=torch.tensor([23, 62, 150]))
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_warmup_then_cosine_decay() -> None:
+    factors = [warmup_cosine_factor(epoch, warmup_epochs=3, max_epochs=13) for epoch in range(14)]
+    assert factors[:3] == [0.25, 0.5, 0.75] and factors[3] == 1.0
+    assert factors[8] == pytest.approx(0.5) and factors[13] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in itertools.pairwise(factors[3:]))

@@ -88,6 +88,7 @@ class EmotionClassifier(pl.LightningModule):
         scheduler_monitor: str = "val/loss",
         label_smoothing: float = 0.0,
         class_weights: Sequence[float] | None = None,
+        mixup_alpha: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
@@ -100,6 +101,7 @@ class EmotionClassifier(pl.LightningModule):
         self.scheduler_monitor = scheduler_monitor
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        self.mixup = torch.distributions.Beta(mixup_alpha, mixup_alpha) if mixup_alpha > 0 else None
         self.train_metrics = _metrics(len(classes), "train/")
         self.val_metrics = _metrics(len(classes), "val/")
         self.test_metrics = _metrics(len(classes), "test/")
@@ -123,13 +125,24 @@ class EmotionClassifier(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
-        logits = self(inputs)
-        loss = self.loss(logits, targets)
+        if self.mixup is None:
+            logits = self(inputs)
+            loss = self.loss(logits, targets)
+        else:
+            logits, loss = self._mixup_step(inputs, targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at epoch {self.current_epoch}")
         self.train_metrics.update(logits, targets)
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(targets))
         return loss
+
+    def _mixup_step(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup: each example blended with another of the batch, the loss blended with the same weight."""
+        weight = float(self.mixup.sample())
+        partner = torch.randperm(len(targets), device=targets.device)
+        logits = self({name: weight * x + (1 - weight) * x[partner] for name, x in inputs.items()})
+        loss = weight * self.loss(logits, targets) + (1 - weight) * self.loss(logits, targets[partner])
+        return logits, loss
 
     def on_train_epoch_end(self) -> None:
         self.log_dict(self.train_metrics.compute())
