@@ -67,9 +67,16 @@ class Predictor:
         self.max_duration = float(config["data"].get("max_duration", MAX_DURATION))
 
     @classmethod
-    def from_files(cls, config_path: str | Path, weights_path: str | Path) -> Predictor:
-        """A predictor from a run's `config.yaml` and a weights file written by `torch.save(state_dict)`."""
+    def from_files(
+        cls, config_path: str | Path, weights_path: str | Path, upstream_path: str | Path | None = None
+    ) -> Predictor:
+        """A predictor from a run's `config.yaml` and a weights file written by `torch.save(state_dict)`.
+
+        `upstream_path`: the weights of an SSL upstream carried with the model, used instead of the config's.
+        """
         config = yaml.safe_load(Path(config_path).read_text())
+        if upstream_path is not None:
+            config["features"]["checkpoint"] = str(upstream_path)
         return cls(config, torch.load(weights_path, map_location="cpu", weights_only=True))
 
     @property

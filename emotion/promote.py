@@ -40,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", default="emotion", help="registered model name (default: %(default)s)")
     parser.add_argument("--allow-leaky", action="store_true", help="promote a run of the report's leaky protocol")
     parser.add_argument("--dry-run", action="store_true", help="print the leaderboard and the plan, change nothing")
+    parser.add_argument(
+        "--with-upstream",
+        action="store_true",
+        help="features=ssl: put the upstream's weights into the model (hundreds of MB), so serving downloads nothing",
+    )
     parser.add_argument("--top", type=int, default=10, help="leaderboard rows to print (default: %(default)s)")
     return parser.parse_args(argv)
 
@@ -95,7 +100,9 @@ def run(args: argparse.Namespace) -> None:
     if args.dry_run:
         print(f"\ndry run: {dry_run_plan(best, what, args, old)}")
         return
-    version, previous = promote(args.tracking_uri, best, args.name, args.metric, args.allow_leaky)
+    version, previous = promote(
+        args.tracking_uri, best, args.name, args.metric, args.allow_leaky, with_upstream=args.with_upstream
+    )
     if previous is None and old is not None and old.version == version.version:
         print(f"\n{what} is already {args.name}@{CHAMPION} (version {version.version}): nothing changed")
         return

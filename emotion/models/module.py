@@ -147,6 +147,8 @@ class EmotionClassifier(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
+        if hasattr(self.model, "layer_weights"):  # an SSL head: which upstream layers it listens to
+            self.log_dict({f"layer_weight/{i:02d}": w for i, w in enumerate(self.model.layer_weights().tolist())})
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         inputs, targets = batch

@@ -57,7 +57,9 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
     """Decode, resample, crop or pad, featurise and classify: the whole pipeline of a trained run."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.predictor = Predictor.from_files(context.artifacts["config"], context.artifacts["weights"])
+        self.predictor = Predictor.from_files(
+            context.artifacts["config"], context.artifacts["weights"], context.artifacts.get("upstream")
+        )
 
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
@@ -151,11 +153,13 @@ def input_example(sample_rate: int) -> pd.DataFrame:
     return pd.DataFrame({"waveform": [tone.tolist()], "sample_rate": [sample_rate]})
 
 
-def log_pyfunc(run_id: str, checkpoint: Path, config: Path) -> str:
+def log_pyfunc(run_id: str, checkpoint: Path, config: Path, with_upstream: bool = False) -> str:
     """Log the pyfunc of a run's checkpoint and config into that run; returns the model URI.
 
     Only the network and standardisation weights are kept (no optimiser state), saved
     with `torch.save` so that loading them needs no pickled code (`weights_only=True`).
+    An SSL model names its upstream and checkpoint (in its config); `with_upstream` adds the
+    upstream's weights as the artifact `upstream`, and says how large they are.
     """
     # MLflow 3 creates the logged model in the *active* experiment, not the run's: without this, its files
     # would land in the Default experiment's artifact folder (`./mlruns/0` of whichever folder made the store).
@@ -164,13 +168,20 @@ def log_pyfunc(run_id: str, checkpoint: Path, config: Path) -> str:
         weights = Path(folder) / "weights.pt"
         torch.save(inference_state(checkpoint), weights)
         predictor = Predictor.from_files(config, weights)  # fails here, before logging, if they do not fit
+        artifacts = {"config": str(config), "weights": str(weights)}
+        if with_upstream and hasattr(predictor.features, "upstream_state"):
+            upstream = Path(folder) / "upstream.pt"
+            torch.save(predictor.features.upstream_state(), upstream)
+            megabytes = upstream.stat().st_size / 1e6
+            print(f"the model carries the weights of its upstream {predictor.features.upstream}: {megabytes:.1f} MB")
+            artifacts["upstream"] = str(upstream)
         info = Model.log(
             artifact_path=None,
             name="model",
             flavor=mlflow.pyfunc,
             run_id=run_id,  # into the finished run as it is, without reopening it
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models from code: nothing unpickled
-            artifacts={"config": str(config), "weights": str(weights)},
+            artifacts=artifacts,
             code_paths=[str(Path(emotion.__file__).parent)],
             signature=signature(predictor.classes),
             input_example=input_example(predictor.sample_rate),

@@ -120,11 +120,12 @@ def check_promotable(run: Run, allow_leaky: bool) -> None:
 
 
 def promote(
-    tracking_uri: str, run: Run, name: str, metric: str, allow_leaky: bool = False
+    tracking_uri: str, run: Run, name: str, metric: str, allow_leaky: bool = False, with_upstream: bool = False
 ) -> tuple[ModelVersion, ModelVersion | None]:
     """Register `run`'s pyfunc as a new version of `name` and make it the champion; returns (new, previous).
 
     If `run` is already the champion's source, nothing changes and that version is returned.
+    `with_upstream`: an SSL model carries its upstream's weights too (else its name and checkpoint path).
     """
     check_promotable(run, allow_leaky)
     mlflow.set_tracking_uri(tracking_uri)  # MLflow's model logging and registration read the global URI
@@ -135,7 +136,7 @@ def promote(
     with tempfile.TemporaryDirectory() as folder:
         checkpoint, config = _download_checkpoint_and_config(client, run.info.run_id, Path(folder))
         tags = version_tags(run, metric, yaml.safe_load(config.read_text()))
-        model_uri = log_pyfunc(run.info.run_id, checkpoint, config)
+        model_uri = log_pyfunc(run.info.run_id, checkpoint, config, with_upstream)
     version = mlflow.register_model(model_uri, name, tags=tags)  # waits until the version is READY
     if version.status != "READY":
         raise PromotionError(

@@ -1,0 +1,98 @@
+"""Frozen self-supervised features end to end, on a small randomly initialised upstream: no weights to download.
+
+The upstream is built by torchaudio's own architecture class of the WAVLM_BASE_PLUS bundle
+(`torchaudio.models.wavlm_model`), at a tiny size, and saved as a checkpoint file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+
+from emotion import promote
+from emotion.data.features import Spectral
+from emotion.data.ssl import SSLLayers
+from emotion.errors import ConfigError
+from emotion.training import train
+from tests.conftest import FEW_BATCHES, finished_runs
+
+TINY_WAVLM = {
+    "extractor_mode": "group_norm",
+    "extractor_conv_layer_config": [(32, 10, 5), (32, 3, 2), (32, 2, 2)],
+    "extractor_conv_bias": False,
+    "encoder_embed_dim": 32,
+    "encoder_projection_dropout": 0.0,
+    "encoder_pos_conv_kernel": 16,
+    "encoder_pos_conv_groups": 4,
+    "encoder_num_layers": 3,
+    "encoder_num_heads": 2,
+    "encoder_max_distance": 100,
+    "encoder_num_buckets": 32,
+    "encoder_attention_dropout": 0.0,
+    "encoder_ff_interm_features": 64,
+    "encoder_ff_interm_dropout": 0.0,
+    "encoder_dropout": 0.0,
+    "encoder_layer_norm_first": False,
+    "encoder_layer_drop": 0.0,
+    "aux_num_out": None,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = torchaudio.models.wavlm_model(**TINY_WAVLM)
+    path = tmp_path_factory.mktemp("upstream") / "tiny-wavlm.pt"
+    torch.save({"params": TINY_WAVLM, "state_dict": model.state_dict()}, path)
+    return path
+
+
+def test_a_missing_upstream_checkpoint_is_one_line_naming_both_ways_to_weights() -> None:
+    with pytest.raises(ConfigError) as refused:
+        SSLLayers(Spectral(), upstream="WAVLM_BASE_PLUS", checkpoint="/nowhere/wavlm.pt")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert (
+        "features.checkpoint=/nowhere/wavlm.pt: no such file" in message
+        and "download them through torchaudio" in message
+    )
+
+
+def test_ssl_features_cache_train_test_promote_and_predict_with_learned_layer_weights(
+    make_config, tracking_uri: str, tiny_upstream: Path, tiny_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    overrides = ["features=ssl", f"features.checkpoint={tiny_upstream}", "model=ssl_head", *FEW_BATCHES]
+    train(make_config(*overrides, "trainer.max_epochs=2"))
+    train(make_config(*overrides, "seed=1"))
+    first, second = finished_runs(tracking_uri)
+    assert int(first.data.params["features_computed"]) > 0
+    assert (second.data.params["features_computed"], second.data.params["features_cached"]) == (
+        "0",
+        first.data.params["features_computed"],
+    )  # the second run never ran the upstream
+
+    client = mlflow.MlflowClient(tracking_uri)
+    weights = [first.data.metrics[f"layer_weight/{i:02d}"] for i in range(TINY_WAVLM["encoder_num_layers"])]
+    assert sum(weights) == pytest.approx(1.0, abs=1e-5)
+    assert max(abs(w - 1 / 3) for w in weights) > 1e-6  # learned: no longer the uniform start
+    assert len(client.get_metric_history(first.info.run_id, "layer_weight/00")) == 2  # logged every epoch
+
+    promote.main(["--tracking-uri", tracking_uri, "--name", "ssl", "--with-upstream"])
+    assert "the model carries the weights of its upstream WAVLM_BASE_PLUS:" in capsys.readouterr().out
+    shutil.move(tiny_upstream, tmp_path / "moved.pt")  # the served model must not need the original file
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        model = mlflow.pyfunc.load_model("models:/ssl@champion")
+        samples, rate = sf.read(sorted(tiny_corpus.glob("*.wav"))[0], dtype="float32")
+        predicted = model.predict(pd.DataFrame({"waveform": [samples.tolist()], "sample_rate": [rate]}))
+    finally:
+        shutil.move(tmp_path / "moved.pt", tiny_upstream)
+    assert predicted["emotion"][0] in {"angry", "disgust", "fear", "happy", "neutral", "sad"}
+    assert predicted.filter(like="prob_").sum(axis=1)[0] == pytest.approx(1.0, abs=1e-5)
