@@ -41,6 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-leaky", action="store_true", help="promote a run of the report's leaky protocol")
     parser.add_argument("--dry-run", action="store_true", help="print the leaderboard and the plan, change nothing")
     parser.add_argument(
+        "--require-eval",
+        action="append",
+        default=[],
+        metavar="CORPUS",
+        help="refuse unless the run was evaluated on CORPUS (emotion-evaluate); repeat for several",
+    )
+    parser.add_argument(
         "--with-upstream",
         action="store_true",
         help="features=ssl: put the upstream's weights into the model (hundreds of MB), so serving downloads nothing",
@@ -50,17 +57,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def format_leaderboard(runs: list[Run], metric: str) -> str:
-    """The competing runs as a text table, best first."""
-    header = f"{'#':>2}  {'run':<24} {'run id':<32}  {metric:>9}  {'test/acc':>8}  {'split':<8} {'leaky':<5}  study"
+    """The competing runs as a text table, best first, with the UAR of each corpus they were evaluated on."""
+    corpora = sorted({tag.split(".")[1] for run in runs for tag in run.data.tags if tag.startswith("eval.")})
+    evaluations = "".join(f"  {'eval ' + corpus:>11}" for corpus in corpora)
+    header = f"{'#':>2}  {'run':<24} {'run id':<32}  {metric:>9}  {'test/acc':>8}{evaluations}  "
+    header += f"{'split':<8} {'leaky':<5}  study"
     lines = [header, "-" * len(header)]
     for rank, run in enumerate(runs, 1):
         metrics, tags = run.data.metrics, run.data.tags
         test_acc = f"{metrics['test/acc']:.4f}" if "test/acc" in metrics else "-"
+        scores = "".join(f"  {tags.get(f'eval.{corpus}.uar', '-'):>11}" for corpus in corpora)
         lines.append(
             f"{rank:>2}  {(run.info.run_name or '')[:24]:<24} {run.info.run_id:<32}  {metrics[metric]:>9.4f}  "
-            f"{test_acc:>8}  {tags.get('split', '-'):<8} {tags.get('leaky', '-'):<5}  {tags.get('study', '-')}"
+            f"{test_acc:>8}{scores}  {tags.get('split', '-'):<8} {tags.get('leaky', '-'):<5}  {tags.get('study', '-')}"
         )
     return "\n".join(lines)
+
+
+def check_evaluated(run: Run, corpora: list[str]) -> None:
+    """PromotionError unless `run` was evaluated (`emotion-evaluate`) on each of `corpora`."""
+    from emotion.tracking.registry import PromotionError
+
+    missing = [corpus for corpus in corpora if f"eval.{corpus}.uar" not in run.data.tags]
+    if missing:
+        raise PromotionError(
+            f"run {run.info.run_name} ({run.info.run_id}) has no evaluation on {', '.join(missing)} "
+            f"(--require-eval): evaluate it first, e.g. emotion-evaluate runs:/{run.info.run_id} "
+            f"data={missing[0]} data.root=PATH"
+        )
 
 
 def dry_run_plan(best: Run, what: str, args: argparse.Namespace, old: ModelVersion | None) -> str:
@@ -100,6 +124,7 @@ def run(args: argparse.Namespace) -> None:
     if args.dry_run:
         print(f"\ndry run: {dry_run_plan(best, what, args, old)}")
         return
+    check_evaluated(best, args.require_eval)
     version, previous = promote(
         args.tracking_uri, best, args.name, args.metric, args.allow_leaky, with_upstream=args.with_upstream
     )

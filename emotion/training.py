@@ -243,7 +243,7 @@ def _fit_and_test(
         runs.log_best(logger, cfg.callbacks.monitor, float(checkpoint.best_model_score), checkpoint_epoch(best))
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     y_true, y_pred = (t.numpy() for t in module.test_results())
-    runs.log_test_report(logger, y_true, y_pred, cfg.data.classes)
+    runs.log_test_report(logger.experiment, logger.run_id, y_true, y_pred, cfg.data.classes)
     if best:
         runs.log_checkpoint(logger, best)
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}

@@ -88,6 +88,18 @@ def test_the_team_services_refuse_clients_without_the_passwords(team: dict, tmp_
         urllib.request.urlopen(f"{exports['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search?max_results=1")
     assert refused.value.code == 401
 
+    sweep = ["--multirun", *QUICK, "sweep=cnn2d_logmel", f"hydra.sweep.dir={tmp_path}/multirun"]
+    wrong_database = {**os.environ, **exports, "PGPASSWORD": "wrong", "EMOTION_CACHE_DIR": str(cache_dir)}
+    result = subprocess.run(
+        [sys.executable, "-m", "emotion.train", *sweep], cwd=tmp_path, env=wrong_database, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the study storage {exports['EMOTION_STUDY_STORAGE']} refused the connection: "
+        'FATAL:  password authentication failed for user "emotion"'
+    )
+
     wrong = {**os.environ, **exports, "MLFLOW_TRACKING_PASSWORD": "wrong", "EMOTION_CACHE_DIR": str(cache_dir)}
     result = subprocess.run(
         [sys.executable, "-m", "emotion.train", *QUICK, "debug=fdr"], cwd=tmp_path, env=wrong, capture_output=True,

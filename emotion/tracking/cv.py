@@ -28,7 +28,7 @@ def log_cross_validation(
     log_json(logger, fold_records(results), "cv_folds.json")
     y_true = np.concatenate([r.y_true for r in results])
     y_pred = np.concatenate([r.y_pred for r in results])
-    log_test_report(logger, y_true, y_pred, classes)
+    log_test_report(client, run_id, y_true, y_pred, classes)
     client.log_figure(run_id, plot_folds(results, summary), "cv_folds.png", save_kwargs=TIGHT)
 
 

@@ -134,7 +134,7 @@ def promote(
     if old is not None and old.run_id == run.info.run_id:
         return old, None
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint, config = _download_checkpoint_and_config(client, run.info.run_id, Path(folder))
+        checkpoint, config = download_checkpoint_and_config(client, run.info.run_id, Path(folder))
         tags = version_tags(run, metric, yaml.safe_load(config.read_text()))
         model_uri = log_pyfunc(run.info.run_id, checkpoint, config, with_upstream)
     version = mlflow.register_model(model_uri, name, tags=tags)  # waits until the version is READY
@@ -148,7 +148,7 @@ def promote(
     return version, old
 
 
-def _download_checkpoint_and_config(client: mlflow.MlflowClient, run_id: str, folder: Path) -> tuple[Path, Path]:
+def download_checkpoint_and_config(client: mlflow.MlflowClient, run_id: str, folder: Path) -> tuple[Path, Path]:
     try:
         checkpoints = Path(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT_DIR, str(folder)))
         config = Path(client.download_artifacts(run_id, "config.yaml", str(folder)))

@@ -180,18 +180,19 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Seque
     return figure
 
 
-def log_test_report(logger: MLFlowLogger, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> None:
-    """`confusion_matrix.{png,json}` and `classification_report.{json,txt}` of the test predictions."""
+def log_test_report(
+    client: mlflow.MlflowClient, run_id: str, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
+) -> None:
+    """`confusion_matrix.{png,json}` and `classification_report.{json,txt}` of a run's test predictions."""
     labels = list(range(len(classes)))
     counts = confusion_matrix(y_true, y_pred, labels=labels)
-    log_json(logger, {"classes": list(classes), "counts": counts.tolist()}, "confusion_matrix.json")
+    client.log_text(run_id, json.dumps({"classes": list(classes), "counts": counts.tolist()}), "confusion_matrix.json")
     report = dict(labels=labels, target_names=list(classes), zero_division=0)
-    logger.experiment.log_text(
-        logger.run_id, classification_report(y_true, y_pred, digits=3, **report), "classification_report.txt"
-    )
-    log_json(logger, classification_report(y_true, y_pred, output_dict=True, **report), "classification_report.json")
+    client.log_text(run_id, classification_report(y_true, y_pred, digits=3, **report), "classification_report.txt")
+    as_dict = classification_report(y_true, y_pred, output_dict=True, **report)
+    client.log_text(run_id, json.dumps(as_dict, indent=2), "classification_report.json")
     figure = plot_confusion_matrix(y_true, y_pred, classes)
-    logger.experiment.log_figure(logger.run_id, figure, "confusion_matrix.png", save_kwargs=TIGHT)
+    client.log_figure(run_id, figure, "confusion_matrix.png", save_kwargs=TIGHT)
 
 
 def log_checkpoint(logger: MLFlowLogger, path: str | Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from hydra.core.plugins import Plugins
@@ -27,6 +28,7 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         # Imported here: Hydra imports every plugin at start-up, and Optuna and MLflow take seconds to load.
+        from emotion.errors import EmotionError
         from emotion.sweep.sweeper import StudySweep
 
         assert self.config is not None and self.launcher is not None
@@ -36,4 +38,8 @@ class OptunaSweeper(Sweeper):
             self.validate_batch_is_legal(batch)
             return launcher.launch(batch, initial_job_idx=first_job_index)
 
-        return StudySweep(self.options, self.config).run(arguments, launch)
+        try:
+            return StudySweep(self.options, self.config).run(arguments, launch)
+        except EmotionError as exc:  # one line, as the app says it, rather than Hydra's traceback
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None

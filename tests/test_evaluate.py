@@ -1,0 +1,94 @@
+"""Cross-corpus evaluation on the real corpora: a model trained on Emo-DB scored on SAVEE, and the reverse.
+
+Each evaluation is an MLflow run linked to the model version it scored, and promotion can require one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from emotion import evaluate, promote
+from emotion.training import train
+from tests.conftest import FEW_BATCHES, compose_config
+from tests.test_real_corpora import EMODB, SAVEE
+
+pytestmark = pytest.mark.skipif(not EMODB.is_dir() or not SAVEE.is_dir(), reason=f"no real corpora in {EMODB.parent}")
+
+ROOTS = {"emodb": EMODB, "savee": SAVEE}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict:
+    """A small CNN trained on each corpus (a few batches), each promoted as the champion of a model of its own."""
+    folder = tmp_path_factory.mktemp("cross-corpus")
+    uri = f"sqlite:///{folder / 'mlruns.db'}"
+    runs = {}
+    for corpus, root in ROOTS.items():
+        overrides = [f"data={corpus}", f"data.root={root}", "model.channels=[8,8,8]", "model.dense=16", *FEW_BATCHES]
+        overrides.append(f"logger.run_name=on-{corpus}")
+        cfg = compose_config(
+            *overrides, cache_dir=cache_dir, output_dir=folder / corpus, tracking_uri=uri,
+            artifact_location=folder / "mlartifacts", corpus={},
+        )  # fmt: skip
+        train(cfg)
+        client = mlflow.MlflowClient(uri)
+        experiment = client.get_experiment_by_name("emotion").experiment_id
+        (run,) = client.search_runs([experiment], f"attributes.run_name = 'on-{corpus}'")
+        runs[corpus] = run.info.run_id
+        promote.main(
+            ["--tracking-uri", uri, "--name", f"from-{corpus}", "--filter", f"attributes.run_name = 'on-{corpus}'"]
+        )
+    return {"uri": uri, "runs": runs, "client": mlflow.MlflowClient(uri)}
+
+
+@pytest.mark.parametrize(
+    ("trained_on", "tested_on", "dropped"), [("emodb", "savee", "surprise"), ("savee", "emodb", "boredom")]
+)
+def test_a_model_of_one_corpus_is_evaluated_on_the_other_as_a_run_linked_to_its_version(
+    store: dict, capsys, trained_on: str, tested_on: str, dropped: str
+) -> None:
+    client = store["client"]
+    model = f"models:/from-{trained_on}@champion"
+    evaluate.main([model, f"data={tested_on}", f"data.root={ROOTS[tested_on]}", "--tracking-uri", store["uri"]])
+    out = capsys.readouterr().out
+    assert f"{model} (version 1, run {store['runs'][trained_on]}) on {tested_on}:" in out
+    assert f"dropped clips of classes the model does not know: {{'{dropped}':" in out
+
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("evaluations").experiment_id], f"tags.model_uri = '{model}'"
+    )
+    assert run.info.status == "FINISHED"
+    assert (run.data.tags["model_version"], run.data.tags["source_run"]) == ("1", store["runs"][trained_on])
+    assert run.data.tags["corpus"] == tested_on
+    assert {"eval/acc", "eval/uar", "eval/f1"} <= set(run.data.metrics)
+    matrix = json.loads(Path(client.download_artifacts(run.info.run_id, "confusion_matrix.json")).read_text())
+    assert sum(map(sum, matrix["counts"])) == int(run.data.params["clips"])  # every evaluated clip, once
+    assert {"confusion_matrix.png", "classification_report.txt"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
+
+    version = client.get_model_version(f"from-{trained_on}", "1")
+    assert version.tags[f"eval.{tested_on}.uar"] == f"{run.data.metrics['eval/uar']:.4f}"
+    assert version.tags[f"eval.{tested_on}.run"] == run.info.run_id
+
+
+def test_promotion_can_require_an_evaluation_on_a_corpus(store: dict, capsys) -> None:
+    on_emodb = ["--tracking-uri", store["uri"], "--name", "gated", "--filter", "attributes.run_name = 'on-emodb'"]
+    with pytest.raises(SystemExit):
+        promote.main([*on_emodb, "--require-eval", "ravdess"])
+    err = capsys.readouterr().err
+    first = f"emotion-evaluate runs:/{store['runs']['emodb']}"
+    assert f"has no evaluation on ravdess (--require-eval): evaluate it first, e.g. {first}" in err
+    assert store["client"].search_registered_models("name = 'gated'") == []
+
+    evaluate.main(
+        [f"runs:/{store['runs']['emodb']}", "data=savee", f"data.root={SAVEE}", "--tracking-uri", store["uri"]]
+    )
+    promote.main([*on_emodb, "--require-eval", "savee"])
+    out = capsys.readouterr().out
+    assert "eval savee" in out  # the leaderboard shows the evaluation column
+    assert store["client"].get_model_version_by_alias("gated", "champion").run_id == store["runs"]["emodb"]
