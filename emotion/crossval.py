@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: The test metrics each fold reports and the parent aggregates.
 FOLD_METRICS = ("acc", "uar", "f1")
-CV_STRATEGIES = ("loso", "kfold")
+CV_STRATEGIES = ("loso", "kfold", "loco")
 
 
 @dataclass
@@ -88,11 +88,14 @@ def cross_validate(
     The number of folds is known once the first fold has read the corpus (LOSO: one per speaker).
     """
     if cfg.cv.strategy not in CV_STRATEGIES:
-        raise ConfigError(f"unknown cv.strategy {cfg.cv.strategy!r}: choose none, loso or kfold")
+        raise ConfigError(f"unknown cv.strategy {cfg.cv.strategy!r}: choose none, loso, kfold or loco")
     first = int(cfg.cv.folds[0]) if cfg.cv.get("folds") else 0
     results = [fit_fold(fold_config(cfg, first), first, parent_run_id)]
+    speakers = {s for partition in results[0].speakers.values() for s in partition}
     if cfg.cv.strategy == "loso":
-        n_folds = len({s for speakers in results[0].speakers.values() for s in speakers})
+        n_folds = len(speakers)
+    elif cfg.cv.strategy == "loco":  # data=mix names speakers CORPUS:SPEAKER
+        n_folds = len({s.split(":", 1)[0] for s in speakers})
     else:
         n_folds = int(cfg.cv.n_folds)
     folds = folds_to_run(cfg, n_folds)

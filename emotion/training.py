@@ -244,6 +244,11 @@ def _fit_and_test(
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     y_true, y_pred = (t.numpy() for t in module.test_results())
     runs.log_test_report(logger.experiment, logger.run_id, y_true, y_pred, cfg.data.classes)
+    corpora = [datamodule.clips[i].corpus for i in datamodule.split.test]
+    if len(set(corpora)) > 1 and len(corpora) == len(y_true):  # data=mix: each corpus's test scores too
+        logger.log_metrics(runs.per_corpus_scores(y_true, y_pred, corpora))
+    elif len(set(corpora)) > 1:
+        log.warning("no per-corpus test scores: %d of %d test clips were tested", len(y_true), len(corpora))
     if best:
         runs.log_checkpoint(logger, best)
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}

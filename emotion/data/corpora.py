@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -100,7 +100,10 @@ BadFilePolicy = Literal["skip", "error"]
 
 @dataclass(frozen=True)
 class Clip:
-    """One labelled recording of the manifest; `copy` > 0 marks the copy-th augmented copy of it."""
+    """One labelled recording of the manifest; `copy` > 0 marks the copy-th augmented copy of it.
+
+    `corpus` names its corpus when several are read at once (`data=mix`); its speaker is then `CORPUS:SPEAKER`.
+    """
 
     path: str
     speaker: str
@@ -108,6 +111,7 @@ class Clip:
     sentence: str
     intensity: str
     copy: int = 0
+    corpus: str = ""
 
     def as_dict(self) -> dict[str, str | int]:
         return asdict(self)
@@ -290,3 +294,19 @@ def _audio_files(root: Path) -> list[Path]:
     if not files:
         raise DataError(f"data folder holds no audio files ({', '.join(AUDIO_SUFFIXES)}): {root}")
     return files
+
+
+def read_corpora(
+    roots: Mapping[str, str | Path], on_bad_name: BadFilePolicy = "skip", classes: Sequence[str] = EMOTIONS
+) -> Manifest:
+    """Several corpora as one manifest: each read by the reader of its name (`emodb`, `savee`, ...), each clip
+    marked with its corpus, and speakers kept apart per corpus (`emodb:03`, `savee:DC`)."""
+    clips: list[Clip] = []
+    dropped: Counter[str] = Counter()
+    bad = 0
+    for corpus, root in sorted(roots.items()):
+        manifest = read_corpus(root, corpus, on_bad_name, classes)
+        clips += [replace(c, corpus=corpus, speaker=f"{corpus}:{c.speaker}") for c in manifest.clips]
+        dropped.update(manifest.dropped_classes)
+        bad += manifest.bad_names
+    return Manifest(clips=clips, dropped_classes=dict(dropped), bad_names=bad)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from emotion.data.audio import MAX_DURATION, fit_length
 from emotion.data.augment import SpecAugment, WaveAugment
 from emotion.data.cache import FeatureCache, FeatureTable, decode_clip, decode_clips
-from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, read_corpus
+from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, Manifest, read_corpora, read_corpus
 from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS, SPEAKER_INDEPENDENT, Split, check_no_leakage, split_manifest
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
@@ -130,9 +130,15 @@ class EmotionDataModule(pl.LightningDataModule):
         min_duration: float = 0.25,
         max_duration: float = MAX_DURATION,
         augment: dict[str, Any] | None = None,
+        roots: dict[str, str | None] | None = None,
     ) -> None:
         super().__init__()
-        if root is None and synthetic is None:
+        if roots is not None:  # data=mix: several corpora, a folder each
+            missing = [corpus for corpus, folder in roots.items() if not folder]
+            if missing or len(roots) < 2:
+                corpus = missing[0] if missing else "NAME"
+                raise ConfigError(f"data=mix needs a folder for each of two corpora or more: data.roots.{corpus}=PATH")
+        elif root is None and synthetic is None:
             raise ConfigError(f"data={name} needs data.root: the folder that holds the corpus")
         unknown = [c for c in classes if c not in (*EMOTIONS, *EXTRA_EMOTIONS)]
         if unknown:
@@ -143,6 +149,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser()
         self.name = name
         self.root = root
+        self.roots = dict(roots) if roots is not None else None
         self.reader = reader
         self.synthetic = SyntheticCorpusConfig(**synthetic) if synthetic is not None else None
         self.classes = tuple(classes)
@@ -167,18 +174,29 @@ class EmotionDataModule(pl.LightningDataModule):
         return self.augmentation.before_split and self.split_options.get("strategy", "speaker") == "clip"
 
     def corpus_root(self) -> Path:
-        """The corpus folder: the user's `root`, or the synthetic corpus generated into the cache."""
+        """The corpus folder: the user's `root`, or the synthetic corpus generated into the cache.
+
+        With several corpora, a name made of their folders: it keys their feature cache.
+        """
+        if self.roots is not None:
+            return Path("+".join(str(Path(r).expanduser().resolve()) for _, r in sorted(self.roots.items())))
         if self.root is not None:
             return Path(self.root).expanduser()
         assert self.synthetic is not None
         return generate_corpus(self.synthetic, self.cache_dir)
+
+    def read_manifest(self) -> Manifest:
+        """The clips of the corpus, or of every corpus of `data.roots`, with what was left out."""
+        if self.roots is not None:
+            return read_corpora(self.roots, self.on_bad_name, self.classes)
+        return read_corpus(self.corpus_root(), self.reader, on_bad_name=self.on_bad_name, classes=self.classes)
 
     def setup(self, stage: str | None = None) -> None:
         """Read, split, augment and featurise the corpus once; later calls reuse it."""
         if self.datasets:
             return
         root = self.corpus_root()
-        manifest = read_corpus(root, self.reader, on_bad_name=self.on_bad_name, classes=self.classes)
+        manifest = self.read_manifest()
         self.dropped_classes, self.bad_names = manifest.dropped_classes, manifest.bad_names
         if self.features.window.whole_utterance:
             self._setup_utterances(manifest.clips)

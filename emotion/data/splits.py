@@ -7,7 +7,9 @@ speaker out) tests on the `fold`-th speaker in sorted order, for small corpora
 whose scores should be averaged over folds (see `emotion.crossval`). In every
 fold the validation partition is made of training speakers: the test speakers
 never choose a checkpoint. `clip` splits clips at random, as the report did; its
-scores are optimistic because a speaker's other clips sit in training.
+scores are optimistic because a speaker's other clips sit in training. With several
+corpora (`data=mix`), partitions are stratified by corpus and class, and `loco` (leave
+one corpus out) tests on the `fold`-th corpus in sorted order.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from emotion.data.corpora import Clip
 from emotion.errors import DataError
 
 PARTITIONS = ("train", "val", "test")
-SplitStrategy = Literal["speaker", "kfold", "loso", "clip"]
+SplitStrategy = Literal["speaker", "kfold", "loso", "loco", "clip"]
 #: Strategies whose partitions must not share a speaker or a source clip.
-SPEAKER_INDEPENDENT = ("speaker", "kfold", "loso")
+SPEAKER_INDEPENDENT = ("speaker", "kfold", "loso", "loco")
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,12 @@ def split_manifest(
         split = _split_by_speaker(clips, val_fraction, 1 / n_folds, seed, fold=fold)
     elif strategy == "loso":
         split = _leave_one_speaker_out(clips, val_fraction, seed, fold)
+    elif strategy == "loco":
+        split = _leave_one_corpus_out(clips, val_fraction, seed, fold)
     elif strategy == "clip":
         return _split_by_clip(clips, val_fraction, test_fraction, seed)
     else:
-        raise DataError(f"unknown split strategy {strategy!r}: choose 'speaker', 'kfold', 'loso' or 'clip'")
+        raise DataError(f"unknown split strategy {strategy!r}: choose 'speaker', 'kfold', 'loso', 'loco' or 'clip'")
     check_no_leakage(clips, split)
     return split
 
@@ -117,13 +121,27 @@ def _leave_one_speaker_out(clips: Sequence[Clip], val_fraction: float, seed: int
     return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=indices[is_test].tolist())
 
 
+def _leave_one_corpus_out(clips: Sequence[Clip], val_fraction: float, seed: int, fold: int) -> Split:
+    """The `fold`-th corpus (sorted) is the test set; speakers of the other corpora train and validate."""
+    corpora = sorted({c.corpus for c in clips})
+    if len(corpora) < 2:
+        raise DataError(f"leave-one-corpus-out needs at least 2 corpora (data=mix), got {corpora}")
+    if not 0 <= fold < len(corpora):
+        raise DataError(f"data.split.fold={fold} is outside 0..{len(corpora) - 1} (one fold per corpus: {corpora})")
+    indices = np.arange(len(clips))
+    is_test = np.array([c.corpus == corpora[fold] for c in clips])
+    train, val = _hold_out_speakers(clips, indices[~is_test], val_fraction, seed + 1)
+    return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=indices[is_test].tolist())
+
+
 def _hold_out_speakers(
     clips: Sequence[Clip], indices: np.ndarray, fraction: float, seed: int, fold: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out about `fraction` of the speakers of `indices`, keeping class proportions (fold `fold` of K)."""
+    """Hold out about `fraction` of the speakers of `indices`, keeping the proportions of each corpus's classes
+    (fold `fold` of K)."""
     groups = np.array([clips[i].speaker for i in indices])
     n_splits = min(max(2, round(1 / fraction)), len(set(groups)))
-    labels = np.array([clips[i].emotion for i in indices])
+    labels = np.array([f"{clips[i].corpus}/{clips[i].emotion}" for i in indices])
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     keep, held = list(folds.split(indices, labels, groups))[fold]
     return indices[keep], indices[held]

@@ -16,7 +16,7 @@ import yaml
 from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score
 
 from emotion.errors import EmotionError
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
@@ -193,6 +193,19 @@ def log_test_report(
     client.log_text(run_id, json.dumps(as_dict, indent=2), "classification_report.json")
     figure = plot_confusion_matrix(y_true, y_pred, classes)
     client.log_figure(run_id, figure, "confusion_matrix.png", save_kwargs=TIGHT)
+
+
+def per_corpus_scores(y_true: np.ndarray, y_pred: np.ndarray, corpora: Sequence[str]) -> dict[str, float]:
+    """`test/{acc,uar,f1}/CORPUS` of each corpus's test clips (UAR and F1 over the classes it has)."""
+    corpora = np.asarray(corpora)
+    scores: dict[str, float] = {}
+    for corpus in sorted(set(corpora.tolist())):
+        true, pred = y_true[corpora == corpus], y_pred[corpora == corpus]
+        present = sorted(set(true.tolist()))
+        scores[f"test/acc/{corpus}"] = float(accuracy_score(true, pred))
+        scores[f"test/uar/{corpus}"] = float(recall_score(true, pred, labels=present, average="macro", zero_division=0))
+        scores[f"test/f1/{corpus}"] = float(f1_score(true, pred, labels=present, average="macro", zero_division=0))
+    return scores
 
 
 def log_checkpoint(logger: MLFlowLogger, path: str | Path) -> None:

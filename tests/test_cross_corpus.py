@@ -1,4 +1,5 @@
-"""Cross-corpus evaluation on the real corpora: a model trained on Emo-DB scored on SAVEE, and the reverse.
+"""Across corpora, on the real Emo-DB and SAVEE: evaluation of one corpus's model on the other, training on both
+at once with per-corpus scores, and leave-one-corpus-out.
 
 Each evaluation is an MLflow run linked to the model version it scored, and promotion can require one.
 """
@@ -12,6 +13,8 @@ import mlflow
 import pytest
 
 from emotion import evaluate, promote
+from emotion.data.corpora import read_corpora
+from emotion.data.splits import PARTITIONS, split_manifest
 from emotion.training import train
 from tests.conftest import FEW_BATCHES, compose_config
 from tests.test_real_corpora import EMODB, SAVEE
@@ -92,3 +95,36 @@ def test_promotion_can_require_an_evaluation_on_a_corpus(store: dict, capsys) ->
     out = capsys.readouterr().out
     assert "eval savee" in out  # the leaderboard shows the evaluation column
     assert store["client"].get_model_version_by_alias("gated", "champion").run_id == store["runs"]["emodb"]
+
+
+def test_leave_one_corpus_out_tests_on_a_whole_corpus_and_trains_on_the_other_speakers_only() -> None:
+    clips = read_corpora(ROOTS).clips
+    assert {c.speaker.split(":")[0] for c in clips} == {"emodb", "savee"}  # speakers kept apart per corpus
+    for fold, corpus in enumerate(sorted(ROOTS)):
+        split = split_manifest(clips, strategy="loco", fold=fold)
+        assert {clips[i].corpus for i in split.test} == {corpus}
+        assert len(split.test) == sum(c.corpus == corpus for c in clips)
+        assert {clips[i].corpus for i in split.train + split.val} == set(ROOTS) - {corpus}
+        speakers = {name: {clips[i].speaker for i in split.partition(name)} for name in PARTITIONS}
+        assert not (speakers["train"] & speakers["val"]) and not (
+            speakers["test"] & (speakers["train"] | speakers["val"])
+        )
+
+
+def test_a_run_on_both_corpora_logs_each_corpus_test_scores_and_keeps_their_speakers_apart(
+    tmp_path: Path, cache_dir: Path
+) -> None:  # every test batch: per-corpus scores need the whole test partition
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    overrides = ["data=mix", f"data.roots.emodb={EMODB}", f"data.roots.savee={SAVEE}", "model.channels=[8,8,8]",
+                 "model.dense=16", *(o for o in FEW_BATCHES if "limit_test" not in o)]  # fmt: skip
+    cfg = compose_config(
+        *overrides, cache_dir=cache_dir, output_dir=tmp_path / "out", tracking_uri=uri,
+        artifact_location=tmp_path / "mlartifacts", corpus={},
+    )  # fmt: skip
+    train(cfg)
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("emotion").experiment_id])
+    assert {f"test/{m}/{c}" for m in ("acc", "uar", "f1") for c in ROOTS} <= set(run.data.metrics)
+    split = json.loads(Path(client.download_artifacts(run.info.run_id, "split.json", str(tmp_path))).read_text())
+    for partition in PARTITIONS:  # stratified by corpus: every partition holds both corpora
+        assert {s.split(":")[0] for s in split[partition]["speakers"]} == set(ROOTS)
