@@ -29,8 +29,9 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The UI needs none of MLflow's background job runners (GenAI jobs): each would take CPU.
 ui: install  ## browse the runs: http://127.0.0.1:$(UI_PORT)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port $(UI_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port $(UI_PORT)
 
 clean:
 	rm -rf $(VENV) outputs multirun

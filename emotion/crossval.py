@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ class FoldResult:
     y_true: np.ndarray
     y_pred: np.ndarray
     speakers: dict[str, list[str]]
+    corpora: list[str] = field(default_factory=list)  # the corpus of each test clip (data=mix)
 
 
 #: Trains and tests one fold's config as a child of the parent run; returns its result.
@@ -152,6 +153,12 @@ def summarize(results: list[FoldResult], monitor: str, num_classes: int) -> dict
     y_pred = np.concatenate([r.y_pred for r in results])
     for name, value in pooled_metrics(y_true, y_pred, num_classes).items():
         summary[f"test/{name}_pooled"] = value
+    corpora = np.concatenate([np.asarray(r.corpora, dtype=str) for r in results])
+    if len(corpora) == len(y_true) and len(set(corpora.tolist())) > 1:  # data=mix: pooled scores of each corpus
+        for corpus in sorted(set(corpora.tolist())):
+            mine = corpora == corpus
+            for name, value in pooled_metrics(y_true[mine], y_pred[mine], num_classes).items():
+                summary[f"test/{name}_pooled/{corpus}"] = value
     summary[monitor] = summary[f"{monitor}_mean"]  # what a sweep's trial returns
     summary[f"{monitor}_best"] = summary[f"{monitor}_mean"]  # the mean of the folds' kept checkpoints' values
     return summary

@@ -164,7 +164,7 @@ def start_mlflow(root: Path, host: str, port: int, database_port: int, passwords
         "--artifacts-destination", str(root / "artifacts"),
         "--host", host, "--port", str(port), "--workers", "2",
     ]  # fmt: skip
-    env = venv_environment()
+    env = venv_environment() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job runners: CPU kept
     if passwords:
         command += ["--app-name", "basic-auth"]
         env |= {"MLFLOW_AUTH_CONFIG_PATH": str(_auth_config(root, passwords["mlflow_admin"])),

@@ -166,9 +166,10 @@ class RunOutcome:
     y_true: np.ndarray
     y_pred: np.ndarray
     speakers: dict[str, list[str]]
+    corpora: list[str]  # the corpus of each test clip (data=mix), else empty names
 
     def fold_result(self, fold: int) -> FoldResult:
-        return FoldResult(fold, self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers)
+        return FoldResult(fold, self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers, self.corpora)
 
 
 def fit_run(cfg: DictConfig, run_name: str, extra_tags: dict[str, str], trial: optuna.Trial | None) -> RunOutcome:
@@ -256,4 +257,4 @@ def _fit_and_test(
         results[cfg.callbacks.monitor] = float(checkpoint.best_model_score)
         results[runs.best_metric(cfg.callbacks.monitor)] = float(checkpoint.best_model_score)
     metrics = results | {"trainable_params": float(trainable)}
-    return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers)
+    return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers, corpora)

@@ -111,20 +111,41 @@ def test_leave_one_corpus_out_tests_on_a_whole_corpus_and_trains_on_the_other_sp
         )
 
 
-def test_a_run_on_both_corpora_logs_each_corpus_test_scores_and_keeps_their_speakers_apart(
-    tmp_path: Path, cache_dir: Path
-) -> None:  # every test batch: per-corpus scores need the whole test partition
+#: Both corpora at once, a small CNN, a few training batches and the whole test partition (per-corpus scores).
+MIXED = ["data=mix", f"data.roots.emodb={EMODB}", f"data.roots.savee={SAVEE}", "model.channels=[8,8,8]",
+         "model.dense=16", *(o for o in FEW_BATCHES if "limit_test" not in o)]  # fmt: skip
+
+
+def train_mixed(tmp_path: Path, cache_dir: Path, *overrides: str) -> mlflow.MlflowClient:
+    """Train on both corpora with `overrides`, in a store of the test's own; its client."""
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    overrides = ["data=mix", f"data.roots.emodb={EMODB}", f"data.roots.savee={SAVEE}", "model.channels=[8,8,8]",
-                 "model.dense=16", *(o for o in FEW_BATCHES if "limit_test" not in o)]  # fmt: skip
     cfg = compose_config(
-        *overrides, cache_dir=cache_dir, output_dir=tmp_path / "out", tracking_uri=uri,
+        *MIXED, *overrides, cache_dir=cache_dir, output_dir=tmp_path / "out", tracking_uri=uri,
         artifact_location=tmp_path / "mlartifacts", corpus={},
     )  # fmt: skip
     train(cfg)
-    client = mlflow.MlflowClient(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def test_a_run_on_both_corpora_logs_each_corpus_test_scores_and_keeps_their_speakers_apart(
+    tmp_path: Path, cache_dir: Path
+) -> None:  # every test batch: per-corpus scores need the whole test partition
+    client = train_mixed(tmp_path, cache_dir)
     (run,) = client.search_runs([client.get_experiment_by_name("emotion").experiment_id])
     assert {f"test/{m}/{c}" for m in ("acc", "uar", "f1") for c in ROOTS} <= set(run.data.metrics)
     split = json.loads(Path(client.download_artifacts(run.info.run_id, "split.json", str(tmp_path))).read_text())
     for partition in PARTITIONS:  # stratified by corpus: every partition holds both corpora
         assert {s.split(":")[0] for s in split[partition]["speakers"]} == set(ROOTS)
+
+
+def test_a_leave_one_corpus_out_cross_validation_scores_each_corpus_by_a_model_of_the_other(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    client = train_mixed(tmp_path, cache_dir, "cv=loco")
+    runs = client.search_runs([client.get_experiment_by_name("emotion").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("role") == "cv"]
+    folds = json.loads(Path(client.download_artifacts(parent.info.run_id, "cv_folds.json", str(tmp_path))).read_text())
+    for fold, corpus in zip(folds, sorted(ROOTS), strict=True):  # fold i tests the i-th corpus, trains on the other
+        assert {s.split(":")[0] for s in fold["speakers"]["test"]} == {corpus}
+        assert {s.split(":")[0] for s in fold["speakers"]["train"] + fold["speakers"]["val"]} == set(ROOTS) - {corpus}
+        assert parent.data.metrics[f"test/uar_pooled/{corpus}"] == pytest.approx(fold["metrics"]["test/uar"], abs=1e-4)
