@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 # torch and torchaudio are pinned to the tested pair (torch 2.14.1 ships with its CUDA libraries: it runs on CPU and GPU).
 TORCH := torch==2.14.1 torchaudio==2.11.0
 UI_PORT ?= 5000
+PYTEST_WORKERS ?= 2
 
 .PHONY: install train test lint format ui clean
 
@@ -20,10 +21,10 @@ install: $(STAMP)  ## create .venv and install the project with its dev tools
 train: install  ## train the default model (the report's 2D CNN) on the embedded corpus; ARGS="..." adds overrides
 	$(BIN)/emotion-train $(ARGS)
 
-test: install  ## lint, then run the test suite
+test: install  ## lint, then run the test suite (on PYTEST_WORKERS processes, pytest-xdist)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff format .

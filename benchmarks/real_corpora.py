@@ -8,7 +8,8 @@ where it stopped (rows already there are skipped).
 python -m benchmarks.real_corpora --data ../shared/data                  # every row (hours on 2 CPU cores)
 python -m benchmarks.real_corpora --data ../shared/data --only egemaps_linear --corpora savee
 python -m benchmarks.real_corpora --data ../shared/data --only report_fusion --overrides trainer=gpu   # on a GPU
-python -m benchmarks.real_corpora --table --readme README.md             # print it, and write it into the README
+python -m benchmarks.real_corpora --data ../shared/data --corpora mix   # the cross-corpus rows (both corpora at once)
+python -m benchmarks.real_corpora --table --readme README.md             # print them, and write them into the README
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "real_corpora.json"
 EXPERIMENT = "real-corpora"
 
-#: Where each corpus lies under `--data`, and its reader.
+#: Where each corpus lies under `--data`, and its reader; `mix` is both at once (data=mix).
 CORPORA = {"emodb": "emodb/wav", "savee": "savee"}
+MIX = "mix"
 
 #: Row name -> (what it measures, overrides). `cv=none` rows are single runs.
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -54,14 +56,32 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     ),
 }
 
+#: Rows of both corpora at once (`--corpora mix`): the cross-corpus table.
+MIX_ROWS: dict[str, tuple[str, list[str]]] = {
+    "egemaps_linear_loco": (
+        "eGeMAPS + softmax regression, trained on the other corpus (leave one corpus out)",
+        ["experiment=egemaps_linear", "cv=loco"],
+    ),
+    "egemaps_linear_mixed": (
+        "eGeMAPS + softmax regression, trained on both (5 speaker folds over both corpora)",
+        ["experiment=egemaps_linear", "cv=kfold", "cv.n_folds=5"],
+    ),
+}
+
+
+def data_overrides(corpus: str, data: Path) -> list[str]:
+    """`data=...` and its folder(s): one corpus, or both (`mix`)."""
+    if corpus == MIX:
+        return ["data=mix", *(f"data.roots.{name}={(data / folder).resolve()}" for name, folder in CORPORA.items())]
+    return [f"data={corpus}", f"data.root={(data / CORPORA[corpus]).resolve()}"]
+
 
 def command(row: str, corpus: str, data: Path, tracking_uri: str, overrides: list[str]) -> list[str]:
     """The `emotion-train` command of one row on one corpus (`overrides` after the row's, e.g. `trainer=gpu`)."""
     return [
         "emotion-train",
-        *ROWS[row][1],
-        f"data={corpus}",
-        f"data.root={(data / CORPORA[corpus]).resolve()}",
+        *{**ROWS, **MIX_ROWS}[row][1],
+        *data_overrides(corpus, data),
         *overrides,
         f"logger.tracking_uri={tracking_uri}",
         f"logger.experiment_name={EXPERIMENT}",
@@ -75,7 +95,9 @@ def measured(run: mlflow.entities.Run) -> dict[str, float]:
     metrics = run.data.metrics
     if run.data.tags.get("role") == "cv":
         keys = ("test/uar_mean", "test/uar_std", "test/uar_pooled", "test/acc_mean", "test/acc_std", "val/uar")
-        return {key: metrics[key] for key in keys} | {"folds": len(json.loads(_artifact(run, "cv_folds.json")))}
+        per_corpus = {key: value for key, value in metrics.items() if "_pooled/" in key}
+        folds = len(json.loads(_artifact(run, "cv_folds.json")))
+        return {key: metrics[key] for key in keys} | per_corpus | {"folds": folds}
     return {"test/uar": metrics["test/uar"], "test/acc": metrics["test/acc"], "val/uar": metrics["val/uar"]}
 
 
@@ -108,7 +130,7 @@ def run_row(row: str, corpus: str, data: Path, workdir: Path, overrides: list[st
     return {
         "row": row,
         "corpus": corpus,
-        "what": ROWS[row][0],
+        "what": {**ROWS, **MIX_ROWS}[row][0],
         "command": shlex.join(cmd[:-4]) + " ...",
         "wall_s": round(wall, 1),
         **measured(latest_run(tracking_uri, row, corpus)),
@@ -134,7 +156,8 @@ def table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     order = list(ROWS)
-    for r in sorted(results, key=lambda r: (r["corpus"], order.index(r["row"]), machine_name(r))):
+    single = [r for r in results if r["corpus"] != MIX]
+    for r in sorted(single, key=lambda r: (r["corpus"], order.index(r["row"]), machine_name(r))):
         if "folds" in r:
             protocol = f"LOSO, {r['folds']} folds"
             uar = f"{r['test/uar_mean']:.3f} ± {r['test/uar_std']:.3f}"
@@ -150,12 +173,30 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_into(readme: Path, markdown: str) -> None:
-    """Replace the table between the README's `<!-- real-corpora-table -->` markers."""
+def cross_corpus_table(results: list[dict]) -> str:
+    """Markdown: test UAR on each corpus, within it (LOSO), from a model of the other corpus, and after training on
+    both; pooled over folds."""
+    within = {r["corpus"]: r for r in results if r["row"] == "egemaps_linear" and r["corpus"] != MIX}
+    mixed = {r["row"]: r for r in results if r["corpus"] == MIX}
+    lines = [
+        "| tested on | within the corpus (LOSO) | trained on the other corpus | trained on both (5 folds) |",
+        "|---|---|---|---|",
+    ]
+    for corpus in CORPORA:
+        cells = [f"{within[corpus]['test/uar_pooled']:.3f}" if corpus in within else "-"]
+        for row in MIX_ROWS:
+            value = mixed.get(row, {}).get(f"test/uar_pooled/{corpus}")
+            cells.append(f"{value:.3f}" if value is not None else "-")
+        lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_into(readme: Path, marker: str, markdown: str) -> None:
+    """Replace the table between the README's `<!-- MARKER -->` and `<!-- /MARKER -->` lines."""
     text = readme.read_text()
-    block = re.compile(r"(<!-- real-corpora-table -->\n).*?(<!-- /real-corpora-table -->)", re.DOTALL)
+    block = re.compile(rf"(<!-- {marker} -->\n).*?(<!-- /{marker} -->)", re.DOTALL)
     if not block.search(text):
-        raise SystemExit(f"{readme} has no <!-- real-corpora-table --> markers")
+        raise SystemExit(f"{readme} has no <!-- {marker} --> markers")
     readme.write_text(block.sub(lambda m: f"{m[1]}{markdown}\n{m[2]}", text))
 
 
@@ -163,8 +204,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding emodb/ and savee/")
     parser.add_argument("--workdir", type=Path, default=Path("real-corpora"), help="MLflow store, logs, outputs")
-    parser.add_argument("--only", nargs="+", choices=sorted(ROWS), default=list(ROWS))
-    parser.add_argument("--corpora", nargs="+", choices=sorted(CORPORA), default=["savee", "emodb"])
+    parser.add_argument("--only", nargs="+", choices=sorted({**ROWS, **MIX_ROWS}), help="default: every row")
+    parser.add_argument("--corpora", nargs="+", choices=[*sorted(CORPORA), MIX], default=["savee", "emodb"])
     parser.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides added to every command")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file rows are read from and added to")
     parser.add_argument("--table", action="store_true", help="only print the table of the results file")
@@ -174,16 +215,17 @@ def main() -> None:
     if not args.table:
         args.workdir.mkdir(parents=True, exist_ok=True)
         done = {(r["row"], r["corpus"]) for r in results}
-        for row in args.only:
-            for corpus in args.corpora:
+        for corpus in args.corpora:
+            rows = MIX_ROWS if corpus == MIX else ROWS
+            for row in [r for r in (args.only or rows) if r in rows]:
                 if (row, corpus) in done:
                     continue
                 results.append(run_row(row, corpus, args.data, args.workdir, args.overrides))
                 args.results.write_text(json.dumps(results, indent=2) + "\n")
-                print(table(results[-1:]).splitlines()[-1], flush=True)
-    print(table(results))
+    print(table(results), cross_corpus_table(results), sep="\n\n")
     if args.readme:
-        write_into(args.readme, table(results))
+        write_into(args.readme, "real-corpora-table", table(results))
+        write_into(args.readme, "cross-corpus-table", cross_corpus_table(results))
 
 
 if __name__ == "__main__":

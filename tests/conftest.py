@@ -36,6 +36,17 @@ FEW_BATCHES = [
 ]
 
 
+#: The modules that run longest, collected first: under `pytest -n 2` (make test) both workers then end together.
+LONGEST_FIRST = ("test_workers.py", "test_readme.py", "test_benchmarks.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache folder for the whole session, so the tiny corpus is synthesised once."""

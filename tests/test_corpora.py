@@ -22,6 +22,7 @@ def test_manifest_has_path_speaker_emotion_sentence_and_intensity(tiny_corpus: P
         "sentence": "IEO",
         "intensity": "MD",
         "copy": 0,
+        "corpus": "",
     }
 
 
