@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from emotion.errors import EmotionError
@@ -134,7 +135,7 @@ def _authentication_methods(data: Path) -> set[str]:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str] | None):
+def _environment(values: dict[str, str] | None) -> Iterator[None]:
     """`values` as this process's environment for a while (libpq reads PGPASSWORD from it)."""
     saved = dict(os.environ)
     os.environ.update(values or {})
