@@ -120,13 +120,19 @@ def _inference_weights(checkpoint: Path, folder: Path) -> Path:
 
 def labelled_clips(cfg: DictConfig, model_classes: tuple[str, ...]) -> tuple[list[Any], dict[str, int]]:
     """The corpus's clips of the model's classes, and how many clips of each other class were dropped."""
-    from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, read_corpus
+    from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, read_corpora, read_corpus
     from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 
+    every_class = (*EMOTIONS, *EXTRA_EMOTIONS)
     root = cfg.data.root
-    if root is None:
-        root = generate_corpus(SyntheticCorpusConfig(**cfg.data.synthetic), Path(cfg.paths.cache_dir).expanduser())
-    manifest = read_corpus(root, cfg.data.reader, cfg.data.on_bad_name, classes=(*EMOTIONS, *EXTRA_EMOTIONS))
+    if cfg.data.get("roots"):  # data=mix: every corpus of it
+        manifest = read_corpora(cfg.data.roots, cfg.data.on_bad_name, classes=every_class)
+        root = ", ".join(str(folder) for folder in cfg.data.roots.values())
+    else:
+        if root is None:
+            cache = Path(cfg.paths.cache_dir).expanduser()
+            root = generate_corpus(SyntheticCorpusConfig(**cfg.data.synthetic), cache)
+        manifest = read_corpus(root, cfg.data.reader, cfg.data.on_bad_name, classes=every_class)
     kept = [clip for clip in manifest.clips if clip.emotion in model_classes]
     dropped = Counter(clip.emotion for clip in manifest.clips if clip.emotion not in model_classes)
     if not kept:

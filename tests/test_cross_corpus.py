@@ -149,3 +149,11 @@ def test_a_leave_one_corpus_out_cross_validation_scores_each_corpus_by_a_model_o
         assert {s.split(":")[0] for s in fold["speakers"]["test"]} == {corpus}
         assert {s.split(":")[0] for s in fold["speakers"]["train"] + fold["speakers"]["val"]} == set(ROOTS) - {corpus}
         assert parent.data.metrics[f"test/uar_pooled/{corpus}"] == pytest.approx(fold["metrics"]["test/uar"], abs=1e-4)
+
+
+def test_a_model_is_evaluated_on_both_corpora_at_once(store: dict, capsys) -> None:
+    roots = [f"data.roots.{corpus}={root}" for corpus, root in ROOTS.items()]
+    evaluate.main(["models:/from-savee@champion", "data=mix", *roots, "--tracking-uri", store["uri"]])
+    out = capsys.readouterr().out
+    clips = len(read_corpora(ROOTS).clips)  # six classes of both corpora
+    assert f"on mix: {clips} clips" in out and "{'boredom': 81, 'surprise': 60}" in out
