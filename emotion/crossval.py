@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from emotion.errors import ConfigError
+from emotion.metrics import scores, scores_by_corpus
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +132,9 @@ def report_to_trial(trial: optuna.Trial | None, results: list[FoldResult], monit
 
 def pooled_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
     """Accuracy, UAR and macro-F1 of predictions pooled over folds, over the classes the test clips have."""
-    labels = sorted(set(y_true.tolist()))
-    if max(labels) >= num_classes:
-        raise ValueError(f"class index {max(labels)} outside the {num_classes} classes")
-    return {
-        "acc": float(accuracy_score(y_true, y_pred)),
-        "uar": float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-    }
+    if int(np.max(y_true)) >= num_classes:
+        raise ValueError(f"class index {int(np.max(y_true))} outside the {num_classes} classes")
+    return scores(y_true, y_pred)
 
 
 def summarize(results: list[FoldResult], monitor: str, num_classes: int) -> dict[str, float]:
@@ -155,10 +150,8 @@ def summarize(results: list[FoldResult], monitor: str, num_classes: int) -> dict
         summary[f"test/{name}_pooled"] = value
     corpora = np.concatenate([np.asarray(r.corpora, dtype=str) for r in results])
     if len(corpora) == len(y_true) and len(set(corpora.tolist())) > 1:  # data=mix: pooled scores of each corpus
-        for corpus in sorted(set(corpora.tolist())):
-            mine = corpora == corpus
-            for name, value in pooled_metrics(y_true[mine], y_pred[mine], num_classes).items():
-                summary[f"test/{name}_pooled/{corpus}"] = value
+        for corpus, values in scores_by_corpus(y_true, y_pred, corpora).items():
+            summary |= {f"test/{name}_pooled/{corpus}": value for name, value in values.items()}
     summary[monitor] = summary[f"{monitor}_mean"]  # what a sweep's trial returns
     summary[f"{monitor}_best"] = summary[f"{monitor}_mean"]  # the mean of the folds' kept checkpoints' values
     return summary

@@ -140,21 +140,12 @@ def labelled_clips(cfg: DictConfig, model_classes: tuple[str, ...]) -> tuple[lis
     return kept, dict(dropped)
 
 
-def scores(y_true: list[int], y_pred: list[int], present: list[int]) -> dict[str, float]:
-    """Accuracy, and UAR and macro-F1 over the classes present in the corpus."""
-    from sklearn.metrics import accuracy_score, f1_score, recall_score
-
-    return {
-        "eval/acc": float(accuracy_score(y_true, y_pred)),
-        "eval/uar": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
-        "eval/f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
-    }
-
-
 def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     """Score the model on the corpus and log the evaluation run; (run ID, scores, printable summary)."""
     import mlflow
+    import numpy as np
 
+    from emotion.metrics import scores
     from emotion.predict import predict
     from emotion.tracking.registry import require_store
     from emotion.tracking.runs import log_test_report
@@ -172,9 +163,8 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
         predictions, skipped = predict(scorer, [Path(c.path) for c in clips], args.batch_size, cfg.data.on_bad_file)
     y_true = [classes.index(by_path[f].emotion) for f in predictions["file"]]
     y_pred = [classes.index(e) for e in predictions["emotion"]]
-    present = sorted(set(y_true))
-    absent = [c for i, c in enumerate(classes) if i not in present]
-    result = scores(y_true, y_pred, present)
+    absent = [c for i, c in enumerate(classes) if i not in set(y_true)]
+    result = {f"eval/{name}": value for name, value in scores(np.array(y_true), np.array(y_pred)).items()}
     # MLflow's own `mlflow.models.evaluate` (classifier) logs accuracy and weighted/per-class scores but not
     # UAR over the classes present, and scores one model output column; the report and matrix are ours, as in
     # training runs, so an evaluation reads like a test report.

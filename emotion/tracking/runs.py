@@ -16,9 +16,10 @@ import yaml
 from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score
+from sklearn.metrics import classification_report, confusion_matrix
 
 from emotion.errors import EmotionError
+from emotion.metrics import scores_by_corpus
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
 
 #: Save figures with their legends and colour bars inside the image.
@@ -197,15 +198,8 @@ def log_test_report(
 
 def per_corpus_scores(y_true: np.ndarray, y_pred: np.ndarray, corpora: Sequence[str]) -> dict[str, float]:
     """`test/{acc,uar,f1}/CORPUS` of each corpus's test clips (UAR and F1 over the classes it has)."""
-    corpora = np.asarray(corpora)
-    scores: dict[str, float] = {}
-    for corpus in sorted(set(corpora.tolist())):
-        true, pred = y_true[corpora == corpus], y_pred[corpora == corpus]
-        present = sorted(set(true.tolist()))
-        scores[f"test/acc/{corpus}"] = float(accuracy_score(true, pred))
-        scores[f"test/uar/{corpus}"] = float(recall_score(true, pred, labels=present, average="macro", zero_division=0))
-        scores[f"test/f1/{corpus}"] = float(f1_score(true, pred, labels=present, average="macro", zero_division=0))
-    return scores
+    by_corpus = scores_by_corpus(y_true, y_pred, corpora)
+    return {f"test/{name}/{corpus}": value for corpus, values in by_corpus.items() for name, value in values.items()}
 
 
 def log_checkpoint(logger: MLFlowLogger, path: str | Path) -> None:
