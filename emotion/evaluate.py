@@ -79,9 +79,11 @@ def resolve_source(client: mlflow.MlflowClient, uri: str) -> Source:
     raise EmotionError(f"{uri} is not a model URI: give models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID")
 
 
-def load_scorer(client: mlflow.MlflowClient, uri: str, tracking_uri: str, folder: Path) -> Any:
-    """Something with `.predict(frame)` and `.classes`: the pyfunc of a model URI, or a run's checkpoint."""
-    from emotion.inference import Predictor
+def load_scorer(client: mlflow.MlflowClient, uri: str, tracking_uri: str, folder: Path) -> tuple[Any, tuple[str, ...]]:
+    """A model to call `.predict(frame)` on, and its classes: the pyfunc of a model URI, or a run's kept checkpoint."""
+    import yaml
+
+    from emotion.inference import Predictor, inference_state
     from emotion.predict import load_model
     from emotion.tracking.pyfunc import EmotionModel
     from emotion.tracking.registry import download_checkpoint_and_config
@@ -89,54 +91,40 @@ def load_scorer(client: mlflow.MlflowClient, uri: str, tracking_uri: str, folder
     if uri.startswith("runs:/") and uri.rstrip("/").count("/") == 1:  # runs:/ID: the run's kept checkpoint
         checkpoint, config = download_checkpoint_and_config(client, uri.removeprefix("runs:/").strip("/"), folder)
         model = EmotionModel()
-        model.predictor = Predictor.from_files(config, _inference_weights(checkpoint, folder))
-        model.classes = model.predictor.classes
-        return _Bound(model)
+        model.predictor = Predictor(yaml.safe_load(config.read_text()), inference_state(checkpoint))
+        return _Bound(model), model.predictor.classes
     pyfunc = load_model(uri, tracking_uri)
     outputs = pyfunc.metadata.get_output_schema().input_names()
-    pyfunc.classes = tuple(name.removeprefix("prob_") for name in outputs if name.startswith("prob_"))
-    return pyfunc
+    return pyfunc, tuple(name.removeprefix("prob_") for name in outputs if name.startswith("prob_"))
 
 
 class _Bound:
     """A PythonModel called as a loaded pyfunc is (`predict(frame)`)."""
 
     def __init__(self, model: Any) -> None:
-        self.model, self.classes = model, model.classes
+        self.model = model
 
     def predict(self, frame: Any) -> Any:
         return self.model.predict(None, frame)
 
 
-def _inference_weights(checkpoint: Path, folder: Path) -> Path:
-    import torch
-
-    from emotion.inference import inference_state
-
-    weights = folder / "weights.pt"
-    torch.save(inference_state(checkpoint), weights)
-    return weights
-
-
 def labelled_clips(cfg: DictConfig, model_classes: tuple[str, ...]) -> tuple[list[Any], dict[str, int]]:
-    """The corpus's clips of the model's classes, and how many clips of each other class were dropped."""
-    from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, read_corpora, read_corpus
-    from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
+    """The corpus's clips of the model's classes, and how many clips of each other class were dropped.
 
-    every_class = (*EMOTIONS, *EXTRA_EMOTIONS)
-    root = cfg.data.root
-    if cfg.data.get("roots"):  # data=mix: every corpus of it
-        manifest = read_corpora(cfg.data.roots, cfg.data.on_bad_name, classes=every_class)
-        root = ", ".join(str(folder) for folder in cfg.data.roots.values())
-    else:
-        if root is None:
-            cache = Path(cfg.paths.cache_dir).expanduser()
-            root = generate_corpus(SyntheticCorpusConfig(**cfg.data.synthetic), cache)
-        manifest = read_corpus(root, cfg.data.reader, cfg.data.on_bad_name, classes=every_class)
+    The corpus is read as training reads it: the datamodule of `cfg.data` (one corpus, `data=mix`, or the
+    embedded one), asked for every class it knows so that the others can be counted.
+    """
+    from hydra.utils import instantiate
+
+    from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS
+
+    every_class = [*EMOTIONS, *EXTRA_EMOTIONS]
+    data = instantiate(cfg.data, features=instantiate(cfg.features), cache_dir=cfg.paths.cache_dir, classes=every_class)
+    manifest = data.read_manifest()
     kept = [clip for clip in manifest.clips if clip.emotion in model_classes]
     dropped = Counter(clip.emotion for clip in manifest.clips if clip.emotion not in model_classes)
     if not kept:
-        raise EmotionError(f"no clip of the model's classes {list(model_classes)} under {root}")
+        raise EmotionError(f"no clip of the model's classes {list(model_classes)} under {data.corpus_root()}")
     return kept, dict(dropped)
 
 
@@ -156,8 +144,7 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     client = mlflow.MlflowClient(args.tracking_uri)
     source = resolve_source(client, args.model)
     with tempfile.TemporaryDirectory() as folder:
-        scorer = load_scorer(client, args.model, args.tracking_uri, Path(folder))
-        classes = tuple(scorer.classes)
+        scorer, classes = load_scorer(client, args.model, args.tracking_uri, Path(folder))
         clips, dropped = labelled_clips(cfg, classes)
         by_path = {str(Path(c.path)): c for c in clips}
         predictions, skipped = predict(scorer, [Path(c.path) for c in clips], args.batch_size, cfg.data.on_bad_file)
