@@ -35,30 +35,41 @@ def bundle_of(upstream: str) -> Any:
     return bundle
 
 
-def load_upstream(upstream: str, checkpoint: str | None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The frozen upstream in eval mode, and the architecture parameters it was built with."""
-    from torchaudio.pipelines._wav2vec2.utils import _get_model  # the bundle's own architecture builder
-
-    bundle = bundle_of(upstream)
-    if not checkpoint:
-        try:
-            return bundle.get_model().eval(), dict(bundle._params)
-        except (OSError, RuntimeError) as exc:  # URLError is an OSError
-            raise ConfigError(
-                f"cannot download the weights of {upstream} ({type(exc).__name__}): run once where torchaudio can "
-                f"reach the internet (they are cached), or give features.checkpoint=/path/to/weights.pt"
-            ) from None
+def read_checkpoint(upstream: str, checkpoint: str) -> dict[str, Any]:
+    """The checkpoint file's tensors, memory-mapped (read as used); ConfigError naming both ways to weights."""
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise ConfigError(
             f"features.checkpoint={checkpoint}: no such file; point it at the weights of {upstream}, or leave it "
             "empty to download them through torchaudio (once, then cached)"
         )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    params = dict(saved["params"]) if "state_dict" in saved else dict(bundle._params)
-    model = _get_model(bundle._model_type, params)
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def architecture_of(upstream: str, checkpoint: str | None) -> dict[str, Any]:
+    """The upstream's architecture parameters: the bundle's, or those a checkpoint of other sizes carries."""
+    bundle = bundle_of(upstream)
+    saved = read_checkpoint(upstream, checkpoint) if checkpoint else {}
+    return dict(saved["params"]) if "state_dict" in saved else dict(bundle._params)
+
+
+def load_upstream(upstream: str, checkpoint: str | None, architecture: dict[str, Any]) -> torch.nn.Module:
+    """The frozen upstream in eval mode: the bundle's downloaded weights, or the checkpoint's."""
+    from torchaudio.pipelines._wav2vec2.utils import _get_model  # the bundle's own architecture builder
+
+    bundle = bundle_of(upstream)
+    if not checkpoint:
+        try:
+            return bundle.get_model().eval()
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError
+            raise ConfigError(
+                f"cannot download the weights of {upstream} ({type(exc).__name__}): run once where torchaudio can "
+                f"reach the internet (they are cached), or give features.checkpoint=/path/to/weights.pt"
+            ) from None
+    saved = read_checkpoint(upstream, checkpoint)
+    model = _get_model(bundle._model_type, architecture)
     model.load_state_dict(saved.get("state_dict", saved))
-    return model.eval(), params
+    return model.eval()
 
 
 class SSLLayers(FeatureSet):
@@ -82,10 +93,17 @@ class SSLLayers(FeatureSet):
             rate = bundle.sample_rate
             raise ConfigError(f"{upstream} takes {rate} Hz audio: set features.spectral.sample_rate={rate}")
         self.upstream, self.checkpoint = upstream, checkpoint
-        self.model, self.architecture = load_upstream(upstream, checkpoint)
-        self.model.requires_grad_(False)
+        self.architecture = architecture_of(upstream, checkpoint)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
+        self._model: torch.nn.Module | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The upstream, loaded at its first use: a run whose clips are all cached never loads it."""
+        if self._model is None:
+            self._model = load_upstream(self.upstream, self.checkpoint, self.architecture).requires_grad_(False)
+            self._model.to(self.device)
+        return self._model
 
     def params(self) -> dict:
         size = {k: self.architecture[k] for k in ("encoder_num_layers", "encoder_embed_dim")}
