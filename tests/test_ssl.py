@@ -18,7 +18,7 @@ import torchaudio
 
 from emotion import promote
 from emotion.data.features import Spectral
-from emotion.data.ssl import SSLLayers
+from emotion.data.ssl import SSLLayers, length_batches
 from emotion.errors import ConfigError
 from emotion.training import train
 from tests.conftest import FEW_BATCHES, finished_runs
@@ -63,6 +63,36 @@ def test_a_missing_upstream_checkpoint_is_one_line_naming_both_ways_to_weights()
         "features.checkpoint=/nowhere/wavlm.pt: no such file" in message
         and "download them through torchaudio" in message
     )
+
+
+TINY_HUBERT = {k: v for k, v in TINY_WAVLM.items() if k not in ("encoder_max_distance", "encoder_num_buckets")}
+
+
+@pytest.mark.parametrize(
+    ("upstream", "build", "params"),
+    [
+        ("WAVLM_BASE_PLUS", torchaudio.models.wavlm_model, TINY_WAVLM),
+        ("HUBERT_BASE", torchaudio.models.wav2vec2_model, TINY_HUBERT),
+    ],
+)
+def test_batched_extraction_gives_each_clip_the_layers_torchaudio_gives_it_alone(
+    upstream: str, build, params: dict, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = build(**params).eval()
+    checkpoint = tmp_path / "upstream.pt"
+    torch.save({"params": params, "state_dict": model.state_dict()}, checkpoint)
+    waves = [0.1 * torch.randn(n) for n in (16000, 24000, 8000, 23000, 40000)]
+    features = SSLLayers(Spectral(), upstream=upstream, checkpoint=str(checkpoint), batch_seconds=60)
+
+    batched = features.of_clips(waves)["ssl"]
+
+    with torch.no_grad():
+        alone = [torch.stack([layer[0].mean(dim=0) for layer in model.extract_features(w[None])[0]]) for w in waves]
+    assert batched.shape == (5, params["encoder_num_layers"], params["encoder_embed_dim"])
+    torch.testing.assert_close(batched, torch.stack(alone), atol=1e-5, rtol=1e-5)
+    assert [len(b) for b in length_batches([len(w) for w in waves], 60 * 16000)] == [5]  # all in one padded batch
+    assert length_batches([3, 1, 2], padded_budget=4) == [[1, 2], [0]]  # by length, padded within the budget
 
 
 def test_ssl_features_cache_train_test_promote_and_predict_with_learned_layer_weights(

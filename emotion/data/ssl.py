@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torchaudio
+from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
 
 from emotion.data.features import FeatureSet, Spectral
 from emotion.data.windows import Window
@@ -54,22 +55,54 @@ def architecture_of(upstream: str, checkpoint: str | None) -> dict[str, Any]:
 
 
 def load_upstream(upstream: str, checkpoint: str | None, architecture: dict[str, Any]) -> torch.nn.Module:
-    """The frozen upstream in eval mode: the bundle's downloaded weights, or the checkpoint's."""
+    """The frozen upstream (a torchaudio `Wav2Vec2Model`) in eval mode: the bundle's weights, or the checkpoint's."""
     from torchaudio.pipelines._wav2vec2.utils import _get_model  # the bundle's own architecture builder
 
     bundle = bundle_of(upstream)
     if not checkpoint:
         try:
-            return bundle.get_model().eval()
+            model = bundle.get_model()
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
             raise ConfigError(
                 f"cannot download the weights of {upstream} ({type(exc).__name__}): run once where torchaudio can "
                 f"reach the internet (they are cached), or give features.checkpoint=/path/to/weights.pt"
             ) from None
+        return getattr(model, "model", model).eval()  # without the wrapper large bundles get: we normalise per clip
     saved = read_checkpoint(upstream, checkpoint)
     model = _get_model(bundle._model_type, architecture)
     model.load_state_dict(saved.get("state_dict", saved))
     return model.eval()
+
+
+def length_batches(lengths: Sequence[int], padded_budget: int) -> list[list[int]]:
+    """Indices grouped by similar length, each group padded to at most `padded_budget` in all (one clip at least)."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batches and lengths[i] * (len(batches[-1]) + 1) <= padded_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def transformer_layers(encoder: torch.nn.Module, frames: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's output for padded front-end frames (batch, frames, channels), padding masked out of attention.
+
+    torchaudio's `Encoder.extract_features` masks padding for wav2vec2 and HuBERT but refuses a mask for
+    WavLM, whose attention takes a key padding mask instead: the layers are run here to give each its own.
+    """
+    x, attention_mask = encoder._preprocess(frames, lengths)  # projects, zeroes the padded frames
+    x = encoder.transformer._preprocess(x)  # adds the convolutional position embedding
+    padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
+    key_padding = torch.zeros(padding.shape, dtype=x.dtype, device=x.device).masked_fill(padding, float("-inf"))
+    outputs, position_bias = [], None
+    for layer in encoder.transformer.layers:
+        if isinstance(layer.attention, WavLMSelfAttention):
+            x, position_bias = layer(x, position_bias=position_bias, key_padding_mask=key_padding)
+        else:
+            x, position_bias = layer(x, attention_mask, position_bias=position_bias)
+        outputs.append(x)
+    return outputs
 
 
 class SSLLayers(FeatureSet):
@@ -83,6 +116,7 @@ class SSLLayers(FeatureSet):
         spectral: Spectral,
         upstream: str = "WAVLM_BASE_PLUS",
         checkpoint: str | None = None,
+        batch_seconds: float = 60.0,
         window: Window | None = None,
     ) -> None:
         super().__init__(spectral, window)
@@ -93,6 +127,8 @@ class SSLLayers(FeatureSet):
             rate = bundle.sample_rate
             raise ConfigError(f"{upstream} takes {rate} Hz audio: set features.spectral.sample_rate={rate}")
         self.upstream, self.checkpoint = upstream, checkpoint
+        self.normalize_waveform = bool(bundle._normalize_waveform)
+        self.batch_samples = int(batch_seconds * self.sample_rate)
         self.architecture = architecture_of(upstream, checkpoint)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._model: torch.nn.Module | None = None
@@ -115,12 +151,33 @@ class SSLLayers(FeatureSet):
 
     @torch.no_grad()
     def of_clips(self, waveforms: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One clip at a time, on the GPU when there is one: no padding changes what a clip's layers say."""
-        pooled = []
-        for wave in waveforms:
-            layers, _ = self.model.extract_features(wave.to(self.device, torch.float32)[None])
-            pooled.append(torch.stack([layer[0].mean(dim=0) for layer in layers]).cpu())
+        """Each clip's layers, mean-pooled over its frames; on the GPU when there is one.
+
+        The convolutional front end runs one clip at a time (its group norm spans the whole input, so
+        padding would change it); the transformer runs on batches of clips of similar length, padded
+        to at most `batch_seconds` of audio and masked, so no clip's layers depend on its batch.
+        """
+        frames = [self._front_end(wave) for wave in waveforms]
+        pooled: list[torch.Tensor] = [torch.empty(0)] * len(frames)
+        for batch in length_batches([len(wave) for wave in waveforms], self.batch_samples):
+            for i, layers in zip(batch, self._pooled_layers([frames[i] for i in batch]), strict=True):
+                pooled[i] = layers
         return {"ssl": torch.stack(pooled)}
+
+    def _front_end(self, wave: torch.Tensor) -> torch.Tensor:
+        """The feature extractor's frames of one clip: (frames, channels)."""
+        wave = wave.to(self.device, torch.float32)[None]
+        if self.normalize_waveform:  # what torchaudio's wrapper does for large bundles, here per clip
+            wave = torch.nn.functional.layer_norm(wave, wave.shape)
+        return self.model.feature_extractor(wave, None)[0][0]
+
+    def _pooled_layers(self, frames: list[torch.Tensor]) -> torch.Tensor:
+        """Every transformer layer, mean-pooled over each clip's real frames: (clips, layers, dim), on the CPU."""
+        lengths = torch.tensor([len(f) for f in frames], device=self.device)
+        padded = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
+        layers = transformer_layers(self.model.encoder, padded, lengths)
+        real = (torch.arange(layers[0].shape[1], device=self.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+        return torch.stack([(layer * real).sum(dim=1) / lengths[:, None] for layer in layers], dim=1).cpu()
 
     def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.of_clips(list(waveforms))
