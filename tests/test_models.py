@@ -97,6 +97,17 @@ def test_a_clips_tdnn_output_does_not_depend_on_the_padding_of_its_batch() -> No
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
 
 
+def test_a_constant_offset_per_mel_band_a_gain_or_microphone_change_does_not_change_the_tdnns_output() -> None:
+    torch.manual_seed(0)
+    model = CompactTDNN(LogMel(SPECTRAL).shapes()).eval()
+    clip = torch.randn(1, 1, 128, 80)
+    offset = torch.linspace(-6.0, 6.0, 128).view(1, 1, 128, 1)  # dB per band: a louder, brighter microphone
+    with torch.no_grad():
+        torch.testing.assert_close(model({"logmel": clip + offset}), model({"logmel": clip}), atol=1e-5, rtol=1e-5)
+        without = CompactTDNN(LogMel(SPECTRAL).shapes(), utterance_mean_norm=False).eval()
+        assert not torch.allclose(without({"logmel": clip + offset}), without({"logmel": clip}), atol=1e-3)
+
+
 def test_warmup_then_cosine_decay() -> None:
     factors = [warmup_cosine_factor(epoch, warmup_epochs=3, max_epochs=13) for epoch in range(14)]
     assert factors[:3] == [0.25, 0.5, 0.75] and factors[3] == 1.0

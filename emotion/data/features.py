@@ -73,6 +73,8 @@ class FeatureSet:
     name: str = "features"
     #: True for features of a whole clip (functionals): no window, no crop.
     whole_clip: bool = False
+    #: False where computing dwarfs decoding (a neural upstream): then torch keeps every core while caching.
+    cheap_to_compute: bool = True
 
     def __init__(self, spectral: Spectral, window: Window | None = None) -> None:
         self.spectral = spectral

@@ -110,6 +110,7 @@ class SSLLayers(FeatureSet):
 
     name = "ssl"
     whole_clip = True
+    cheap_to_compute = False
 
     def __init__(
         self,

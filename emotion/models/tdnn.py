@@ -6,6 +6,10 @@ a 1D convolution over frequency-as-channels, residual dilated blocks with squeez
 the blocks' outputs concatenated, then attentive statistics pooling (a learned weighting
 of frames, whose weighted mean and standard deviation summarise the clip) and a small head.
 
+Each clip's mean log-mel spectrum (over its real frames) is subtracted first, as speaker
+recognisers do (cepstral mean normalisation): a level or microphone difference between
+speakers is a constant offset per band, which this removes.
+
 It takes clips of any length. A batch of clips padded to one length gives `lengths` (frames
 per clip): every layer zeroes the padded frames, as a convolution's own zero padding would,
 and the squeeze-excitation and pooling average over real frames only, so a clip's output
@@ -93,8 +97,10 @@ class CompactTDNN(nn.Module):
         attention: int = 64,
         embedding: int = 128,
         dropout: float = 0.3,
+        utterance_mean_norm: bool = True,
     ) -> None:
         super().__init__()
+        self.utterance_mean_norm = utterance_mean_norm
         (self.input_name, shape), *others = input_shapes.items()
         if others or len(shape) != 3:
             raise ConfigError(
@@ -117,6 +123,8 @@ class CompactTDNN(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor], lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = inputs[self.input_name].flatten(start_dim=1, end_dim=2).contiguous()  # (batch, frequency, frames)
         mask = frame_mask(lengths, x.shape[0], x.shape[-1], x.device)
+        if self.utterance_mean_norm:
+            x = x - masked_mean(x, mask)
         x = self.stem_norm(self.stem(x * mask)) * mask
         outputs = []
         for block in self.blocks:
