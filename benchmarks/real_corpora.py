@@ -49,10 +49,37 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     ),
     "report_cnn2d_mfcc": ("report 2D CNN, MFCC, centre crop", ["experiment=report_cnn2d_mfcc", "cv=loso"]),
     "report_fusion": ("report fusion (log-mel + MFCC), centre crop", ["experiment=report_fusion", "cv=loso"]),
-    "compact_tdnn": ("compact TDNN (0.68 M), log-mel, whole utterance", ["experiment=compact_tdnn", "cv=loso"]),
+    "compact_tdnn": (
+        "compact TDNN (0.68 M), log-mel minus its clip mean, whole utterance",
+        ["experiment=compact_tdnn", "cv=loso"],
+    ),
     "compact_tdnn_crop": (
-        "compact TDNN (0.68 M), log-mel, centre crop",
+        "compact TDNN (0.68 M), log-mel minus its clip mean, centre crop",
         ["experiment=compact_tdnn", "features/window=crop", "cv=loso"],
+    ),
+    "compact_tdnn_tuned": (
+        "compact TDNN (0.68 M), log-mel minus its clip mean, whole utterance, tuned on SAVEE (sweep=compact_tdnn)",
+        [
+            "experiment=compact_tdnn",
+            "optimizer.lr=0.0015",
+            "optimizer.weight_decay=0.0047",
+            "model.dropout=0.49",
+            "loss.mixup_alpha=0",
+            "augment.spec.freq_mask=8",
+            "cv=loso",
+        ],
+    ),
+    "ssl_wavlm_base_plus": (
+        "frozen WavLM Base+ (pretrained), every layer mean-pooled, weighted sum and small head",
+        ["features=ssl", "features.upstream=WAVLM_BASE_PLUS", "model=ssl_head", "cv=loso"],
+    ),
+    "compact_tdnn_raw": (
+        "compact TDNN (0.68 M), log-mel, whole utterance",
+        ["experiment=compact_tdnn", "model.utterance_mean_norm=false", "cv=loso"],
+    ),
+    "compact_tdnn_raw_crop": (
+        "compact TDNN (0.68 M), log-mel, centre crop",
+        ["experiment=compact_tdnn", "model.utterance_mean_norm=false", "features/window=crop", "cv=loso"],
     ),
 }
 
@@ -119,13 +146,21 @@ def latest_run(tracking_uri: str, row: str, corpus: str) -> mlflow.entities.Run:
     return top[0]
 
 
+class RowFailed(RuntimeError):
+    """A row's command ended in error: the other rows still run."""
+
+
 def run_row(row: str, corpus: str, data: Path, workdir: Path, overrides: list[str]) -> dict:
     tracking_uri = f"sqlite:///{(workdir / 'mlruns.db').resolve()}"
     cmd = command(row, corpus, data, tracking_uri, overrides)
     print("$", shlex.join(cmd), flush=True)
     start = time.perf_counter()
-    with (workdir / f"{row}-{corpus}.log").open("w") as log:
-        subprocess.run(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, check=True)
+    log_path = workdir / f"{row}-{corpus}.log"
+    with log_path.open("w") as log:
+        finished = subprocess.run(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    if finished.returncode:
+        last = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise RowFailed(f"row {row} on {corpus} failed: {last[0]} (whole log: {log_path})")
     wall = time.perf_counter() - start
     return {
         "row": row,
@@ -212,6 +247,7 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, help="also write the table between this file's markers")
     args = parser.parse_args()
     results = load_results(args.results)
+    failures: list[str] = []
     if not args.table:
         args.workdir.mkdir(parents=True, exist_ok=True)
         done = {(r["row"], r["corpus"]) for r in results}
@@ -220,12 +256,19 @@ def main() -> None:
             for row in [r for r in (args.only or rows) if r in rows]:
                 if (row, corpus) in done:
                     continue
-                results.append(run_row(row, corpus, args.data, args.workdir, args.overrides))
+                try:
+                    results.append(run_row(row, corpus, args.data, args.workdir, args.overrides))
+                except RowFailed as failure:
+                    failures.append(str(failure))
+                    print(failure, flush=True)
+                    continue
                 args.results.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results), cross_corpus_table(results), sep="\n\n")
     if args.readme:
         write_into(args.readme, "real-corpora-table", table(results))
         write_into(args.readme, "cross-corpus-table", cross_corpus_table(results))
+    if failures:
+        raise SystemExit(f"{len(failures)} row(s) failed:\n" + "\n".join(failures))
 
 
 if __name__ == "__main__":
