@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emotion.errors import ConfigError
+from emotion.models.layers import single_input
 
 
 class WeightedLayers(nn.Module):
@@ -22,12 +22,10 @@ class WeightedLayers(nn.Module):
         self, input_shapes: dict[str, tuple[int, ...]], num_classes: int = 6, hidden: int = 256, dropout: float = 0.1
     ) -> None:
         super().__init__()
-        (self.input_name, shape), *others = input_shapes.items()
-        if others or len(shape) != 2:
-            raise ConfigError(f"model ssl_head takes one input shaped (layers, dim) (features=ssl), got {input_shapes}")
-        self.layer_logits = nn.Parameter(torch.zeros(shape[0]))
+        self.input_name, (layers, dim) = single_input(input_shapes, 2, "ssl_head", "(layers, dim) (features=ssl)")
+        self.layer_logits = nn.Parameter(torch.zeros(layers))
         self.head = nn.Sequential(
-            nn.Linear(shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+            nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
         )
 
     def layer_weights(self) -> torch.Tensor:

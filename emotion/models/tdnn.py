@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emotion.errors import ConfigError
+from emotion.models.layers import single_input
 
 
 def frame_mask(lengths: torch.Tensor | None, batch: int, frames: int, device: torch.device) -> torch.Tensor:
@@ -101,12 +101,8 @@ class CompactTDNN(nn.Module):
     ) -> None:
         super().__init__()
         self.utterance_mean_norm = utterance_mean_norm
-        (self.input_name, shape), *others = input_shapes.items()
-        if others or len(shape) != 3:
-            raise ConfigError(
-                f"model tdnn takes one input shaped (1, frequency, frames), but the features give {dict(input_shapes)}"
-            )
-        self.stem = nn.Sequential(nn.Conv1d(shape[0] * shape[1], channels, 5, padding=2), nn.ReLU())
+        self.input_name, (in_channels, frequency, _) = single_input(input_shapes, 3, "tdnn", "(1, frequency, frames)")
+        self.stem = nn.Sequential(nn.Conv1d(in_channels * frequency, channels, 5, padding=2), nn.ReLU())
         self.stem_norm = nn.BatchNorm1d(channels)
         self.blocks = nn.ModuleList(TDNNBlock(channels, d, bottleneck) for d in dilations)
         self.aggregate = nn.Sequential(nn.Conv1d(channels * len(dilations), aggregate, 1), nn.ReLU())
