@@ -113,12 +113,8 @@ def _leave_one_speaker_out(clips: Sequence[Clip], val_fraction: float, seed: int
         raise DataError(f"leave-one-speaker-out needs at least 3 speakers, the corpus has {len(speakers)}")
     if not 0 <= fold < len(speakers):
         raise DataError(f"data.split.fold={fold} is outside 0..{len(speakers) - 1} (one fold per speaker)")
-    test_speaker = speakers[fold]
-    indices = np.arange(len(clips))
-    is_test = np.array([c.speaker == test_speaker for c in clips])
-    rest = indices[~is_test]
-    train, val = _hold_out_speakers(clips, rest, val_fraction / (1 - 1 / len(speakers)), seed + 1)
-    return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=indices[is_test].tolist())
+    is_test = np.array([c.speaker == speakers[fold] for c in clips])
+    return _test_and_held_out_speakers(clips, is_test, val_fraction / (1 - 1 / len(speakers)), seed)
 
 
 def _leave_one_corpus_out(clips: Sequence[Clip], val_fraction: float, seed: int, fold: int) -> Split:
@@ -128,8 +124,13 @@ def _leave_one_corpus_out(clips: Sequence[Clip], val_fraction: float, seed: int,
         raise DataError(f"leave-one-corpus-out needs at least 2 corpora (data=mix), got {corpora}")
     if not 0 <= fold < len(corpora):
         raise DataError(f"data.split.fold={fold} is outside 0..{len(corpora) - 1} (one fold per corpus: {corpora})")
-    indices = np.arange(len(clips))
     is_test = np.array([c.corpus == corpora[fold] for c in clips])
+    return _test_and_held_out_speakers(clips, is_test, val_fraction, seed)
+
+
+def _test_and_held_out_speakers(clips: Sequence[Clip], is_test: np.ndarray, val_fraction: float, seed: int) -> Split:
+    """The `is_test` clips test; about `val_fraction` of the other clips' speakers validate, the rest train."""
+    indices = np.arange(len(clips))
     train, val = _hold_out_speakers(clips, indices[~is_test], val_fraction, seed + 1)
     return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=indices[is_test].tolist())
 
