@@ -57,6 +57,12 @@ def load_secrets(root: Path) -> dict[str, str]:
     return json.loads(path.read_text())
 
 
+def write_private(path: Path, text: str) -> None:
+    """`text` into `path`, readable and writable by its owner only (0600) from the moment it exists."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+
+
 def postgres_tool(name: str) -> str:
     """A PostgreSQL server program (Debian keeps them out of PATH, under /usr/lib/postgresql/VERSION/bin)."""
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
@@ -117,8 +123,7 @@ def _initdb(data: Path, password: str | None) -> None:
         _run(_as_database_owner([*command, "--auth=trust"], data))
         return
     password_file = data.parent / ".initdb-password"
-    with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-        file.write(password)
+    write_private(password_file, password)
     try:
         owned = _as_database_owner([*command, "--auth=scram-sha-256", f"--pwfile={password_file}"], data)
         if os.geteuid() == 0:
@@ -190,8 +195,7 @@ def _auth_config(root: Path, admin_password: str) -> Path:
         f"admin_username = {ADMIN}\nadmin_password = {admin_password}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-        file.write(text)
+    write_private(path, text)
     return path
 
 
