@@ -95,6 +95,9 @@ MIX_ROWS: dict[str, tuple[str, list[str]]] = {
     ),
 }
 
+#: Every row, by name.
+ALL_ROWS = {**ROWS, **MIX_ROWS}
+
 
 def data_overrides(corpus: str, data: Path) -> list[str]:
     """`data=...` and its folder(s): one corpus, or both (`mix`)."""
@@ -107,7 +110,7 @@ def command(row: str, corpus: str, data: Path, tracking_uri: str, overrides: lis
     """The `emotion-train` command of one row on one corpus (`overrides` after the row's, e.g. `trainer=gpu`)."""
     return [
         "emotion-train",
-        *{**ROWS, **MIX_ROWS}[row][1],
+        *ALL_ROWS[row][1],
         *data_overrides(corpus, data),
         *overrides,
         f"logger.tracking_uri={tracking_uri}",
@@ -165,7 +168,7 @@ def run_row(row: str, corpus: str, data: Path, workdir: Path, overrides: list[st
     return {
         "row": row,
         "corpus": corpus,
-        "what": {**ROWS, **MIX_ROWS}[row][0],
+        "what": ALL_ROWS[row][0],
         "command": shlex.join(cmd[:-4]) + " ...",
         "wall_s": round(wall, 1),
         **measured(latest_run(tracking_uri, row, corpus)),
@@ -239,7 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding emodb/ and savee/")
     parser.add_argument("--workdir", type=Path, default=Path("real-corpora"), help="MLflow store, logs, outputs")
-    parser.add_argument("--only", nargs="+", choices=sorted({**ROWS, **MIX_ROWS}), help="default: every row")
+    parser.add_argument("--only", nargs="+", choices=sorted(ALL_ROWS), help="default: every row")
     parser.add_argument("--corpora", nargs="+", choices=[*sorted(CORPORA), MIX], default=["savee", "emodb"])
     parser.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides added to every command")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file rows are read from and added to")

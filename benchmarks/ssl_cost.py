@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Record, machine, timed
+from emotion.data.audio import MAX_DURATION
 from emotion.data.cache import FeatureCache, decode_clip
 from emotion.data.corpora import PARSERS, read_corpus
 from emotion.data.features import Spectral
@@ -59,7 +60,7 @@ def run(corpus: Path, reader: str, n_clips: int, upstream: str, about: dict) -> 
         cache = FeatureCache(Path(work) / "cache", corpus, features)
         ours, table = timed(lambda: cache.table(clips))
         cache_bytes = sum(f.stat().st_size for f in cache.folder.glob("shard-*.pt"))
-        waves = [decode_clip(c, features, (0.0, 300.0), "skip") for c in clips]
+        waves = [decode_clip(c, features, (0.0, MAX_DURATION), "skip") for c in clips]
         peer, _ = timed(lambda: torchaudio_per_clip(features.model, waves, features.device))
     seconds = [len(w) / features.sample_rate for w in waves]
     layers, dim = features.shapes()["ssl"]
