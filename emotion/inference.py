@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from emotion.data.audio import MAX_DURATION, check_not_longer, load_audio
 from emotion.data.features import FeatureSet
 from emotion.data.windows import average_over_windows, covering_windows, stack_windows
+from emotion.encoders import saved_encoder_overrides
 from emotion.errors import DataError
 from emotion.models.module import EmotionClassifier
 from emotion.tracking.checkpoints import load_state
@@ -72,11 +73,11 @@ class Predictor:
     ) -> Predictor:
         """A predictor from a run's `config.yaml` and a weights file written by `torch.save(state_dict)`.
 
-        `upstream_path`: the weights of an SSL upstream carried with the model, used instead of the config's.
+        `upstream_path`: the folder of an encoder carried with the model, used instead of the config's.
         """
         config = yaml.safe_load(Path(config_path).read_text())
         if upstream_path is not None:
-            config["features"]["checkpoint"] = str(upstream_path)
+            config["features"] |= saved_encoder_overrides(upstream_path)
         return cls(config, torch.load(weights_path, map_location="cpu", weights_only=True))
 
     @property

@@ -31,7 +31,7 @@ from emotion.data.splits import PARTITIONS
 from emotion.errors import ConfigError
 from emotion.models.module import EmotionClassifier, count_trainable_params
 from emotion.sweep.trial import load_trial, pruning_callback, trial_run_name
-from emotion.tracking import runs
+from emotion.tracking import layer_weights, runs
 from emotion.tracking.cv import CV_ROLE, log_cross_validation
 
 log = logging.getLogger(__name__)
@@ -253,6 +253,10 @@ def _fit_and_test(
     if best:
         runs.log_checkpoint(logger, best)
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    if hasattr(model, "layer_weights"):  # the kept checkpoint's, which the test ran with
+        weights = model.layer_weights().detach().cpu().numpy()
+        layer_weights.log(logger.experiment, logger.run_id, weights, "layer weights of the kept checkpoint")
+        results |= layer_weights.as_metrics(weights)
     if checkpoint.best_model_score is not None:
         results[cfg.callbacks.monitor] = float(checkpoint.best_model_score)
         results[runs.best_metric(cfg.callbacks.monitor)] = float(checkpoint.best_model_score)

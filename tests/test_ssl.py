@@ -18,7 +18,8 @@ import torchaudio
 
 from emotion import promote
 from emotion.data.features import Spectral
-from emotion.data.ssl import SSLLayers, length_batches
+from emotion.data.ssl import SSLLayers
+from emotion.encoders import length_batches
 from emotion.errors import ConfigError
 from emotion.training import train
 from tests.conftest import FEW_BATCHES, finished_runs
@@ -56,7 +57,7 @@ def tiny_upstream(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_missing_upstream_checkpoint_is_one_line_naming_both_ways_to_weights() -> None:
     with pytest.raises(ConfigError) as refused:
-        SSLLayers(Spectral(), upstream="WAVLM_BASE_PLUS", checkpoint="/nowhere/wavlm.pt")
+        SSLLayers(Spectral(), encoder="WAVLM_BASE_PLUS", checkpoint="/nowhere/wavlm.pt")
     message = str(refused.value)
     assert "\n" not in message
     assert (
@@ -83,7 +84,7 @@ def test_batched_extraction_gives_each_clip_the_layers_torchaudio_gives_it_alone
     checkpoint = tmp_path / "upstream.pt"
     torch.save({"params": params, "state_dict": model.state_dict()}, checkpoint)
     waves = [0.1 * torch.randn(n) for n in (16000, 24000, 8000, 23000, 40000)]
-    features = SSLLayers(Spectral(), upstream=upstream, checkpoint=str(checkpoint), batch_seconds=60)
+    features = SSLLayers(Spectral(), encoder=upstream, checkpoint=str(checkpoint), batch_seconds=60)
 
     batched = features.of_clips(waves)["ssl"]
 
@@ -115,7 +116,7 @@ def test_ssl_features_cache_train_test_promote_and_predict_with_learned_layer_we
     assert len(client.get_metric_history(first.info.run_id, "layer_weight/00")) == 2  # logged every epoch
 
     promote.main(["--tracking-uri", tracking_uri, "--name", "ssl", "--with-upstream"])
-    assert "the model carries the weights of its upstream WAVLM_BASE_PLUS:" in capsys.readouterr().out
+    assert "the model carries the weights of its encoder WAVLM_BASE_PLUS:" in capsys.readouterr().out
     shutil.move(tiny_upstream, tmp_path / "moved.pt")  # the served model must not need the original file
     try:
         mlflow.set_tracking_uri(tracking_uri)

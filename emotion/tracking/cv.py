@@ -9,6 +9,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
 
 from emotion.crossval import FOLD_METRICS, FoldResult, fold_records
+from emotion.tracking import layer_weights
 from emotion.tracking.runs import TIGHT, log_json, log_test_report
 
 #: Marks a cross-validation's parent run (it holds no model of its own; its folds do).
@@ -30,6 +31,11 @@ def log_cross_validation(
     y_pred = np.concatenate([r.y_pred for r in results])
     log_test_report(client, run_id, y_true, y_pred, classes)
     client.log_figure(run_id, plot_folds(results, summary), "cv_folds.png", save_kwargs=TIGHT)
+    weights = np.array([layer_weights.from_metrics(r.metrics) for r in results])
+    if weights.size:
+        for name, value in layer_weights.as_metrics(weights.mean(axis=0)).items():
+            client.log_metric(run_id, f"{name}_mean", value)
+        layer_weights.log(client, run_id, weights, f"layer weights, mean ± std over {len(results)} folds")
 
 
 def plot_folds(results: Sequence[FoldResult], summary: Mapping[str, float]) -> Figure:

@@ -35,7 +35,7 @@ from emotion.inference import Predictor, inference_state
 
 #: Packages the model imports, pinned to the versions it was logged with (and those of its feature set).
 REQUIREMENTS = ("torch", "torchaudio", "lightning", "torchmetrics", "hydra-core", "soundfile", "numpy", "pandas")
-FEATURE_REQUIREMENTS = {"egemaps": ("opensmile",)}
+FEATURE_REQUIREMENTS = {"egemaps": ("opensmile",), "ssl": ("transformers", "safetensors", "huggingface-hub")}
 
 #: Folders (separated by os.pathsep) whose files the model may read from a `path` column; unset or empty: none.
 AUDIO_DIRS = "EMOTION_AUDIO_DIRS"
@@ -153,13 +153,22 @@ def input_example(sample_rate: int) -> pd.DataFrame:
     return pd.DataFrame({"waveform": [tone.tolist()], "sample_rate": [sample_rate]})
 
 
+def carry_encoder(predictor: Predictor, folder: Path) -> str:
+    """Save the predictor's encoder into `folder`, saying how large it is; returns the folder."""
+    folder.mkdir()
+    predictor.features.save_encoder(folder)
+    megabytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+    print(f"the model carries the weights of its encoder {predictor.features.encoder.source}: {megabytes:.1f} MB")
+    return str(folder)
+
+
 def log_pyfunc(run_id: str, checkpoint: Path, config: Path, with_upstream: bool = False) -> str:
     """Log the pyfunc of a run's checkpoint and config into that run; returns the model URI.
 
     Only the network and standardisation weights are kept (no optimiser state), saved
     with `torch.save` so that loading them needs no pickled code (`weights_only=True`).
-    An SSL model names its upstream and checkpoint (in its config); `with_upstream` adds the
-    upstream's weights as the artifact `upstream`, and says how large they are.
+    An SSL model names its encoder (in its config); `with_upstream` adds the encoder itself as the
+    artifact folder `upstream`, and says how large it is.
     """
     # MLflow 3 creates the logged model in the *active* experiment, not the run's: without this, its files
     # would land in the Default experiment's artifact folder (`./mlruns/0` of whichever folder made the store).
@@ -169,12 +178,8 @@ def log_pyfunc(run_id: str, checkpoint: Path, config: Path, with_upstream: bool 
         torch.save(inference_state(checkpoint), weights)
         predictor = Predictor.from_files(config, weights)  # fails here, before logging, if they do not fit
         artifacts = {"config": str(config), "weights": str(weights)}
-        if with_upstream and hasattr(predictor.features, "upstream_state"):
-            upstream = Path(folder) / "upstream.pt"
-            torch.save(predictor.features.upstream_state(), upstream)
-            megabytes = upstream.stat().st_size / 1e6
-            print(f"the model carries the weights of its upstream {predictor.features.upstream}: {megabytes:.1f} MB")
-            artifacts["upstream"] = str(upstream)
+        if with_upstream and hasattr(predictor.features, "save_encoder"):
+            artifacts["upstream"] = carry_encoder(predictor, Path(folder) / "upstream")
         info = Model.log(
             artifact_path=None,
             name="model",

@@ -1,0 +1,29 @@
+"""Frozen pretrained speech encoders behind one interface (`Encoder`): torchaudio bundles and Hugging Face models.
+
+`load_encoder(name)` picks the implementation from the name: a torchaudio pipeline bundle
+(`WAVLM_BASE_PLUS`, `HUBERT_BASE`, ...), else a Hugging Face hub id or folder (`openai/whisper-base`,
+`microsoft/wavlm-base-plus`, `../models/whisper-base`).
+"""
+
+from __future__ import annotations
+
+from emotion.encoders.base import Encoder, length_batches, saved_encoder_overrides
+from emotion.encoders.huggingface import WhisperInput, load_huggingface
+from emotion.encoders.torchaudio_bundle import TorchaudioEncoder, is_bundle
+from emotion.errors import ConfigError
+
+__all__ = ["Encoder", "length_batches", "load_encoder", "saved_encoder_overrides"]
+
+
+def load_encoder(name: str, checkpoint: str | None = None, whisper_input: WhisperInput = "cut") -> Encoder:
+    """The encoder `name` names (its weights are loaded at first use).
+
+    `checkpoint`: a weights file for a torchaudio bundle. `whisper_input`: `cut` or `pad30`, for Whisper.
+    """
+    if is_bundle(name):
+        return TorchaudioEncoder(name, checkpoint)
+    if checkpoint:
+        raise ConfigError(
+            f"features.checkpoint is for torchaudio bundles; {name} is read with from_pretrained (a hub id or folder)"
+        )
+    return load_huggingface(name, whisper_input)

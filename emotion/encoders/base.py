@@ -1,0 +1,133 @@
+"""The interface every frozen pretrained speech encoder implements, and the pooling built on it.
+
+An encoder turns a padded batch of waveforms (with each clip's length in samples) into every layer's
+hidden states, with each clip's number of real frames. `pooled_layers` builds on that: each clip's
+layers averaged over its real frames, shaped (layers, width), computed on batches of clips of similar
+length, so that no clip's result depends on what else is in its batch. That is what `features=ssl`
+caches once per clip.
+
+Weights are loaded at first use (`model`): a run whose clips are all cached never loads them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def length_batches(lengths: Sequence[int], padded_budget: int) -> list[list[int]]:
+    """Indices grouped by similar length, each group padded to at most `padded_budget` in all (one clip at least)."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batches and lengths[i] * (len(batches[-1]) + 1) <= padded_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def pad_batch(waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Waveforms zero-padded into one (batch, samples) tensor, with their lengths."""
+    lengths = torch.tensor([len(w) for w in waves])
+    return torch.nn.utils.rnn.pad_sequence(list(waves), batch_first=True), lengths
+
+
+#: The file a torchaudio bundle's saved weights go to; a folder without it holds a Hugging Face model.
+SAVED_CHECKPOINT = "upstream.pt"
+
+
+def saved_encoder_overrides(folder: str | Path) -> dict[str, str]:
+    """The `features` overrides that rebuild an encoder from the folder its `save` wrote."""
+    checkpoint = Path(folder) / SAVED_CHECKPOINT
+    return {"checkpoint": str(checkpoint)} if checkpoint.is_file() else {"encoder": str(folder), "checkpoint": None}
+
+
+def frame_mask(frames: torch.Tensor, total: int) -> torch.Tensor:
+    """(batch, total) booleans, True on each clip's first `frames[i]` frames."""
+    return torch.arange(total, device=frames.device)[None, :] < frames[:, None]
+
+
+class Encoder(ABC):
+    """A frozen speech encoder: its sample rate, its layers and their width, and its hidden states."""
+
+    #: What the user named: a torchaudio bundle, a Hugging Face hub id or a folder.
+    source: str
+    #: The sample rate the encoder takes (Hz).
+    sample_rate: int
+    #: The number of hidden states `hidden_states` returns per clip.
+    num_layers: int
+    #: The width of each hidden state.
+    width: int
+    #: The longest stretch (seconds) it takes at once; longer clips are encoded in windows of this length.
+    max_seconds: float | None = None
+
+    def __init__(self) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._model: torch.nn.Module | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network, loaded (frozen, in eval mode, on the GPU if there is one) at its first use."""
+        if self._model is None:
+            self._model = self.load().requires_grad_(False).eval().to(self.device)
+        return self._model
+
+    @abstractmethod
+    def load(self) -> torch.nn.Module:
+        """The network with its pretrained weights; ConfigError in one line if they cannot be had."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What changes the encoder's output (source, weights' fingerprint, input policy): part of the cache key."""
+
+    @abstractmethod
+    def hidden_states(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every layer's output for a padded batch (batch, samples) at `sample_rate`, and each clip's real frames.
+
+        Returns `num_layers` tensors shaped (batch, frames, width), and the (batch,) number of frames of each clip.
+        """
+
+    @abstractmethod
+    def save(self, folder: Path) -> None:
+        """Write what rebuilds this encoder anywhere into the empty `folder` (`saved_encoder_overrides` reads it)."""
+
+    def padded_cost(self, samples: int) -> int:
+        """Samples a clip of `samples` costs in a padded batch (an encoder of fixed input length costs it in full)."""
+        return samples
+
+    @torch.no_grad()
+    def pooled_layers(self, waves: Sequence[torch.Tensor], batch_samples: int) -> torch.Tensor:
+        """Each clip's layers averaged over its real frames: (clips, layers, width), on the CPU.
+
+        Clips longer than `max_seconds` are encoded in windows of that length, weighted by their frames.
+        Batches hold clips of similar length, at most `batch_samples` of padded audio each.
+        """
+        pieces, owners = self._windows(waves)
+        sums = torch.zeros(len(waves), self.num_layers, self.width)
+        counts = torch.zeros(len(waves))
+        for batch in length_batches([self.padded_cost(len(p)) for p in pieces], batch_samples):
+            padded, lengths = pad_batch([pieces[i] for i in batch])
+            layers, frames = self.hidden_states(padded.to(self.device, torch.float32), lengths.to(self.device))
+            real = frame_mask(frames, layers[0].shape[1]).unsqueeze(-1)
+            summed = torch.stack([(layer.float() * real).sum(dim=1) for layer in layers], dim=1).cpu()
+            for row, i in enumerate(batch):
+                sums[owners[i]] += summed[row]
+                counts[owners[i]] += float(frames[row])
+        return sums / counts[:, None, None]
+
+    def _windows(self, waves: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
+        """The clips cut into pieces of at most `max_seconds`, and the clip each piece comes from."""
+        if self.max_seconds is None:
+            return list(waves), list(range(len(waves)))
+        size = int(self.max_seconds * self.sample_rate)
+        pieces, owners = [], []
+        for index, wave in enumerate(waves):
+            count = max(1, math.ceil(len(wave) / size))
+            pieces += [wave[k * size : (k + 1) * size] for k in range(count)]
+            owners += [index] * count
+        return pieces, owners
