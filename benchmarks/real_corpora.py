@@ -71,7 +71,16 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     ),
     "ssl_wavlm_base_plus": (
         "frozen WavLM Base+ (pretrained), every layer mean-pooled, weighted sum and small head",
-        ["features=ssl", "features.upstream=WAVLM_BASE_PLUS", "model=ssl_head", "cv=loso"],
+        ["features=ssl", "features.encoder=WAVLM_BASE_PLUS", "model=ssl_head", "cv=loso"],
+    ),
+    "whisper_base": (
+        "frozen Whisper base (pretrained), its 7 layers mean-pooled (cut input), weighted sum, softmax regression",
+        ["experiment=whisper_base", "features.encoder={models}/whisper-base", "cv=loso"],
+    ),
+    "whisper_base_pad30": (
+        "frozen Whisper base (pretrained), its 7 layers mean-pooled (30 s input), weighted sum, softmax regression",
+        ["experiment=whisper_base", "features.encoder={models}/whisper-base", "features.whisper_input=pad30",
+         "cv=loso"],
     ),
     "compact_tdnn_raw": (
         "compact TDNN (0.68 M), log-mel, whole utterance",
@@ -106,11 +115,12 @@ def data_overrides(corpus: str, data: Path) -> list[str]:
     return [f"data={corpus}", f"data.root={(data / CORPORA[corpus]).resolve()}"]
 
 
-def command(row: str, corpus: str, data: Path, tracking_uri: str, overrides: list[str]) -> list[str]:
+def command(row: str, corpus: str, folders: Folders, tracking_uri: str, overrides: list[str]) -> list[str]:
     """The `emotion-train` command of one row on one corpus (`overrides` after the row's, e.g. `trainer=gpu`)."""
+    data, models = folders
     return [
         "emotion-train",
-        *ALL_ROWS[row][1],
+        *(override.replace("{models}", str(models.resolve())) for override in ALL_ROWS[row][1]),
         *data_overrides(corpus, data),
         *overrides,
         f"logger.tracking_uri={tracking_uri}",
@@ -153,9 +163,21 @@ class RowFailed(RuntimeError):
     """A row's command ended in error: the other rows still run."""
 
 
-def run_row(row: str, corpus: str, data: Path, workdir: Path, overrides: list[str]) -> dict:
+#: The folders of the corpora (`--data`) and of pretrained models (`--models`), as the user gave them.
+Folders = tuple[Path, Path]
+
+
+def as_given(cmd: list[str], folders: Folders) -> str:
+    """The command as a user types it from the project's folder: the folders as given, not resolved."""
+    text = shlex.join(cmd)
+    for folder in folders:
+        text = text.replace(str(folder.resolve()), str(folder))
+    return text
+
+
+def run_row(row: str, corpus: str, folders: Folders, workdir: Path, overrides: list[str]) -> dict:
     tracking_uri = f"sqlite:///{(workdir / 'mlruns.db').resolve()}"
-    cmd = command(row, corpus, data, tracking_uri, overrides)
+    cmd = command(row, corpus, folders, tracking_uri, overrides)
     print("$", shlex.join(cmd), flush=True)
     start = time.perf_counter()
     log_path = workdir / f"{row}-{corpus}.log"
@@ -169,7 +191,7 @@ def run_row(row: str, corpus: str, data: Path, workdir: Path, overrides: list[st
         "row": row,
         "corpus": corpus,
         "what": ALL_ROWS[row][0],
-        "command": shlex.join(cmd[:-4]) + " ...",
+        "command": as_given(cmd[:-4], folders) + " ...",
         "wall_s": round(wall, 1),
         **measured(latest_run(tracking_uri, row, corpus)),
         "machine": machine(),
@@ -183,7 +205,8 @@ def load_results(path: Path) -> list[dict]:
 def machine_name(row: dict) -> str:
     """Where a row ran, in a few words: the GPU, else the CPU and its core count."""
     where = row["machine"]
-    return where["gpu"] or f"{where['cpu']}, {where['cores']} cores"
+    bf16 = {True: ", AVX512-BF16", False: ", no AVX512-BF16"}.get(where.get("avx512_bf16"), "")
+    return where["gpu"] or f"{where['cpu']}, {where['cores']} cores{bf16}"
 
 
 def table(results: list[dict]) -> str:
@@ -241,6 +264,7 @@ def write_into(readme: Path, marker: str, markdown: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding emodb/ and savee/")
+    parser.add_argument("--models", type=Path, default=Path("../shared/models"), help="folder of pretrained models")
     parser.add_argument("--workdir", type=Path, default=Path("real-corpora"), help="MLflow store, logs, outputs")
     parser.add_argument("--only", nargs="+", choices=sorted(ALL_ROWS), help="default: every row")
     parser.add_argument("--corpora", nargs="+", choices=[*sorted(CORPORA), MIX], default=["savee", "emodb"])
@@ -260,7 +284,7 @@ def main() -> None:
                 if (row, corpus) in done:
                     continue
                 try:
-                    results.append(run_row(row, corpus, args.data, args.workdir, args.overrides))
+                    results.append(run_row(row, corpus, (args.data, args.models), args.workdir, args.overrides))
                 except RowFailed as failure:
                     failures.append(str(failure))
                     print(failure, flush=True)

@@ -3,12 +3,20 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import mlflow
+import optuna
+import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from optuna.trial import TrialState
 from transformers import (
     HubertConfig,
     HubertModel,
@@ -19,11 +27,14 @@ from transformers import (
     WavLMModel,
 )
 
+from emotion import evaluate, predict, promote
 from emotion.data.features import Spectral
 from emotion.data.ssl import SSLLayers
 from emotion.encoders import load_encoder
 from emotion.encoders.huggingface import WhisperEncoderLayers
 from emotion.errors import ConfigError
+from emotion.training import train
+from tests.conftest import FEW_BATCHES, TINY_CORPUS, finished_runs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WHISPER = SHARED / "models" / "whisper-base"
@@ -170,3 +181,66 @@ def test_a_missing_folder_and_a_folder_of_another_kind_of_model_are_one_line_eac
     with pytest.raises(ConfigError, match="is a bert model: choose a Whisper or a wav2vec2-family"):
         load_encoder(str(tmp_path))
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # tests never reach the hub
+
+
+@needs_whisper
+def test_whisper_trains_cross_validates_promotes_with_its_encoder_and_predicts_with_the_folder_out_of_reach(
+    make_config, tracking_uri: str, tiny_corpus: Path, cache_dir: Path, tmp_path: Path, capsys
+) -> None:
+    link = tmp_path / "whisper-base"  # the folder the run names, gone before the model predicts
+    link.symlink_to(WHISPER, target_is_directory=True)
+    run = ["experiment=whisper_base", f"features.encoder={link}", *FEW_BATCHES]
+    cv_store = f"sqlite:///{tmp_path / 'cv.db'}"
+    train(make_config(*run, "cv=kfold", "cv.n_folds=2", f"logger.tracking_uri={cv_store}"))
+    train(make_config(*run))
+
+    parent = next(r for r in finished_runs(cv_store) if r.data.tags.get("role") == "cv")
+    assert sum(parent.data.metrics[f"layer_weight/{i:02d}_mean"] for i in range(7)) == pytest.approx(1.0, abs=1e-5)
+    for run_id in [r.info.run_id for r in finished_runs(cv_store)]:
+        artifacts = [a.path for a in mlflow.MlflowClient(cv_store).list_artifacts(run_id)]
+        assert "layer_weights.png" in artifacts  # each fold's, and the parent's mean ± std
+    (single,) = finished_runs(tracking_uri)
+    assert single.data.params["features_computed"] == "0"  # the CV's folds cached every clip
+
+    promote.main(["--tracking-uri", tracking_uri, "--name", "whisper", "--with-upstream"])
+    carried = capsys.readouterr().out
+    megabytes = float(carried.split("the model carries the weights of its encoder ")[1].split(": ")[1].split(" MB")[0])
+    assert 35 < megabytes < 50  # the encoder alone (20.6 M parameters), float16 as stored; not the decoder
+    link.unlink()
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/whisper@champion")
+    wav = sorted(EMODB.glob("*.wav"))[0]
+    predicted = model.predict(pd.DataFrame({"audio": [base64.b64encode(wav.read_bytes()).decode()]}))
+    assert predicted["emotion"][0] in {"angry", "disgust", "fear", "happy", "neutral", "sad"}
+    assert predicted.filter(like="prob_").sum(axis=1)[0] == pytest.approx(1.0, abs=1e-5)
+    predict.main([str(wav), "--model", "models:/whisper@champion", "--tracking-uri", tracking_uri, "--format", "json"])
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["emotion"] == predicted["emotion"][0]
+    corpus = [f"paths.cache_dir={cache_dir}", *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items())]
+    evaluate.main(["models:/whisper@champion", *corpus, "--tracking-uri", tracking_uri])
+    (evaluation,) = finished_runs(tracking_uri, "evaluations")
+    assert 0 <= evaluation.data.metrics["eval/uar"] <= 1 and evaluation.data.params["clips"] == "72"
+
+
+@needs_whisper
+def test_a_study_of_the_whisper_head_searches_its_space_over_cached_layers(tmp_path: Path, cache_dir: Path) -> None:
+    sweep = [
+        sys.executable, "-m", "emotion.train", "--multirun", "sweep=whisper_head", "hydra.sweeper.n_trials=3",
+        f"features.encoder={WHISPER}", "trainer.max_epochs=2", f"hydra.sweep.dir={tmp_path}/multirun",
+        *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()),
+        "+trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    ]  # fmt: skip
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    env = {**os.environ, "EMOTION_CACHE_DIR": str(cache_dir), "MLFLOW_TRACKING_URI": store}
+    done = subprocess.run(sweep, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    study = optuna.load_study(study_name="whisper_head", storage=f"sqlite:///{tmp_path}/multirun/optuna.db")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    for trial in study.trials:
+        assert trial.params["model.hidden"] in (0, 128, 256) and trial.params["model.layer_norm"] in (False, True)
+        assert 3e-4 <= trial.params["optimizer.lr"] <= 1e-2
+    trials = [r for r in finished_runs(store) if r.data.tags.get("trial_number")]
+    assert len(trials) == 3
+    assert all(int(r.data.params["features_computed"]) == 0 for r in trials[1:])  # the encoder ran for one trial

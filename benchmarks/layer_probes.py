@@ -1,0 +1,95 @@
+"""Linear probes of a frozen encoder's layers: how much emotion each layer holds, speaker-independently.
+
+Each layer's clip means (`features=ssl`, read through the project's feature cache, so the encoder runs
+only for clips not cached yet) are standardised on the training speakers and classified by scikit-learn's
+logistic regression, leave-one-speaker-out over every speaker; the score is the UAR of all folds'
+predictions pooled. The last row is the mean of all layers. This is the reference the learned head
+(`model=ssl_head`) is set against: it trains on every other speaker, with no validation speaker held out.
+
+python -m benchmarks.layer_probes --corpus ../shared/data/emodb/wav --reader emodb --encoder ../shared/models/whisper-base
+python -m benchmarks.layer_probes --corpus ../shared/data/savee --reader savee --encoder ../shared/models/whisper-base \
+    --whisper-input pad30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import recall_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from benchmarks.common import machine
+from emotion.data.cache import FeatureCache
+from emotion.data.corpora import EMOTIONS, read_corpus
+from emotion.data.features import Spectral
+from emotion.data.ssl import SSLLayers
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "layer_probes.json"
+
+
+def loso_uar(features: np.ndarray, labels: np.ndarray, speakers: np.ndarray) -> float:
+    """Pooled UAR of leave-one-speaker-out logistic regression on standardised features."""
+    predicted = np.empty_like(labels)
+    for speaker in np.unique(speakers):
+        test = speakers == speaker
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        probe.fit(features[~test], labels[~test])
+        predicted[test] = probe.predict(features[test])
+    return float(recall_score(labels, predicted, average="macro"))
+
+
+def probe_layers(corpus: Path, reader: str, encoder: str, whisper_input: str, cache_dir: Path) -> dict:
+    """Every layer's probe UAR, and that of the mean of all layers."""
+    features = SSLLayers(Spectral(), encoder=encoder, whisper_input=whisper_input)
+    clips = read_corpus(corpus, reader, classes=EMOTIONS).clips
+    table = FeatureCache(cache_dir, corpus, features).table(clips)
+    layers = table.tensors["ssl"].numpy()  # (clips, layers, width)
+    labels = np.array([EMOTIONS.index(c.emotion) for c in table.clips])
+    speakers = np.array([c.speaker for c in table.clips])
+    per_layer = [loso_uar(layers[:, i], labels, speakers) for i in range(layers.shape[1])]
+    return {
+        "corpus": reader,
+        "encoder": encoder,
+        "whisper_input": whisper_input,
+        "clips": len(labels),
+        "speakers": len(set(speakers)),
+        "layer_uar": [round(u, 4) for u in per_layer],
+        "mean_of_layers_uar": round(loso_uar(layers.mean(axis=1), labels, speakers), 4),
+        "machine": machine(),
+    }
+
+
+def markdown(result: dict) -> str:
+    rows = [f"| {i} | {u:.3f} |" for i, u in enumerate(result["layer_uar"])]
+    header = f"{result['corpus']}, {result['encoder']} ({result['whisper_input']}), {result['clips']} clips"
+    return "\n".join(
+        [f"| layer ({header}) | pooled LOSO UAR |", "|---|---|", *rows, f"| mean of layers | "
+         f"{result['mean_of_layers_uar']:.3f} |"]  # fmt: skip
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--reader", required=True)
+    parser.add_argument("--encoder", required=True, help="a torchaudio bundle, a hub id or a folder")
+    parser.add_argument("--whisper-input", default="cut", choices=("cut", "pad30"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/emotion").expanduser())
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file results are added to")
+    args = parser.parse_args()
+    result = probe_layers(args.corpus, args.reader, args.encoder, args.whisper_input, args.cache_dir)
+    print(markdown(result))
+    results = json.loads(args.results.read_text()) if args.results.exists() else []
+    key = (result["corpus"], result["whisper_input"])
+    results = [r for r in results if (r["corpus"], r["whisper_input"]) != key] + [result]
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

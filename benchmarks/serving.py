@@ -1,0 +1,217 @@
+"""A served model with a pretrained encoder: latency per request, and a bounded load test on loopback.
+
+The benchmark makes its own model as a user would: `emotion-train experiment=whisper_base debug=tiny` (the
+head's quality does not change the cost), `emotion-promote --with-upstream` (the encoder travels with the
+model), then `mlflow models serve` (one uvicorn worker) on 127.0.0.1. Every request carries one clip of
+`--seconds-of-audio` (cut from a real recording) as base64 bytes, as README step 7 sends it.
+
+- latency: `--requests` requests one after another (after 3 warm-up requests): p50 and p95;
+- load: `--clients` threads, each sending its next request as soon as the last is answered, for
+  `--duration` seconds: requests per second, p50 and p99 latency, errors (any answer but HTTP 200, or none),
+  and the peak resident memory of the server's process tree.
+
+python -m benchmarks.serving --encoder ../shared/models/whisper-base --clip ../shared/data/savee/DC_a01.wav
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from benchmarks.common import machine
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clip_of(path: Path, seconds: float, folder: Path) -> bytes:
+    """The first `seconds` of a recording (looped if shorter), as WAV bytes."""
+    samples, rate = sf.read(path, dtype="float32")
+    wanted = int(seconds * rate)
+    samples = np.tile(samples, -(-wanted // len(samples)))[:wanted]
+    out = folder / "clip.wav"
+    sf.write(out, samples, rate)
+    return out.read_bytes()
+
+
+def make_model(encoder: str, folder: Path) -> str:
+    """Train a quick whisper_base model and promote it with its encoder; returns the store's URI."""
+    store = f"sqlite:///{folder / 'mlruns.db'}"
+    env = {**os.environ, "EMOTION_CACHE_DIR": str(folder / "cache")}
+    train = [BIN / "emotion-train", "experiment=whisper_base", f"features.encoder={encoder}", "debug=tiny",
+             f"logger.tracking_uri={store}", "+trainer.enable_progress_bar=false"]  # fmt: skip
+    subprocess.run(train, cwd=folder, env=env, check=True, capture_output=True)
+    promote = [BIN / "emotion-promote", "--tracking-uri", store, "--with-upstream"]
+    print(subprocess.run(promote, cwd=folder, env=env, check=True, capture_output=True, text=True).stdout.strip())
+    return store
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its descendants (from /proc)."""
+    total, children = 0, {pid}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) in children or int(entry.name) == pid:
+                children.add(int(entry.name))
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class PeakMemory(threading.Thread):
+    """Polls the server's resident memory every 0.2 s; `peak` is the largest seen."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.running = pid, 0, True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, tree_rss(self.pid))
+            time.sleep(0.2)
+
+
+def request(url: str, body: bytes) -> tuple[float, bool]:
+    """One request's latency (seconds) and whether it was answered with HTTP 200."""
+    start = time.perf_counter()
+    try:
+        post = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(post, timeout=120) as answer:
+            answer.read()
+            ok = answer.status == 200
+    except (urllib.error.URLError, OSError):
+        ok = False
+    return time.perf_counter() - start, ok
+
+
+def load_test(url: str, body: bytes, clients: int, duration: float) -> tuple[list[float], int]:
+    """`clients` threads posting back to back for `duration` seconds: every latency, and the errors."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + duration
+
+    def client() -> None:
+        while time.perf_counter() < deadline:
+            seconds, ok = request(url, body)
+            with lock:
+                latencies.append(seconds)
+                errors[0] += not ok
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors[0]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000
+
+
+def serve_and_measure(store: str, clip: bytes, args: argparse.Namespace, folder: Path) -> dict:
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    serve = [BIN / "mlflow", "models", "serve", "-m", "models:/emotion@champion", "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    log = (folder / "serve.log").open("w")
+    server = subprocess.Popen(serve, env=env, cwd=folder, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server, time.perf_counter() + 180)
+        url = f"http://127.0.0.1:{port}/invocations"
+        body = json.dumps({"dataframe_records": [{"audio": base64.b64encode(clip).decode()}]}).encode()
+        idle = tree_rss(server.pid)
+        for _ in range(3):
+            request(url, body)
+        sequential = [request(url, body) for _ in range(args.requests)]
+        memory = PeakMemory(server.pid)
+        memory.start()
+        start = time.perf_counter()
+        latencies, errors = load_test(url, body, args.clients, args.duration)
+        elapsed = time.perf_counter() - start
+        memory.running = False
+        memory.join()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    return {
+        "latency_p50_ms": round(percentile([s for s, _ in sequential], 50), 1),
+        "latency_p95_ms": round(percentile([s for s, _ in sequential], 95), 1),
+        "sequential_errors": sum(not ok for _, ok in sequential),
+        "load_clients": args.clients,
+        "load_seconds": round(elapsed, 1),
+        "load_requests": len(latencies),
+        "load_throughput_rps": round(len(latencies) / elapsed, 2),
+        "load_p50_ms": round(percentile(latencies, 50), 1),
+        "load_p99_ms": round(percentile(latencies, 99), 1),
+        "load_errors": errors,
+        "server_rss_idle_mb": round(idle / 1e6, 1),
+        "server_rss_peak_mb": round(memory.peak / 1e6, 1),
+    }
+
+
+def wait_until_up(url: str, server: subprocess.Popen, deadline: float) -> None:
+    while time.perf_counter() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise SystemExit(f"the server did not answer {url} in time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", default="openai/whisper-base", help="a hub id or folder (features.encoder)")
+    parser.add_argument("--clip", type=Path, required=True, help="a recording the request's clip is cut from")
+    parser.add_argument("--seconds-of-audio", type=float, default=3.0)
+    parser.add_argument("--requests", type=int, default=40, help="sequential requests for the latency")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--output", type=Path, default=HERE / "serving.json", help="results are added to it")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    try:
+        store = make_model(args.encoder, folder)
+        figures = serve_and_measure(store, clip_of(args.clip, args.seconds_of_audio, folder), args, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    result = {"encoder": args.encoder, "audio_seconds": args.seconds_of_audio, **figures, "machine": machine()}
+    for key, value in figures.items():
+        print(f"{key:<22} {value}")
+    earlier = json.loads(args.output.read_text()) if args.output.is_file() else []
+    args.output.write_text(json.dumps([*earlier, result], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
