@@ -6,9 +6,10 @@ logistic regression, leave-one-speaker-out over every speaker; the score is the 
 predictions pooled. The last row is the mean of all layers. This is the reference the learned head
 (`model=ssl_head`) is set against: it trains on every other speaker, with no validation speaker held out.
 
-python -m benchmarks.layer_probes --corpus ../shared/data/emodb/wav --reader emodb --encoder ../shared/models/whisper-base
-python -m benchmarks.layer_probes --corpus ../shared/data/savee --reader savee --encoder ../shared/models/whisper-base \
-    --whisper-input pad30
+python -m benchmarks.layer_probes --corpus ../shared/data/emodb/wav --reader emodb \
+    --encoder ../shared/models/whisper-base
+python -m benchmarks.layer_probes --corpus ../shared/data/savee --reader savee \
+    --encoder ../shared/models/whisper-base --whisper-input pad30
 """
 
 from __future__ import annotations
@@ -68,10 +69,8 @@ def probe_layers(corpus: Path, reader: str, encoder: str, whisper_input: str, ca
 def markdown(result: dict) -> str:
     rows = [f"| {i} | {u:.3f} |" for i, u in enumerate(result["layer_uar"])]
     header = f"{result['corpus']}, {result['encoder']} ({result['whisper_input']}), {result['clips']} clips"
-    return "\n".join(
-        [f"| layer ({header}) | pooled LOSO UAR |", "|---|---|", *rows, f"| mean of layers | "
-         f"{result['mean_of_layers_uar']:.3f} |"]  # fmt: skip
-    )
+    mean = f"| mean of layers | {result['mean_of_layers_uar']:.3f} |"
+    return "\n".join([f"| layer ({header}) | pooled LOSO UAR |", "|---|---|", *rows, mean])
 
 
 def main() -> None:

@@ -79,8 +79,12 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     ),
     "whisper_base_pad30": (
         "frozen Whisper base (pretrained), its 7 layers mean-pooled (30 s input), weighted sum, softmax regression",
-        ["experiment=whisper_base", "features.encoder={models}/whisper-base", "features.whisper_input=pad30",
-         "cv=loso"],
+        [
+            "experiment=whisper_base",
+            "features.encoder={models}/whisper-base",
+            "features.whisper_input=pad30",
+            "cv=loso",
+        ],
     ),
     "compact_tdnn_raw": (
         "compact TDNN (0.68 M), log-mel, whole utterance",

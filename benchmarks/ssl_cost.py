@@ -10,7 +10,8 @@ its feature extractor and encoder on 30 s, the only input its encoder takes). Th
 clip is set against what storing every layer's frames (unpooled, float32) would take.
 
 python -m benchmarks.ssl_cost --corpus ../shared/data/emodb/wav --reader emodb --clips 48
-python -m benchmarks.ssl_cost --corpus ../shared/data/emodb/wav --encoder ../shared/models/whisper-base --whisper-input cut
+python -m benchmarks.ssl_cost --corpus ../shared/data/emodb/wav --encoder ../shared/models/whisper-base \
+    --whisper-input cut
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ def run_sweep(
         "--multirun",
         "sweep=cnn1d_mel_mean",
         f"hydra/sweeper/pruner={pruner}",
+        *(["hydra.sweeper.pruner.n_startup_trials=2"] if pruner == "median" else []),  # as measured
         f"hydra.sweeper.n_trials={trials}",
         f"hydra.sweep.dir={sweep_dir}",
         f"trainer.max_epochs={epochs}",
