@@ -15,9 +15,10 @@ nothing. The parent run logs what papers report:
 - `cv_folds.json`: each fold's speakers, run and scores.
 
 In a sweep, a trial is one cross-validation: after each fold it reports the running mean validation
-UAR to Optuna (step = folds done), and the pruner may stop it there. Reporting per fold, not per epoch,
-compares trials on the same speakers at every step: per-epoch values of one fold would rank trials on
-that fold's validation speakers alone.
+UAR to Optuna (step = folds done), and the pruner may stop it there, but never after its last fold: a
+trial that ran every fold is complete. Reporting per fold, not per epoch, compares trials on the same
+speakers at every step: per-epoch values of one fold would rank trials on that fold's validation
+speakers alone. A pruned trial's parent run still logs the aggregates of the folds it ran.
 """
 
 from __future__ import annotations
@@ -102,11 +103,11 @@ def cross_validate(
     folds = folds_to_run(cfg, n_folds)
     log.info("cross-validation %s: folds %s of %d", cfg.cv.strategy, folds, n_folds)
     log_fold(results[0], cfg.callbacks.monitor)
-    report_to_trial(trial, results, cfg.callbacks.monitor)
+    report_to_trial(trial, results, cfg.callbacks.monitor, last=len(folds) == 1)
     for fold in folds[1:]:
         results.append(fit_fold(fold_config(cfg, fold), fold, parent_run_id))
         log_fold(results[-1], cfg.callbacks.monitor)
-        report_to_trial(trial, results, cfg.callbacks.monitor)
+        report_to_trial(trial, results, cfg.callbacks.monitor, last=fold == folds[-1])
     return results
 
 
@@ -121,13 +122,22 @@ def log_fold(result: FoldResult, monitor: str) -> None:
     )
 
 
-def report_to_trial(trial: optuna.Trial | None, results: list[FoldResult], monitor: str) -> None:
-    """Report the running mean of the folds' best `monitor` to a sweep's trial; TrialPruned if the pruner says so."""
+class PrunedBetweenFolds(optuna.TrialPruned):
+    """The pruner stopped a cross-validated trial between folds; `results` are the folds it ran."""
+
+    def __init__(self, results: list[FoldResult]) -> None:
+        super().__init__(f"pruned after fold {results[-1].fold} ({len(results)} folds run)")
+        self.results = results
+
+
+def report_to_trial(trial: optuna.Trial | None, results: list[FoldResult], monitor: str, last: bool) -> None:
+    """Report the running mean of the folds' best `monitor` to a sweep's trial; PrunedBetweenFolds if the pruner
+    says so, except after the `last` fold (the trial is complete then)."""
     if trial is None or len(trial.study.directions) > 1:
         return
     trial.report(float(np.mean([r.metrics[monitor] for r in results])), step=len(results) - 1)
-    if trial.should_prune():
-        raise optuna.TrialPruned(f"pruned after fold {len(results) - 1}")
+    if not last and trial.should_prune():
+        raise PrunedBetweenFolds(results)
 
 
 def pooled_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
