@@ -5,11 +5,14 @@ only for clips not cached yet) are standardised on the training speakers and cla
 logistic regression, leave-one-speaker-out over every speaker; the score is the UAR of all folds'
 predictions pooled. The last row is the mean of all layers. This is the reference the learned head
 (`model=ssl_head`) is set against: it trains on every other speaker, with no validation speaker held out.
+The same probe of the mean of the layers is also trained on the head's own training speakers (those the
+split leaves after holding some out for validation), to tell the cost of that hold-out from the head's.
 
 python -m benchmarks.layer_probes --corpus ../shared/data/emodb/wav --reader emodb \
     --encoder ../shared/models/whisper-base
 python -m benchmarks.layer_probes --corpus ../shared/data/savee --reader savee \
     --encoder ../shared/models/whisper-base --whisper-input pad30
+python -m benchmarks.layer_probes --docs docs/encoders.md   # the table of every result, into the page
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import machine
+from benchmarks.real_corpora import write_into
 from emotion.data.cache import FeatureCache
 from emotion.data.corpora import EMOTIONS, read_corpus
 from emotion.data.features import Spectral
+from emotion.data.splits import split_manifest
 from emotion.data.ssl import SSLLayers
 
 HERE = Path(__file__).resolve().parent
@@ -45,8 +50,20 @@ def loso_uar(features: np.ndarray, labels: np.ndarray, speakers: np.ndarray) -> 
     return float(recall_score(labels, predicted, average="macro"))
 
 
+def head_speakers_uar(features: np.ndarray, labels: np.ndarray, clips: list, seed: int = 42) -> float:
+    """Pooled UAR of the same probe trained on the speakers the learned head trains on in each LOSO fold:
+    every other speaker but those the split holds out for validation (`data.split`, seeded as training is)."""
+    predicted = np.empty_like(labels)
+    for fold in range(len({c.speaker for c in clips})):
+        split = split_manifest(clips, strategy="loso", fold=fold, seed=seed)
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        probe.fit(features[split.train], labels[split.train])
+        predicted[split.test] = probe.predict(features[split.test])
+    return float(recall_score(labels, predicted, average="macro"))
+
+
 def probe_layers(corpus: Path, reader: str, encoder: str, whisper_input: str, cache_dir: Path) -> dict:
-    """Every layer's probe UAR, and that of the mean of all layers."""
+    """Every layer's probe UAR, and that of the mean of all layers (also trained on the head's speakers only)."""
     features = SSLLayers(Spectral(), encoder=encoder, whisper_input=whisper_input)
     clips = read_corpus(corpus, reader, classes=EMOTIONS).clips
     table = FeatureCache(cache_dir, corpus, features).table(clips)
@@ -62,6 +79,7 @@ def probe_layers(corpus: Path, reader: str, encoder: str, whisper_input: str, ca
         "speakers": len(set(speakers)),
         "layer_uar": [round(u, 4) for u in per_layer],
         "mean_of_layers_uar": round(loso_uar(layers.mean(axis=1), labels, speakers), 4),
+        "mean_of_layers_on_head_speakers_uar": round(head_speakers_uar(layers.mean(axis=1), labels, table.clips), 4),
         "machine": machine(),
     }
 
@@ -73,15 +91,43 @@ def markdown(result: dict) -> str:
     return "\n".join([f"| layer ({header}) | pooled LOSO UAR |", "|---|---|", *rows, mean])
 
 
+def probes_table(results: list[dict]) -> str:
+    """Markdown: one row per layer, one column per corpus and input policy, and the mean of the layers."""
+    results = sorted(results, key=lambda r: (r["corpus"], r["whisper_input"]))
+    header = "| layer | " + " | ".join(f"{r['corpus']}, {r['whisper_input']}" for r in results) + " |"
+    lines = [header, "|---" * (len(results) + 1) + "|"]
+    for layer in range(max(len(r["layer_uar"]) for r in results)):
+        cells = [f"{r['layer_uar'][layer]:.3f}" if layer < len(r["layer_uar"]) else "" for r in results]
+        best = [max(r["layer_uar"]) == r["layer_uar"][layer] if layer < len(r["layer_uar"]) else False for r in results]
+        cells = [f"**{c}**" if b else c for c, b in zip(cells, best, strict=True)]
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    lines.append("| mean of layers | " + " | ".join(f"{r['mean_of_layers_uar']:.3f}" for r in results) + " |")
+    head = [f"{r['mean_of_layers_on_head_speakers_uar']:.3f}" if "mean_of_layers_on_head_speakers_uar" in r else ""
+            for r in results]  # fmt: skip
+    lines.append("| mean of layers, on the head's training speakers only | " + " | ".join(head) + " |")
+    where = {machine_name(r) for r in results}
+    return "\n".join(lines) + f"\n\nMachine: {', '.join(sorted(where))}. Best layer of each column in bold."
+
+
+def machine_name(result: dict) -> str:
+    where = result["machine"]
+    bf16 = "AVX512-BF16" if where.get("avx512_bf16") else "no AVX512-BF16"
+    return where["gpu"] or f"{where['cpu']}, {where['cores']} cores, {bf16}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, required=True)
-    parser.add_argument("--reader", required=True)
-    parser.add_argument("--encoder", required=True, help="a torchaudio bundle, a hub id or a folder")
-    parser.add_argument("--whisper-input", default="cut", choices=("cut", "pad30"))
+    parser.add_argument("--corpus", type=Path)
+    parser.add_argument("--reader")
+    parser.add_argument("--encoder", help="a torchaudio bundle, a hub id or a folder")
+    parser.add_argument("--whisper-input", default="pad30", choices=("cut", "pad30"))
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/emotion").expanduser())
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file results are added to")
+    parser.add_argument("--docs", type=Path, help="only write the table of the results file into this page")
     args = parser.parse_args()
+    if args.docs:
+        write_into(args.docs, "layer-probes", probes_table(json.loads(args.results.read_text())))
+        return
     result = probe_layers(args.corpus, args.reader, args.encoder, args.whisper_input, args.cache_dir)
     print(markdown(result))
     results = json.loads(args.results.read_text()) if args.results.exists() else []

@@ -73,9 +73,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "frozen WavLM Base+ (pretrained), every layer mean-pooled, weighted sum and small head",
         ["features=ssl", "features.encoder=WAVLM_BASE_PLUS", "model=ssl_head", "cv=loso"],
     ),
-    "whisper_base": (
+    "whisper_base_cut": (
         "frozen Whisper base (pretrained), its 7 layers mean-pooled (cut input), weighted sum, softmax regression",
-        ["experiment=whisper_base", "features.encoder={models}/whisper-base", "cv=loso"],
+        ["experiment=whisper_base", "features.encoder={models}/whisper-base", "features.whisper_input=cut", "cv=loso"],
     ),
     "whisper_base_pad30": (
         "frozen Whisper base (pretrained), its 7 layers mean-pooled (30 s input), weighted sum, softmax regression",

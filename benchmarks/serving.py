@@ -56,12 +56,14 @@ def clip_of(path: Path, seconds: float, folder: Path) -> bytes:
     return out.read_bytes()
 
 
-def make_model(encoder: str, folder: Path) -> str:
+def make_model(encoder: str, whisper_input: str, folder: Path) -> str:
     """Train a quick whisper_base model and promote it with its encoder; returns the store's URI."""
     store = f"sqlite:///{folder / 'mlruns.db'}"
     env = {**os.environ, "EMOTION_CACHE_DIR": str(folder / "cache")}
+    encoder = str(Path(encoder).resolve()) if Path(encoder).exists() else encoder  # training runs in `folder`
     train = [BIN / "emotion-train", "experiment=whisper_base", f"features.encoder={encoder}", "debug=tiny",
-             f"logger.tracking_uri={store}", "+trainer.enable_progress_bar=false"]  # fmt: skip
+             f"features.whisper_input={whisper_input}", f"logger.tracking_uri={store}",
+             "+trainer.enable_progress_bar=false"]  # fmt: skip
     subprocess.run(train, cwd=folder, env=env, check=True, capture_output=True)
     promote = [BIN / "emotion-promote", "--tracking-uri", store, "--with-upstream"]
     print(subprocess.run(promote, cwd=folder, env=env, check=True, capture_output=True, text=True).stdout.strip())
@@ -193,6 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder", default="openai/whisper-base", help="a hub id or folder (features.encoder)")
     parser.add_argument("--clip", type=Path, required=True, help="a recording the request's clip is cut from")
+    parser.add_argument("--whisper-input", choices=("cut", "pad30"), default="cut", help="Whisper's input policy")
     parser.add_argument("--seconds-of-audio", type=float, default=3.0)
     parser.add_argument("--requests", type=int, default=40, help="sequential requests for the latency")
     parser.add_argument("--clients", type=int, default=8)
@@ -201,11 +204,12 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
-        store = make_model(args.encoder, folder)
+        store = make_model(args.encoder, args.whisper_input, folder)
         figures = serve_and_measure(store, clip_of(args.clip, args.seconds_of_audio, folder), args, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    result = {"encoder": args.encoder, "audio_seconds": args.seconds_of_audio, **figures, "machine": machine()}
+    result = {"encoder": args.encoder, "whisper_input": args.whisper_input, "audio_seconds": args.seconds_of_audio}
+    result |= figures | {"machine": machine()}
     for key, value in figures.items():
         print(f"{key:<22} {value}")
     earlier = json.loads(args.output.read_text()) if args.output.is_file() else []

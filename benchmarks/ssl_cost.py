@@ -125,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reader", choices=sorted(PARSERS), default="emodb")
     parser.add_argument("--clips", type=int, default=48, help="the corpus's first N clips")
     parser.add_argument("--encoder", default="WAVLM_BASE_PLUS", help="a torchaudio bundle, a hub id or a folder")
-    parser.add_argument("--whisper-input", choices=("cut", "pad30"), default="cut", help="Whisper's input policy")
+    parser.add_argument("--whisper-input", choices=("cut", "pad30"), default="pad30", help="Whisper's input policy")
     parser.add_argument("--output", type=Path, default=HERE / "ssl_cost.json", help="records are added to it")
     return parser.parse_args(argv)
 

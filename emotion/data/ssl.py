@@ -33,7 +33,7 @@ class SSLLayers(FeatureSet):
         spectral: Spectral,
         encoder: str = "WAVLM_BASE_PLUS",
         checkpoint: str | None = None,
-        whisper_input: WhisperInput = "cut",
+        whisper_input: WhisperInput = "pad30",
         batch_seconds: float = 60.0,
         window: Window | None = None,
     ) -> None:

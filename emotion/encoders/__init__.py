@@ -15,7 +15,7 @@ from emotion.errors import ConfigError
 __all__ = ["Encoder", "length_batches", "load_encoder", "saved_encoder_overrides"]
 
 
-def load_encoder(name: str, checkpoint: str | None = None, whisper_input: WhisperInput = "cut") -> Encoder:
+def load_encoder(name: str, checkpoint: str | None = None, whisper_input: WhisperInput = "pad30") -> Encoder:
     """The encoder `name` names (its weights are loaded at first use).
 
     `checkpoint`: a weights file for a torchaudio bundle. `whisper_input`: `cut` or `pad30`, for Whisper.

@@ -104,7 +104,8 @@ class HuggingFaceEncoder(Encoder):
         self.stored_dtype = getattr(torch, str(config.get("dtype") or config.get("torch_dtype") or "float32"))
 
     def identity(self) -> dict[str, Any]:
-        return {"encoder": self.source, "weights": self.fingerprint}
+        """The model type and its weights' fingerprint (not the name: a hub id and its folder key the same cache)."""
+        return {"encoder": self.config.get("model_type"), "weights": self.fingerprint}
 
     def save(self, folder: Path) -> None:
         """The encoder alone, in its stored dtype, with its feature extractor: a folder `from_pretrained` reads."""
@@ -122,7 +123,9 @@ class WhisperEncoderLayers(HuggingFaceEncoder):
 
     max_seconds = 30.0
 
-    def __init__(self, source: str, folder: Path, config: dict[str, Any], whisper_input: WhisperInput = "cut") -> None:
+    def __init__(
+        self, source: str, folder: Path, config: dict[str, Any], whisper_input: WhisperInput = "pad30"
+    ) -> None:
         super().__init__(source, folder, config)
         if whisper_input not in WHISPER_INPUTS:
             raise ConfigError(f"features.whisper_input={whisper_input}: choose one of {list(WHISPER_INPUTS)}")
@@ -252,7 +255,7 @@ def _first(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def load_huggingface(source: str, whisper_input: WhisperInput = "cut") -> HuggingFaceEncoder:
+def load_huggingface(source: str, whisper_input: WhisperInput = "pad30") -> HuggingFaceEncoder:
     """The encoder of a hub id or folder: Whisper's, or a wav2vec2-family model's (read from its config.json)."""
     folder = resolve_folder(source)
     config = read_config(folder)
