@@ -109,3 +109,67 @@ def _fits(value: Any, needed: type) -> bool:
     if needed is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, needed)
+
+
+#: The metrics every run logs per epoch; `callbacks.monitor` and sweep objectives name one of them.
+EPOCH_METRICS = tuple(f"{part}/{name}" for part in ("val", "train") for name in ("uar", "acc", "f1", "loss"))
+
+
+def check_before_run(cfg: DictConfig) -> None:
+    """Every mistake that can be seen in the config alone, as one ConfigError, before any run is opened or
+    any clip read: missing values, scalar types, unknown Trainer options, a GPU that is not there, a data
+    folder that does not exist, and a monitored metric no run logs."""
+    check_complete(cfg)
+    check_types(cfg, ("data", "features", "model", "optimizer", "scheduler", "trainer"))
+    check_trainer(cfg.trainer)
+    if cfg.callbacks.monitor not in EPOCH_METRICS:
+        raise ConfigError(f"callbacks.monitor={cfg.callbacks.monitor}: no run logs it; choose one of {EPOCH_METRICS}")
+    check_data_folders(cfg.data)
+
+
+def check_data_folders(data: DictConfig) -> None:
+    """ConfigError if a real corpus has no folder, or names one that does not exist."""
+    folders = dict(data.get("roots") or {}) or {"root": data.get("root")}
+    if data.get("synthetic") is None and None in folders.values():
+        missing = "data.root" if "root" in folders else next(f"data.roots.{k}" for k, v in folders.items() if v is None)
+        raise ConfigError(f"data={data.name} needs {missing}=PATH: the folder that holds the corpus")
+    for key, folder in folders.items():
+        if folder is not None and not Path(str(folder)).expanduser().is_dir():
+            where = "data.root" if key == "root" else f"data.roots.{key}"
+            raise ConfigError(f"{where}={folder}: no such folder")
+
+
+def check_complete(cfg: DictConfig) -> None:
+    """ConfigError naming the first mandatory value (`???`) that was not given."""
+    for key in _missing_keys(cfg, ""):
+        raise ConfigError(f"{key} must be given ({key}=...)")
+
+
+def _missing_keys(node: DictConfig, prefix: str) -> list[str]:
+    found = []
+    for key in node:
+        path = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            found.append(path)
+        elif isinstance(node.get(key), DictConfig):
+            found += _missing_keys(node[key], f"{path}.")
+    return found
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """ConfigError for a Trainer option Lightning does not have (with the closest ones), or a GPU not there."""
+    import difflib
+
+    from lightning.pytorch import Trainer
+
+    known = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    for name in trainer:
+        if name != "_target_" and name not in known:
+            close = difflib.get_close_matches(str(name), sorted(known), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(f"trainer.{name}: not an option of Lightning's Trainer{hint}")
+    if str(trainer.get("accelerator")) in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer=gpu, but this machine has no GPU that torch can use: use trainer=cpu")

@@ -13,6 +13,7 @@ answer at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ register_resolvers()
 def _app(cfg: DictConfig) -> dict[str, float]:
     from emotion.training import train  # the heavy libraries, once the config is known to compose
 
+    log_lightning_through_hydra()
     try:
         return train(cfg)
     except EmotionError as exc:
@@ -40,6 +42,17 @@ def _app(cfg: DictConfig) -> dict[str, float]:
         remove_if_untrained(Path(HydraConfig.get().runtime.output_dir))
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def log_lightning_through_hydra() -> None:
+    """Lightning's log lines through Hydra's handlers (console and the run's log file) alone.
+
+    Lightning gives its loggers a console handler of their own, so each of its lines printed twice.
+    """
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
 
 
 def remove_if_untrained(output_dir: Path) -> None:
@@ -55,8 +68,36 @@ def remove_if_untrained(output_dir: Path) -> None:
         output_dir.parent.parent.rmdir()  # outputs
 
 
+def check_composes(overrides: list[str]) -> None:
+    """Compose the config of a single run once before Hydra does, so a mistake in an override (an unknown key,
+    a config group's unknown option, a value of the wrong type) is one line naming it, with no Hydra wrapper.
+
+    A multirun (sweep grammar), `--cfg`, `--help` and the like are left to Hydra itself.
+    """
+    if any(argument.startswith("-") for argument in overrides):
+        return
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            compose(config_name="config", overrides=overrides)
+    except Exception as exc:  # Hydra's and OmegaConf's composition errors share no narrower base class
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """A composition error and its cause in one line, without OmegaConf's `full_key:`/`object_type=` lines and
+    Hydra's config search path."""
+    parts = [str(exc)] + ([str(exc.__cause__)] if exc.__cause__ and str(exc.__cause__) not in str(exc) else [])
+    lines = [line.strip() for part in parts for line in part.splitlines()]
+    kept = [line for line in lines if line and not line.startswith(("full_key:", "object_type=", "reference_type="))]
+    return " ".join(kept).split(" Config search path:")[0]
+
+
 def main() -> None:
     """Console entry point."""
+    check_composes(sys.argv[1:])
     _app()
 
 

@@ -61,6 +61,16 @@ def test_names_outside_the_scheme_stop_the_read_under_the_error_policy(corpus_wi
         read_corpus(corpus_with_stray_file, on_bad_name="error")
 
 
+def test_the_wrong_reader_is_one_line_saying_so_with_no_warning_per_file(
+    tiny_corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING), pytest.raises(DataError) as refused:
+        read_corpus(tiny_corpus, reader="savee")
+    assert str(refused.value).startswith("the savee reader could read none of the 72 file names under")
+    assert "is data=savee the corpus in that folder?" in str(refused.value)
+    assert caplog.records == []
+
+
 def test_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=f"data folder does not exist: {tmp_path / 'nowhere'}"):
         read_corpus(tmp_path / "nowhere")

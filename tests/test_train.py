@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from emotion import predict
 from emotion.training import train
 from tests.conftest import FEW_BATCHES, TINY_CORPUS, finished_runs
 
@@ -34,12 +35,31 @@ def run_app(*overrides: str, tmp_path: Path, cache_dir: Path) -> subprocess.Comp
     )
 
 
-def test_a_tiny_run_of_the_app_writes_a_finished_mlflow_run(tmp_path: Path, cache_dir: Path) -> None:
-    result = run_app(*FEW_BATCHES, "model.channels=[8,8,8]", tmp_path=tmp_path, cache_dir=cache_dir)
+def test_a_tiny_run_of_the_app_writes_a_finished_mlflow_run(
+    tmp_path: Path, cache_dir: Path, tiny_corpus: Path, capsys
+) -> None:
+    result = run_app(
+        *FEW_BATCHES, "logger.log_model=true", "model.channels=[8,8,8]", tmp_path=tmp_path, cache_dir=cache_dir
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     (run,) = finished_runs(f"sqlite:///{tmp_path}/mlruns.db")
     assert run.info.status == "FINISHED"
+    # it ends by saying where the run is, what it kept and how it tested; Lightning's lines print once
+    summary = result.stdout.strip().splitlines()[-3:]
+    assert summary[0] == f"run {run.info.run_id}: http://127.0.0.1:5000/#/experiments/1/runs/{run.info.run_id}"
+    assert summary[1].startswith("  best checkpoint (val/uar_best ") and "checkpoints/best-epoch00.ckpt" in summary[1]
+    assert summary[2] == f"  test: acc {run.data.metrics['test/acc']:.4f}, UAR {run.data.metrics['test/uar']:.4f}, " + (
+        f"macro-F1 {run.data.metrics['test/f1']:.4f}"
+    )
+    assert (result.stdout + result.stderr).count("Seed set to 42") == 1
+    # the run logged its model as it trained: runs:/ID predicts before any promotion
+    wav = str(sorted(tiny_corpus.glob("*.wav"))[0])
+    store = f"sqlite:///{tmp_path}/mlruns.db"
+    for uri in (f"runs:/{run.info.run_id}", f"runs:/{run.info.run_id}/model"):
+        predict.main([wav, "--model", uri, "--tracking-uri", store, "--format", "json"])
+        (record,) = json.loads(capsys.readouterr().out)
+        assert record["emotion"] in ("angry", "disgust", "fear", "happy", "neutral", "sad")
     assert set(run.data.metrics) >= EPOCH_METRICS | TEST_METRICS
     assert run.data.params["model.channels"] == "[8, 8, 8]"
     assert run.data.params["trainable_params"] == "59174"
@@ -81,7 +101,14 @@ def test_the_split_is_logged_per_partition(make_config, tracking_uri: str, tmp_p
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data=crema_d", "data.root=/no/such/folder"], "error: data folder does not exist: /no/such/folder"),
+        (["data=crema_d", "data.root=/no/such/folder"], "error: data.root=/no/such/folder: no such folder"),
+        (["data=emodb"], "error: data=emodb needs data.root=PATH: the folder that holds the corpus"),
+        (["trainer.max_epochs=two"], "error: trainer.max_epochs='two': an integer is needed"),
+        (["+trainer.max_epoch=2"], "error: trainer.max_epoch: not an option of Lightning's Trainer; did you mean"),
+        (["trainer=gpu"], "error: trainer=gpu, but this machine has no GPU that torch can use: use trainer=cpu"),
+        (["callbacks.monitor=val/uarr"], "error: callbacks.monitor=val/uarr: no run logs it; choose one of"),
+        (["model=cnn3d"], "error: In 'config': Could not find 'model/cnn3d' Available options in 'model': cnn1d"),
+        (["trainer.max_epochz=3"], "error: Could not override 'trainer.max_epochz'. To append to your config use"),
         (["model=cnn1d"], "error: model CNN1D cannot take features=logmel: model cnn1d takes one input shaped"),
         (["data.split.strategy=by_age"], "error: unknown split strategy 'by_age'"),
         (["features=mfcc", "features.n_mfcc=abc"], "error: features.n_mfcc='abc': an integer is needed"),
@@ -89,7 +116,7 @@ def test_the_split_is_logged_per_partition(make_config, tracking_uri: str, tmp_p
         (["data.batch_size=1.5"], "error: data.batch_size=1.5: an integer is needed"),
     ],
 )
-def test_bad_input_gives_a_one_line_error_and_leaves_no_run_folder(
+def test_bad_input_gives_a_one_line_error_and_leaves_no_run_folder_and_no_run(
     overrides, message, tmp_path: Path, cache_dir: Path
 ) -> None:
     result = run_app(*overrides, tmp_path=tmp_path, cache_dir=cache_dir)
@@ -97,7 +124,10 @@ def test_bad_input_gives_a_one_line_error_and_leaves_no_run_folder(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(message), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    assert "Error in call to target" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
     assert not (tmp_path / "outputs").exists()  # Hydra's outputs/DATE/TIME/ of a run refused at start-up
+    assert not (tmp_path / "mlruns.db").exists()  # refused before any run was opened: no FAILED run
+    assert "Computing" not in result.stderr and "read 1728 clips" not in result.stderr  # nor any clip read
 
 
 def test_an_undecodable_wav_is_named_under_the_error_policy(tmp_path: Path, cache_dir: Path, tiny_corpus) -> None:

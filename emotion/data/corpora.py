@@ -251,21 +251,29 @@ def read_corpus(
     parse = PARSERS[reader]
     root = Path(root).expanduser()
     clips: list[Clip] = []
-    bad: list[str] = []
+    bad: list[tuple[Path, BadName]] = []
     dropped: Counter[str] = Counter()
-    for path in _audio_files(root):
+    files = _audio_files(root)
+    for path in files:
         try:
             clip = parse(path)
         except BadName as exc:
             if on_bad_name == "error":
                 raise DataError(f"{exc}: {path}") from None
-            log.warning("skipped %s: %s", path, exc)
-            bad.append(str(path))
+            bad.append((path, exc))
             continue
         if clip.emotion in classes:
             clips.append(clip)
         else:
             dropped[clip.emotion] += 1
+    if bad and len(bad) == len(files):  # not one name read: the wrong reader, or the wrong folder
+        path, exc = bad[0]
+        raise DataError(
+            f"the {reader} reader could read none of the {len(files)} file names under {root} (e.g. {path.name}: "
+            f"{exc}): is data={reader} the corpus in that folder?"
+        )
+    for path, exc in bad:
+        log.warning("skipped %s: %s", path, exc)
     if bad:
         log.warning("skipped %d file(s) whose names the %s reader could not read (each named above)", len(bad), reader)
     if dropped:
