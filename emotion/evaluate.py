@@ -9,8 +9,12 @@ class mapping, `data.on_bad_name` and `data.on_bad_file`). Clips of classes the 
 know are dropped and counted; classes it knows that the corpus lacks are reported absent, and
 UAR and macro-F1 are taken over the classes present. The evaluation run (experiment
 `evaluations`) holds acc, UAR, macro-F1, the confusion matrix and the classification report,
-and is tagged with the model URI, version and source run; the version and the source run get
-the tag `eval.CORPUS.uar` (the latest score), which `emotion-promote --require-eval` checks.
+and is tagged with the model URI, version and source run. Its input dataset (MLflow's datasets) is the
+clips scored: its digest keys the tags the version and the source run get, `eval.CORPUS.DIGEST.uar`
+and `.clips` (and `.held_out`: false when some clips are of speakers the model trained or validated
+on, which is warned of), so an evaluation on a subset never overwrites one on the whole corpus.
+`emotion-promote --require-eval CORPUS` counts held-out evaluations only. `data.classes=[...]`
+narrows the classes scored.
 """
 
 from __future__ import annotations
@@ -108,8 +112,40 @@ class _Bound:
         return self.model.predict(None, frame)
 
 
+def heard_speakers(client: mlflow.MlflowClient, run_id: str, corpus: str, clips: list[Any]) -> int:
+    """How many of `clips` are of speakers the run trained or validated on (its `split.*_speakers` params)."""
+    params = client.get_run(run_id).data.params
+    heard = set()
+    for partition in ("train", "val"):
+        for speaker in filter(None, params.get(f"split.{partition}_speakers", "").split(",")):
+            owner, _, name = speaker.rpartition(":")  # data=mix names speakers CORPUS:SPEAKER
+            heard.add((owner or params.get("data.name"), name))
+    return sum((clip.corpus or corpus, clip.speaker.rpartition(":")[2]) in heard for clip in clips)
+
+
+def log_dataset(tracking_uri: str, run_id: str, corpus: str, clips: list[Any], classes: tuple[str, ...]) -> str:
+    """The scored clips as the evaluation run's input dataset (MLflow's datasets: name, digest, source, rows);
+    returns its digest, which keys the evaluation's tags."""
+    import mlflow
+    import pandas as pd
+
+    frame = pd.DataFrame({"path": [c.path for c in clips], "speaker": [c.speaker for c in clips],
+                          "emotion": [c.emotion for c in clips]})  # fmt: skip
+    source = str(Path(clips[0].path).parent) if clips else corpus
+    dataset = mlflow.data.from_pandas(
+        frame, source=source, name=f"{corpus} ({len(clips)} clips, {len(classes)} classes)"
+    )
+    mlflow.set_tracking_uri(tracking_uri)
+    # MLflow's log_input works on the active run, which must belong to the active experiment.
+    mlflow.set_experiment(experiment_id=mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_input(dataset, context="evaluation", tags={"classes": ",".join(classes)})
+    return dataset.digest
+
+
 def labelled_clips(cfg: DictConfig, model_classes: tuple[str, ...]) -> tuple[list[Any], dict[str, int]]:
-    """The corpus's clips of the model's classes, and how many clips of each other class were dropped.
+    """The corpus's clips of the model's classes that `data.classes` names, and how many clips of each other
+    class were dropped.
 
     The corpus is read as training reads it: the datamodule of `cfg.data` (one corpus, `data=mix`, or the
     embedded one), asked for every class it knows so that the others can be counted.
@@ -121,8 +157,9 @@ def labelled_clips(cfg: DictConfig, model_classes: tuple[str, ...]) -> tuple[lis
     every_class = [*EMOTIONS, *EXTRA_EMOTIONS]
     data = instantiate(cfg.data, features=instantiate(cfg.features), cache_dir=cfg.paths.cache_dir, classes=every_class)
     manifest = data.read_manifest()
-    kept = [clip for clip in manifest.clips if clip.emotion in model_classes]
-    dropped = Counter(clip.emotion for clip in manifest.clips if clip.emotion not in model_classes)
+    wanted = set(model_classes) & set(cfg.data.classes)
+    kept = [clip for clip in manifest.clips if clip.emotion in wanted]
+    dropped = Counter(clip.emotion for clip in manifest.clips if clip.emotion not in wanted)
     if not kept:
         raise EmotionError(f"no clip of the model's classes {list(model_classes)} under {data.corpus_root()}")
     return kept, dict(dropped)
@@ -135,6 +172,7 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
 
     from emotion.metrics import scores
     from emotion.predict import predict
+    from emotion.tracking.evaluations import Evaluation
     from emotion.tracking.registry import require_store
     from emotion.tracking.runs import log_test_report
 
@@ -149,8 +187,16 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
         by_path = {str(Path(c.path)): c for c in clips}
         predictions, skipped = predict(scorer, [Path(c.path) for c in clips], args.batch_size, cfg.data.on_bad_file)
     y_true = [classes.index(by_path[f].emotion) for f in predictions["file"]]
-    y_pred = [classes.index(e) for e in predictions["emotion"]]
+    y_pred = predictions[[f"prob_{c}" for c in classes]].to_numpy().argmax(axis=1).tolist()  # silent clips too
     absent = [c for i, c in enumerate(classes) if i not in set(y_true)]
+    scored = [by_path[f] for f in predictions["file"]]
+    heard = heard_speakers(client, source.run_id, cfg.data.name, scored)
+    if heard:
+        print(
+            f"warning: {heard} of the {len(scored)} clips are of speakers the model was trained or validated on: "
+            "this is no held-out score, and emotion-promote --require-eval does not count it",
+            file=sys.stderr,
+        )
     result = {f"eval/{name}": value for name, value in scores(np.array(y_true), np.array(y_pred)).items()}
     # MLflow's own `mlflow.models.evaluate` (classifier) logs accuracy and weighted/per-class scores but not
     # UAR over the classes present, and scores one model output column; the report and matrix are ours, as in
@@ -165,15 +211,17 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     for name, value in result.items():
         client.log_metric(run_id, name, value)
     params = {"clips": len(y_true), "skipped": len(skipped), "dropped": dropped or "none", "absent": absent or "none"}
+    params |= {"silent": int(predictions["silent"].sum()) if "silent" in predictions else 0, "heard_clips": heard}
     for name, value in params.items():
         client.log_param(run_id, name, str(value))
+    digest = log_dataset(tracking_uri=args.tracking_uri, run_id=run_id, corpus=corpus, clips=scored, classes=classes)
     log_test_report(client, run_id, y_true, y_pred, classes)
     client.set_terminated(run_id)
-    latest = f"{result['eval/uar']:.4f}"
-    client.set_tag(source.run_id, f"eval.{corpus}.uar", latest)
-    if source.version:
-        client.set_model_version_tag(source.name, source.version, f"eval.{corpus}.uar", latest)
-        client.set_model_version_tag(source.name, source.version, f"eval.{corpus}.run", run_id)
+    record = Evaluation(corpus, digest, result["eval/uar"], len(y_true), held_out=not heard, run_id=run_id)
+    for name, value in record.tags().items():
+        client.set_tag(source.run_id, name, value)
+        if source.version:
+            client.set_model_version_tag(source.name, source.version, name, value)
     summary = summary_text(source, corpus, result, len(y_true), dropped, absent, skipped)
     return run_id, result, summary
 

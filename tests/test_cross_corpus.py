@@ -15,6 +15,7 @@ import pytest
 from emotion import evaluate, promote
 from emotion.data.corpora import read_corpora
 from emotion.data.splits import PARTITIONS, split_manifest
+from emotion.tracking.evaluations import evaluations, held_out_on
 from emotion.training import train
 from tests.conftest import FEW_BATCHES, compose_config
 from tests.test_real_corpora import EMODB, SAVEE
@@ -75,8 +76,12 @@ def test_a_model_of_one_corpus_is_evaluated_on_the_other_as_a_run_linked_to_its_
     }
 
     version = client.get_model_version(f"from-{trained_on}", "1")
-    assert version.tags[f"eval.{tested_on}.uar"] == f"{run.data.metrics['eval/uar']:.4f}"
-    assert version.tags[f"eval.{tested_on}.run"] == run.info.run_id
+    (evaluation,) = [e for e in evaluations(version.tags) if e.corpus == tested_on]
+    assert evaluation.uar == pytest.approx(run.data.metrics["eval/uar"], abs=1e-4)
+    assert (evaluation.clips, evaluation.held_out, evaluation.run_id) == (int(run.data.params["clips"]), True,
+                                                                          run.info.run_id)  # fmt: skip
+    (scored,) = client.get_run(run.info.run_id).inputs.dataset_inputs  # the clips it scored, as an MLflow dataset
+    assert scored.dataset.digest == evaluation.digest and f"({run.data.params['clips']} clips" in scored.dataset.name
 
 
 def test_promotion_can_require_an_evaluation_on_a_corpus(store: dict, capsys) -> None:
@@ -85,7 +90,8 @@ def test_promotion_can_require_an_evaluation_on_a_corpus(store: dict, capsys) ->
         promote.main([*on_emodb, "--require-eval", "ravdess"])
     err = capsys.readouterr().err
     first = f"emotion-evaluate runs:/{store['runs']['emodb']}"
-    assert f"has no evaluation on ravdess (--require-eval): evaluate it first, e.g. {first}" in err
+    assert "has no held-out evaluation on ravdess (--require-eval; one on speakers it trained on does not count)" in err
+    assert f"evaluate it first, e.g. {first}" in err
     assert store["client"].search_registered_models("name = 'gated'") == []
 
     evaluate.main(
@@ -95,6 +101,32 @@ def test_promotion_can_require_an_evaluation_on_a_corpus(store: dict, capsys) ->
     out = capsys.readouterr().out
     assert "eval savee" in out  # the leaderboard shows the evaluation column
     assert store["client"].get_model_version_by_alias("gated", "champion").run_id == store["runs"]["emodb"]
+
+
+def test_an_evaluation_on_the_models_own_speakers_warns_and_does_not_satisfy_require_eval(store: dict, capsys) -> None:
+    own = ["--tracking-uri", store["uri"], "--name", "own", "--filter", "attributes.run_name = 'on-savee'"]
+    evaluate.main(["models:/from-savee@champion", "data=savee", f"data.root={SAVEE}", "--tracking-uri", store["uri"]])
+    err = capsys.readouterr().err
+    assert "clips are of speakers the model was trained or validated on: this is no held-out score" in err
+    tags = store["client"].get_run(store["runs"]["savee"]).data.tags
+    assert [e.held_out for e in evaluations(tags) if e.corpus == "savee"] == [False]
+    with pytest.raises(SystemExit):
+        promote.main([*own, "--require-eval", "savee"])
+    assert "has no held-out evaluation on savee" in capsys.readouterr().err
+
+
+def test_an_evaluation_of_other_clips_never_overwrites_another_and_data_classes_narrows_the_scored_classes(
+    store: dict, capsys
+) -> None:
+    model, run_id = "models:/from-emodb@champion", store["runs"]["emodb"]
+    corpus = ["data=savee", f"data.root={SAVEE}"]
+    evaluate.main([model, *corpus, "--tracking-uri", store["uri"]])
+    evaluate.main([model, *corpus, "data.classes=[angry,sad]", "--tracking-uri", store["uri"]])
+    out = capsys.readouterr().out
+    assert "on savee: 120 clips" in out  # 4 speakers x 15 clips of each of the two classes
+    found = {e.clips: e for e in evaluations(store["client"].get_run(run_id).data.tags) if e.corpus == "savee"}
+    assert 120 in found and 420 in found and found[120].digest != found[420].digest
+    assert held_out_on(store["client"].get_run(run_id).data.tags, "savee") == found[420]
 
 
 def test_leave_one_corpus_out_tests_on_a_whole_corpus_and_trains_on_the_other_speakers_only() -> None:
