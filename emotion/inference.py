@@ -29,6 +29,9 @@ from emotion.errors import DataError
 from emotion.models.module import EmotionClassifier
 from emotion.tracking.checkpoints import load_state
 
+#: A clip whose RMS level is below this (dB relative to full scale) is reported as silence, not as an emotion.
+SILENCE_DBFS = -60.0
+
 #: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
 INFERENCE_PREFIXES = ("model.", "standardizer.")
 
@@ -106,15 +109,26 @@ class Predictor:
 
     def resample(self, waveform: Sequence[float] | np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
         """A mono waveform given at `sample_rate`, at the model's sample rate."""
-        wave = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
+        try:
+            wave = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
+        except (TypeError, ValueError):
+            raise DataError("a waveform must be an array of numbers (mono samples)") from None
         if wave.dim() != 1 or wave.numel() == 0:
             raise DataError(f"a waveform must be a non-empty 1-D array of samples, got shape {tuple(wave.shape)}")
+        if not torch.isfinite(wave).all():
+            raise DataError("the waveform holds samples that are not finite numbers (NaN or infinity)")
         if sample_rate <= 0:
             raise DataError(f"sample rate must be positive, got {sample_rate}")
         check_not_longer(wave.numel() / sample_rate, self.max_duration, "the waveform")
         wave = AF.resample(wave, int(sample_rate), self.sample_rate) if sample_rate != self.sample_rate else wave
         self.check_duration(wave, "the waveform")
         return wave
+
+    @staticmethod
+    def is_silent(wave: torch.Tensor) -> bool:
+        """True for a clip quieter than `SILENCE_DBFS` (its RMS level): nothing to judge an emotion from."""
+        rms = float(wave.double().square().mean().sqrt())
+        return rms == 0.0 or 20 * np.log10(rms) < SILENCE_DBFS
 
     @torch.no_grad()
     def predict_proba(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor:

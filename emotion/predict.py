@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,6 +71,8 @@ def load_model(uri: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
 
     from emotion.tracking.registry import check_model_uri, require_store
 
+    if re.fullmatch(r"runs:/[0-9a-f]{32}/?", uri):  # a run: the model it logged when it trained
+        uri = uri.rstrip("/") + "/model"
     if uri.startswith(("models:/", "runs:/")):  # looked up in the store, which must exist
         require_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
@@ -104,12 +107,13 @@ def predict(
             try:
                 frames.append(_predict_files(model, batch))
             except DataError:
-                if on_bad_file == "error":
-                    raise
                 for file in batch:
                     try:
                         frames.append(_predict_files(model, [file]))
                     except DataError as exc:
+                        if on_bad_file == "error":
+                            made = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+                            raise PartialPredictions(f"{exc} ({len(made)} files predicted before it)", made) from None
                         skipped.append(str(exc))
                         tqdm.write(f"warning: skipped {file}: {exc}", file=sys.stderr)
             bar.update(len(batch))
@@ -131,6 +135,34 @@ def _predict_files(model: mlflow.pyfunc.PyFuncModel, files: list[Path]) -> pd.Da
         raise DataError(exc.message) from None
     frame.insert(0, "file", [str(p) for p in files])
     return frame
+
+
+class PartialPredictions(EmotionError):
+    """Prediction stopped at a file (`--on-bad-file error`, or a failure); `predictions` holds those made before."""
+
+    def __init__(self, message: str, predictions: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.predictions = predictions
+
+
+def check_writable(output: Path | None) -> None:
+    """EmotionError before any work if `--output` cannot be written: its folder is missing, or is read-only."""
+    if output is None:
+        return
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise EmotionError(f"cannot write --output {output}: no folder {folder}")
+    if output.is_dir() or not os.access(folder, os.W_OK):
+        raise EmotionError(f"cannot write --output {output}: it is a folder, or its folder is read-only")
+
+
+def write(text: str, output: Path | None, count: int) -> None:
+    """The rendered predictions to standard output, or to `output`, saying how many."""
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text)
+    print(f"wrote {count} predictions to {output}", file=sys.stderr)
 
 
 def render(predictions: pd.DataFrame, fmt: str) -> str:
@@ -161,18 +193,18 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = parse_args(argv)
     try:
+        check_writable(args.output)
         files = audio_files(args.paths)
         model = load_model(args.model, args.tracking_uri)
         predictions, skipped = predict(model, files, args.batch_size, args.on_bad_file)
+    except PartialPredictions as stopped:  # what was predicted before the failure is kept
+        write(render(stopped.predictions, args.format), args.output, len(stopped.predictions))
+        print(f"error: {stopped}", file=sys.stderr)
+        raise SystemExit(1) from None
     except EmotionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    text = render(predictions, args.format)
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        args.output.write_text(text)
-        print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
+    write(render(predictions, args.format), args.output, len(predictions))
     if skipped:
         print(f"error: skipped {len(skipped)} of {len(files)} files (each named above)", file=sys.stderr)
         raise SystemExit(1)

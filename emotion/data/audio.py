@@ -8,8 +8,10 @@ from its header, before any of it is decoded.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
@@ -34,9 +36,12 @@ def load_audio(
             check_not_longer(audio.frames / audio.samplerate, max_duration, name)
             samples, file_rate = audio.read(dtype="float32", always_2d=True), audio.samplerate
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise DataError(f"cannot decode audio file {name}: {exc}") from exc
+        reason = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "it", str(exc))  # no Python object in the message
+        raise DataError(f"cannot decode audio file {name}: {reason}") from exc
     if samples.shape[0] == 0:
         raise DataError(f"audio file has no samples: {name}")
+    if not np.isfinite(samples).all():
+        raise DataError(f"audio file {name} holds samples that are not finite numbers (NaN or infinity)")
     waveform = torch.from_numpy(samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1))
     if file_rate != sample_rate:
         waveform = AF.resample(waveform, file_rate, sample_rate)

@@ -5,7 +5,8 @@ OGG), a `waveform` (mono samples) with its `sample_rate`, or a `path` to a file 
 read only under the folders its host allows (`EMOTION_AUDIO_DIRS`). At most `EMOTION_MAX_ROWS` rows
 (default 64) a request, and clips no longer than the training's `data.max_duration`; anything else is
 refused with one line (MLflow's INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
-Output: `emotion`, `confidence` and one `prob_<class>` column per class.
+Output: `emotion`, `confidence`, `silent` and one `prob_<class>` column per class; a clip quieter than
+`emotion.inference.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
 The model carries the run's config, its weights and the `emotion` package.
 """
 
@@ -27,7 +28,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types.schema import Array, ColSpec, Schema
+from mlflow.types.schema import ColSpec, Schema
 
 import emotion
 from emotion.errors import DataError
@@ -43,14 +44,10 @@ AUDIO_DIRS = "EMOTION_AUDIO_DIRS"
 MAX_ROWS = "EMOTION_MAX_ROWS"
 DEFAULT_MAX_ROWS = 64
 
-INPUT_SCHEMA = Schema(
-    [
-        ColSpec("string", "audio", required=False),
-        ColSpec("string", "path", required=False),
-        ColSpec(Array("double"), "waveform", required=False),
-        ColSpec("long", "sample_rate", required=False),
-    ]
-)
+#: The columns a request's rows may hold (each row: `audio`, or `path`, or `waveform` with `sample_rate`).
+INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate")
+#: The `emotion` of a clip quieter than `emotion.inference.SILENCE_DBFS`.
+SILENCE = "silence"
 
 
 class EmotionModel(mlflow.pyfunc.PythonModel):
@@ -64,37 +61,69 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
-        rows = model_input.to_dict("records")
-        limit = int(os.environ.get(MAX_ROWS) or DEFAULT_MAX_ROWS)
-        if len(rows) > limit:
-            raise refusal(f"{len(rows)} rows in one request, more than the {limit} this model takes ({MAX_ROWS})")
+        rows = checked_rows(model_input)
         waveforms = []
         for number, row in enumerate(rows):
             try:
                 waveforms.append(self._waveform(row))
             except DataError as exc:
                 raise refusal(f"row {number}: {exc}" if len(rows) > 1 else str(exc)) from None
-        return predictions_frame(self.predictor.predict_proba(waveforms), self.predictor.classes)
+        silent = [self.predictor.is_silent(wave) for wave in waveforms]
+        return predictions_frame(self.predictor.predict_proba(waveforms), self.predictor.classes, silent)
 
     def _waveform(self, row: dict[str, Any]) -> torch.Tensor:
         audio, path, waveform, rate = row.get("audio"), row.get("path"), row.get("waveform"), row.get("sample_rate")
         if _given(audio):
-            return self.predictor.load(decode_base64(audio), name="the `audio` bytes")
+            return self.predictor.load(decode_base64(audio), name="the clip in `audio`")
         if _given(path):
             return self.predictor.load(readable_path(path))
         if waveform is not None and not _missing(rate):
+            if not isinstance(rate, int | float) or isinstance(rate, bool):
+                raise DataError("`sample_rate` must be a number of samples a second")
             return self.predictor.resample(waveform, int(rate))
         raise DataError(
             "each input row needs `audio` (a file's bytes, base64), a `waveform` with its `sample_rate`, or a `path`"
         )
 
 
-def refusal(message: str) -> MlflowException:
-    """An input the model will not take: one line for the caller (HTTP 400 when served)."""
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+class Refusal(MlflowException):
+    """An input the model will not take: one line for the caller (MLflow's INVALID_PARAMETER_VALUE: HTTP 400).
+
+    MLflow's scoring server puts "Failed to predict data '<the whole input>'" before the message of an
+    MlflowException by assigning to its `message`; this one keeps its own line, and carries no stack trace.
+    """
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
 
 
-def decode_base64(text: str) -> bytes:
+def refusal(message: str) -> Refusal:
+    """An input the model will not take, said in one line (HTTP 400 when served)."""
+    return Refusal(" ".join(message.split()), error_code=INVALID_PARAMETER_VALUE)
+
+
+def checked_rows(model_input: Any) -> list[dict[str, Any]]:
+    """The request's rows; Refusal if it has none, too many (`EMOTION_MAX_ROWS`) or a column the model does not take."""
+    if not isinstance(model_input, pd.DataFrame):
+        raise refusal(f"send a table of rows (dataframe_records) with the columns {list(INPUT_COLUMNS)}")
+    unknown = sorted(str(c) for c in model_input.columns if c not in INPUT_COLUMNS)
+    if unknown:
+        raise refusal(f"unknown column(s) {unknown}: each row takes {list(INPUT_COLUMNS)}")
+    if model_input.empty:
+        raise refusal("the request holds no rows: send one row per clip")
+    limit = int(os.environ.get(MAX_ROWS) or DEFAULT_MAX_ROWS)
+    if len(model_input) > limit:
+        raise refusal(f"{len(model_input)} rows in one request, more than the {limit} this model takes ({MAX_ROWS})")
+    return model_input.to_dict("records")
+
+
+def decode_base64(text: Any) -> bytes:
     """The bytes of a base64 string; DataError if it is not one."""
     try:
         return base64.b64decode(text, validate=True)
@@ -132,18 +161,23 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def predictions_frame(probabilities: torch.Tensor, classes: tuple[str, ...]) -> pd.DataFrame:
-    """One row per clip: the most probable emotion, its probability, and every class's probability."""
+def predictions_frame(probabilities: torch.Tensor, classes: tuple[str, ...], silent: list[bool]) -> pd.DataFrame:
+    """One row per clip: the most probable emotion, its probability, whether the clip is silent, and every
+    class's probability. A silent clip's emotion is `silence`, at confidence 0: there was nothing to judge."""
     probs = probabilities.double().numpy()
-    frame = pd.DataFrame({"emotion": [classes[i] for i in probs.argmax(axis=1)], "confidence": probs.max(axis=1)})
+    emotions = [SILENCE if quiet else classes[i] for i, quiet in zip(probs.argmax(axis=1), silent, strict=True)]
+    confidence = np.where(silent, 0.0, probs.max(axis=1))
+    frame = pd.DataFrame({"emotion": emotions, "confidence": confidence, "silent": silent})
     for index, name in enumerate(classes):
         frame[f"prob_{name}"] = probs[:, index]
     return frame
 
 
 def signature(classes: tuple[str, ...]) -> ModelSignature:
-    outputs = [ColSpec("string", "emotion"), ColSpec("double", "confidence")]
-    return ModelSignature(INPUT_SCHEMA, Schema(outputs + [ColSpec("double", f"prob_{c}") for c in classes]))
+    """The outputs' schema. The inputs have none here: MLflow would refuse a bad request with its own message
+    (a stack trace, Python objects); `checked_rows` and the predictor refuse it in one line instead."""
+    outputs = [ColSpec("string", "emotion"), ColSpec("double", "confidence"), ColSpec("boolean", "silent")]
+    return ModelSignature(outputs=Schema(outputs + [ColSpec("double", f"prob_{c}") for c in classes]))
 
 
 def input_example(sample_rate: int) -> pd.DataFrame:
