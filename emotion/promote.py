@@ -8,6 +8,7 @@ emotion-promote --metric val/loss_best --mode min --name emotion-mfcc   # runs t
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,11 @@ from emotion.config import logger_defaults
 from emotion.errors import EmotionError
 
 if TYPE_CHECKING:  # MLflow is imported once the arguments are read: `--help` and typos answer at once
+    import mlflow
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
+
+    from emotion.tracking.registry import Ranking
 
 #: Aliases of `emotion.tracking.registry`, repeated here so that the help text needs no MLflow import.
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -39,6 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--filter", help="an extra MLflow search filter, e.g. \"tags.split = 'speaker'\"")
     parser.add_argument("--name", default="emotion", help="registered model name (default: %(default)s)")
     parser.add_argument("--allow-leaky", action="store_true", help="promote a run of the report's leaky protocol")
+    parser.add_argument(
+        "--allow-new-classes",
+        action="store_true",
+        help="promote a run whose classes differ from the current champion's (the served columns change)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the leaderboard and the plan, change nothing")
     parser.add_argument(
         "--require-eval",
@@ -50,40 +59,88 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--with-upstream",
         action="store_true",
-        help="features=ssl: put the upstream's weights into the model (hundreds of MB), so serving downloads nothing",
+        help="features=ssl: put the encoder's weights into the model (tens to hundreds of MB), so serving needs "
+        "neither the folder nor the hub cache",
     )
     parser.add_argument("--top", type=int, default=10, help="leaderboard rows to print (default: %(default)s)")
     return parser.parse_args(argv)
 
 
 def format_leaderboard(runs: list[Run], metric: str) -> str:
-    """The competing runs as a text table, best first, with the UAR of each corpus they were evaluated on."""
-    corpora = sorted({tag.split(".")[1] for run in runs for tag in run.data.tags if tag.startswith("eval.")})
-    evaluations = "".join(f"  {'eval ' + corpus:>11}" for corpus in corpora)
-    header = f"{'#':>2}  {'run':<24} {'run id':<32}  {metric:>9}  {'test/acc':>8}{evaluations}  "
-    header += f"{'split':<8} {'leaky':<5}  study"
+    """The competing runs as a text table, best first, with the held-out UAR of each corpus they were evaluated on.
+
+    Each row's run ID, score, classes, protocol and study trial come first; its full name ends the row.
+    """
+    from emotion.tracking.evaluations import evaluations, held_out_on
+
+    corpora = sorted({e.corpus for run in runs for e in evaluations(run.data.tags)})
+    columns = "".join(f"  {'eval ' + corpus:>11}" for corpus in corpora)
+    header = f"{'#':>2}  {'run id':<32}  {metric:>9}  {'test/acc':>8}{columns}  {'classes':<7}  "
+    header += f"{'split':<8} {'leaky':<5}  {'study':<16} {'trial':>5}  run"
     lines = [header, "-" * len(header)]
     for rank, run in enumerate(runs, 1):
         metrics, tags = run.data.metrics, run.data.tags
         test_acc = f"{metrics['test/acc']:.4f}" if "test/acc" in metrics else "-"
-        scores = "".join(f"  {tags.get(f'eval.{corpus}.uar', '-'):>11}" for corpus in corpora)
+        held_out = [held_out_on(tags, corpus) for corpus in corpora]
+        scores = "".join(f"  {f'{e.uar:.4f}' if e else '-':>11}" for e in held_out)
         lines.append(
-            f"{rank:>2}  {(run.info.run_name or '')[:24]:<24} {run.info.run_id:<32}  {metrics[metric]:>9.4f}  "
-            f"{test_acc:>8}{scores}  {tags.get('split', '-'):<8} {tags.get('leaky', '-'):<5}  {tags.get('study', '-')}"
+            f"{rank:>2}  {run.info.run_id:<32}  {metrics[metric]:>9.4f}  {test_acc:>8}{scores}  "
+            f"{len(run_classes(run)) or '-':<7}  {tags.get('split', '-'):<8} {tags.get('leaky', '-'):<5}  "
+            f"{tags.get('study', '-'):<16} {tags.get('trial_number', '-'):>5}  {run.info.run_name or ''}"
         )
     return "\n".join(lines)
 
 
-def check_evaluated(run: Run, corpora: list[str]) -> None:
-    """PromotionError unless `run` was evaluated (`emotion-evaluate`) on each of `corpora`."""
+def run_classes(run: Run) -> list[str]:
+    """The classes a run was trained on (its `data.classes` param), in order."""
+    text = run.data.params.get("data.classes", "")
+    return [c.strip(" '\"") for c in text.strip("[]").split(",") if c.strip(" '\"")]
+
+
+def check_same_classes(best: Run, champion_run: Run | None, allowed: bool) -> None:
+    """PromotionError if `best` has other classes than the champion's run, unless `allowed`."""
     from emotion.tracking.registry import PromotionError
 
-    missing = [corpus for corpus in corpora if f"eval.{corpus}.uar" not in run.data.tags]
+    if champion_run is None or allowed or not run_classes(best) or run_classes(best) == run_classes(champion_run):
+        return
+    raise PromotionError(
+        f"run {best.info.run_name} ({best.info.run_id}) predicts {run_classes(best)}, the champion "
+        f"{run_classes(champion_run)}: promoting it would change the served columns. Pass "
+        "--allow-new-classes to promote it anyway, or --filter to rank runs of the champion's classes"
+    )
+
+
+def retrain_hint(client: mlflow.MlflowClient, ranking: Ranking) -> str | None:
+    """For a study whose trials are cross-validations, the command that trains its best trial once with cv=none."""
+    from emotion.tracking.registry import best_cross_validation
+
+    parent = best_cross_validation(client, ranking)
+    if parent is None:
+        return None
+    tags = parent.data.tags
+    overrides = [o for o in shlex.split(tags.get("overrides", "")) if not o.startswith(("cv=", "cv.", "+trial."))]
+    command = shlex.join(["emotion-train", *overrides, "cv=none", f"+logger.tags.study={ranking.study}",
+                          f"+logger.tags.trial_number={tags.get('trial_number', '')}"])  # fmt: skip
+    return (
+        f"study {ranking.study!r}'s trials are cross-validations, whose parent runs hold no model (their folds "
+        f"do, each trained on a subset of the speakers). Its best is trial {tags.get('trial_number', '?')} "
+        f"({ranking.metric}={parent.data.metrics[ranking.metric]:.4f}, run {parent.info.run_id}): train it once "
+        f"on a speaker split, as a run of the study, then promote that run:\n  {command}\n  "
+        f"emotion-promote --study {ranking.study}"
+    )
+
+
+def check_evaluated(run: Run, corpora: list[str]) -> None:
+    """PromotionError unless `run` was evaluated (`emotion-evaluate`) on unheard speakers of each of `corpora`."""
+    from emotion.tracking.evaluations import held_out_on
+    from emotion.tracking.registry import PromotionError
+
+    missing = [corpus for corpus in corpora if held_out_on(run.data.tags, corpus) is None]
     if missing:
         raise PromotionError(
-            f"run {run.info.run_name} ({run.info.run_id}) has no evaluation on {', '.join(missing)} "
-            f"(--require-eval): evaluate it first, e.g. emotion-evaluate runs:/{run.info.run_id} "
-            f"data={missing[0]} data.root=PATH"
+            f"run {run.info.run_name} ({run.info.run_id}) has no held-out evaluation on {', '.join(missing)} "
+            f"(--require-eval; one on speakers it trained on does not count): evaluate it first, e.g. "
+            f"emotion-evaluate runs:/{run.info.run_id} data={missing[0]} data.root=PATH"
         )
 
 
@@ -115,6 +172,8 @@ def run(args: argparse.Namespace) -> None:
             raise EmotionError(
                 f"no study {args.study!r} in experiment {args.experiment!r} (its studies: {studies or 'none'})"
             )
+        if args.study and (hint := retrain_hint(client, ranking)):
+            raise EmotionError(hint)
         scope = f"study {args.study!r}" if args.study else f"experiment {args.experiment!r}"
         raise EmotionError(f"no FINISHED run of {scope} logged {args.metric}: nothing to promote")
     print(format_leaderboard(runs, args.metric))
@@ -125,6 +184,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"\ndry run: {dry_run_plan(best, what, args, old)}")
         return
     check_evaluated(best, args.require_eval)
+    check_same_classes(best, client.get_run(old.run_id) if old is not None else None, args.allow_new_classes)
     version, previous = promote(
         args.tracking_uri, best, args.name, args.metric, args.allow_leaky, with_upstream=args.with_upstream
     )

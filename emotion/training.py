@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +19,15 @@ import lightning.pytorch as pl
 import mlflow
 import numpy as np
 import optuna
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from emotion.config import check_types, register_resolvers
-from emotion.crossval import FoldResult, cross_validate, summarize
+from emotion.config import check_before_run, register_resolvers
+from emotion.crossval import FoldResult, PrunedBetweenFolds, cross_validate, summarize
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS
@@ -79,17 +82,30 @@ def make_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[ModelCheckpoi
     return checkpoint, callbacks
 
 
+def task_overrides() -> str:
+    """The command line's overrides of this job (a sweep's trial: its parameters too), as one string."""
+    if not HydraConfig.initialized():
+        return ""
+    return shlex.join(o for o in HydraConfig.get().overrides.task if not o.startswith("+trial."))
+
+
 def run_tags(cfg: DictConfig, leaky: bool) -> dict[str, str]:
-    """Tags that make runs easy to filter in the MLflow UI."""
-    return {
-        "architecture": getattr(get_class(cfg.model._target_), "arch", cfg.model._target_.rsplit(".", 1)[-1]),
-        "features": get_class(cfg.features._target_).name,
-        "data": cfg.data.name,
-        "split": cfg.data.split.strategy,
-        "window": cfg.features.window.mode,
-        "augmentation": cfg.augment.get("name", "none") if cfg.augment else "none",
-        "leaky": str(leaky).lower(),
-    }
+    """Tags that make runs easy to filter in the MLflow UI, with the user's own (`logger.tags`)."""
+    user = {str(k): str(v) for k, v in (cfg.logger.get("tags") or {}).items()}
+    overrides = {"overrides": task_overrides()} if HydraConfig.initialized() else {}
+    return (
+        user
+        | overrides
+        | {
+            "architecture": getattr(get_class(cfg.model._target_), "arch", cfg.model._target_.rsplit(".", 1)[-1]),
+            "features": get_class(cfg.features._target_).name,
+            "data": cfg.data.name,
+            "split": cfg.data.split.strategy,
+            "window": cfg.features.window.mode,
+            "augmentation": cfg.augment.get("name", "none") if cfg.augment else "none",
+            "leaky": str(leaky).lower(),
+        }
+    )
 
 
 def base_run_name(cfg: DictConfig) -> str:
@@ -103,7 +119,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     The results hold the best monitored value (the kept checkpoint's, or its mean over folds) under its own name.
     """
-    check_types(cfg, ("data", "features", "model", "optimizer", "scheduler", "trainer"))
+    check_before_run(cfg)
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)  # models may load trained weights from runs of this store
     trial = None
     sweep_tags: dict[str, str] = {}
@@ -117,7 +133,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         }
         run_name = trial_run_name(run_name, trial.number)
     if cfg.cv.strategy == "none":
-        return fit_run(cfg, run_name, sweep_tags, trial).metrics
+        outcome = fit_run(cfg, run_name, sweep_tags, trial)
+        print(runs.run_summary(cfg.logger.tracking_uri, outcome.run_id, outcome.metrics, outcome.checkpoint))
+        return outcome.metrics
     return train_cross_validation(cfg, run_name, sweep_tags, trial)
 
 
@@ -133,6 +151,7 @@ def train_cross_validation(
         run_name=f"{run_name} cv-{cfg.cv.strategy}",
         tags=tags,
     )
+    monitor, classes = cfg.callbacks.monitor, list(cfg.data.classes)
     with runs.run_status(logger, trial=trial is not None):
         runs.log_config(logger, OmegaConf.to_container(cfg, resolve=True))
 
@@ -140,9 +159,13 @@ def train_cross_validation(
             fold_tags = {"mlflow.parentRunId": parent_run_id, "fold": str(fold), "cv": cfg.cv.strategy}
             return fit_run(fold_cfg, f"{run_name} fold{fold:02d}", fold_tags, trial=None).fold_result(fold)
 
-        results = cross_validate(cfg, fit_fold, logger.run_id, trial)
-        summary = summarize(results, cfg.callbacks.monitor, len(cfg.data.classes))
-        log_cross_validation(logger, results, summary, cfg.data.classes)
+        try:
+            results = cross_validate(cfg, fit_fold, logger.run_id, trial)
+        except PrunedBetweenFolds as pruned:  # the parent keeps the aggregates of the folds that ran
+            log_cross_validation(logger, pruned.results, summarize(pruned.results, monitor, len(classes)), classes)
+            raise
+        summary = summarize(results, monitor, len(classes))
+        log_cross_validation(logger, results, summary, classes)
         log.info(
             "cross-validation %s over %d folds: test UAR %.3f ± %.3f (pooled %.3f), test acc %.3f ± %.3f",
             cfg.cv.strategy,
@@ -153,8 +176,22 @@ def train_cross_validation(
             summary["test/acc_mean"],
             summary["test/acc_std"],
         )
+    print(runs.cross_validation_summary(cfg.logger.tracking_uri, logger.run_id, summary, len(results)))
     params = results[0].metrics.get("trainable_params", float("nan"))
     return summary | {"trainable_params": params}
+
+
+def log_trained_model(logger: Any, checkpoint: str, config: dict[str, Any]) -> None:
+    """The run's pyfunc as its model `model` (MLflow's convention): `runs:/ID/model` predicts and serves.
+
+    A fold of a cross-validation logs none: it is trained on a subset of the speakers and is never promoted.
+    """
+    from emotion.tracking.pyfunc import log_pyfunc
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        log_pyfunc(logger.run_id, Path(checkpoint), path)
 
 
 @dataclass
@@ -167,6 +204,7 @@ class RunOutcome:
     y_pred: np.ndarray
     speakers: dict[str, list[str]]
     corpora: list[str]  # the corpus of each test clip (data=mix), else empty names
+    checkpoint: str = ""  # the kept checkpoint's file
 
     def fold_result(self, fold: int) -> FoldResult:
         return FoldResult(fold, self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers, self.corpora)
@@ -252,6 +290,8 @@ def _fit_and_test(
         log.warning("no per-corpus test scores: %d of %d test clips were tested", len(y_true), len(corpora))
     if best:
         runs.log_checkpoint(logger, best)
+        if cfg.logger.get("log_model", True) and "fold" not in logger.tags:
+            log_trained_model(logger, best, config)
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if hasattr(model, "layer_weights"):  # the kept checkpoint's, which the test ran with
         weights = model.layer_weights().detach().cpu().numpy()
@@ -261,4 +301,4 @@ def _fit_and_test(
         results[cfg.callbacks.monitor] = float(checkpoint.best_model_score)
         results[runs.best_metric(cfg.callbacks.monitor)] = float(checkpoint.best_model_score)
     metrics = results | {"trainable_params": float(trainable)}
-    return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers, corpora)
+    return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers, corpora, best)

@@ -35,6 +35,7 @@ FEW_BATCHES = [
     "+trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
+    "logger.log_model=false",  # the promotion logs it; tests of runs:/ID/model turn it back on
 ]
 
 

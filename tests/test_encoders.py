@@ -189,7 +189,7 @@ def test_whisper_trains_cross_validates_promotes_with_its_encoder_and_predicts_w
 ) -> None:
     link = tmp_path / "whisper-base"  # the folder the run names, gone before the model predicts
     link.symlink_to(WHISPER, target_is_directory=True)
-    run = ["experiment=whisper_base", f"features.encoder={link}", *FEW_BATCHES]
+    run = ["experiment=whisper_base", f"features.encoder={link}", "features.whisper_input=cut", *FEW_BATCHES]
     cv_store = f"sqlite:///{tmp_path / 'cv.db'}"
     train(make_config(*run, "cv=kfold", "cv.n_folds=2", f"logger.tracking_uri={cv_store}"))
     train(make_config(*run))
@@ -227,7 +227,8 @@ def test_whisper_trains_cross_validates_promotes_with_its_encoder_and_predicts_w
 def test_a_study_of_the_whisper_head_searches_its_space_over_cached_layers(tmp_path: Path, cache_dir: Path) -> None:
     sweep = [
         sys.executable, "-m", "emotion.train", "--multirun", "sweep=whisper_head", "hydra.sweeper.n_trials=3",
-        f"features.encoder={WHISPER}", "trainer.max_epochs=2", f"hydra.sweep.dir={tmp_path}/multirun",
+        f"features.encoder={WHISPER}", "features.whisper_input=cut", "trainer.max_epochs=2",
+        f"hydra.sweep.dir={tmp_path}/multirun",
         *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()),
         "+trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
     ]  # fmt: skip

@@ -89,6 +89,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Store:
         ("crashed", "FAILED", {}),
         ("pruned", "FINISHED", {"trial_state": "PRUNED", "study": "s"}),
         ("study s", "FINISHED", {"role": "study", "study": "s"}),
+        ("a loso fold02", "FINISHED", {"fold": "2", "cv": "loso"}),  # trained on a subset of the speakers
     ):
         run = store.client.create_run(experiment_id, run_name=name, tags=tags)
         store.client.log_metric(run.info.run_id, "val/uar_best", 0.99)
@@ -142,8 +143,13 @@ def test_dry_run_prints_the_leaderboard_and_changes_nothing(store: Store, capsys
         store.score(run_id_of(store, name), value)
     store.promote("--name", "dry", "--dry-run")
     out = capsys.readouterr().out
-    rows = [line.split()[1] for line in out.splitlines()[2:5]]
-    assert rows == ["a", "b", "c"]  # the failed, pruned and parent runs (0.99) are not competing
+    header, _, *rows = out.splitlines()[:5]
+    assert header.split()[:5] == ["#", "run", "id", "val/uar_best", "test/acc"]
+    assert header.split()[-4:] == ["leaky", "study", "trial", "run"]
+    names = [row.split()[-1] for row in rows]
+    assert names == ["a", "b", "c"]  # the failed, pruned, fold and parent runs (0.99) are not competing
+    assert [row.split()[1] for row in rows] == [run_id_of(store, n) for n in "abc"]
+    assert all(row.split()[4] == "6" for row in rows)  # six classes each
     assert "dry run: would register run a" in out
     assert store.client.search_registered_models("name = 'dry'") == []
 
@@ -165,6 +171,25 @@ def test_a_leaky_run_is_refused_unless_forced(store: Store, capsys) -> None:
     store.promote("--name", "careful", "--allow-leaky")
     assert store.client.get_model_version_by_alias("careful", "champion").run_id == leaky
     store.client.log_metric(leaky, "val/uar_best", 0.0, step=20_000)  # out of the other tests' way
+
+
+def test_a_run_of_other_classes_than_the_champions_is_refused_unless_allowed(store: Store, capsys) -> None:
+    for name, value in (("a", 0.55), ("b", 0.45), ("c", 0.35)):
+        store.score(run_id_of(store, name), value)
+    store.promote("--name", "columns")
+    four = store.train("four", "data.classes=[angry,happy,neutral,sad]")
+    store.score(four, 0.98)  # a 4-class UAR (chance 0.25) outranks the 6-class runs (chance 0.167)
+
+    with pytest.raises(SystemExit):
+        store.promote("--name", "columns")
+    err = capsys.readouterr().err
+    assert "predicts ['angry', 'happy', 'neutral', 'sad'], the champion ['angry', 'disgust'," in err
+    assert "--allow-new-classes" in err
+    assert store.client.get_model_version_by_alias("columns", "champion").run_id == run_id_of(store, "a")
+
+    store.promote("--name", "columns", "--allow-new-classes")
+    assert store.client.get_model_version_by_alias("columns", "champion").run_id == four
+    store.client.log_metric(four, "val/uar_best", 0.0, step=20_000)  # out of the other tests' way
 
 
 def test_a_study_that_does_not_exist_is_named_with_those_that_do(store: Store, capsys) -> None:
@@ -292,8 +317,8 @@ def test_the_registered_model_carries_its_signature_example_and_weights_only(sto
     uri, _ = champion
     mlflow.set_tracking_uri(store.uri)
     info = mlflow.models.get_model_info(uri)
-    assert info.signature.inputs.input_names() == ["audio", "path", "waveform", "sample_rate"]
-    assert "prob_angry" in info.signature.outputs.input_names()
+    assert info.signature.inputs is None  # the model checks its rows itself, refusing bad ones in one line
+    assert info.signature.outputs.input_names()[:4] == ["emotion", "confidence", "silent", "prob_angry"]
     assert info.saved_input_example_info is not None
     model_dir = Path(mlflow.artifacts.download_artifacts(uri))
     assert (model_dir / "code" / "emotion" / "inference.py").is_file()
@@ -396,9 +421,23 @@ def test_emotion_predict_skips_bad_files_names_each_and_exits_non_zero(
     assert "blip.wav is 0.090 s long, shorter than the data.min_duration=0.25 s" in err
     assert "error: skipped 2 of 6 files" in err
 
-    code, out, err = predict_here(store, capsys, "--model", champion[0], str(folder), "--on-bad-file", "error")
+    written = tmp_path / "kept.csv"
+    stop = ["--on-bad-file", "error", "--format", "csv", "-o", str(written)]
+    code, out, err = predict_here(store, capsys, "--model", champion[0], str(folder), *stop)
     assert (code, out) == (1, "")
     assert err.strip().splitlines()[-1].startswith("error: ") and "blip.wav" in err
+    kept = pd.read_csv(written)["file"].map(lambda f: Path(f).name).tolist()
+    assert kept == sorted(w.name for w in good)  # predicted before the bad file stopped it, and not lost
+
+
+def test_emotion_predict_checks_its_output_folder_before_predicting_anything(
+    store: Store, champion, tiny_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    target = tmp_path / "missing" / "dir" / "out.json"
+    code, out, err = predict_here(store, capsys, "--model", champion[0], str(tiny_corpus), "-o", str(target))
+    assert (code, out) == (1, "")
+    assert err.strip() == f"error: cannot write --output {target}: no folder {target.parent}"
+    assert "predicting" not in err  # refused before the model was loaded or any file read
 
 
 def test_the_served_model_refuses_a_waveform_shorter_than_training_allowed(store: Store, champion) -> None:
@@ -424,7 +463,7 @@ def base64_of(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refuses_unbounded_input(
+def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refuses_bad_requests_in_one_line(
     store: Store, champion, tiny_corpus: Path, tmp_path: Path
 ) -> None:
     uri, _ = champion
@@ -437,34 +476,57 @@ def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refus
     serve = ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri, AUDIO_DIRS: str(allowed), MAX_ROWS: "4"}
     samples, rate = sf.read(wav, dtype="float32")
-    one_hour = {"waveform": [0.0] * 360_000, "sample_rate": 100}
+    one_second = [0.01 * float(np.sin(i / 5)) for i in range(16000)]
+    good = {"audio": base64_of(wav)}
+    bad = {
+        "outside": [{"path": str(outside)}],
+        "missing": [{"path": str(allowed / "missing.wav")}],
+        "link": [{"path": str(allowed / "link.wav")}],
+        "too long": [{"waveform": [0.0] * 360_000, "sample_rate": 100}],
+        "too short": [{"waveform": one_second[:800], "sample_rate": 16000}],
+        "corrupt base64": [{"audio": "UklGRi4uLi4gbm90IGF1ZGlv!!"}],
+        "not audio": [{"audio": base64.b64encode(b"plain text, not a sound file " * 40).decode()}],
+        "too many rows": [good] * 5,
+        "wrong column": [{"wav": good["audio"]}],
+        "empty records": [],
+        "NaN": [{"waveform": [*one_second[:-1], float("nan")], "sample_rate": 16000}],
+        "Inf": [{"waveform": [*one_second[:-1], float("inf")], "sample_rate": 16000}],
+        "wrong type": [{"waveform": "0.1, 0.2", "sample_rate": 16000}],
+        "rate of the wrong type": [{"waveform": one_second, "sample_rate": "fast"}],
+    }
     with running_server([sys.executable, "-m", *serve], port, "/ping", tmp_path / "serve.log", env=env) as url:
         answers = {
             name: post(f"{url}/invocations", {"dataframe_records": records})
             for name, records in {
-                "bytes": [{"audio": base64_of(wav)}],
+                "bytes": [good],
                 "waveform": [{"waveform": samples.tolist(), "sample_rate": rate}],
-                "outside": [{"path": str(outside)}],
-                "missing": [{"path": str(allowed / "missing.wav")}],
-                "link": [{"path": str(allowed / "link.wav")}],
                 "inside": [{"path": str(allowed / "inside.wav")}],
-                "one hour": [one_hour],
-                "corrupt": [{"audio": "UklGRi4uLi4gbm90IGF1ZGlv!!"}],
-                "too many rows": [{"audio": base64_of(wav)}] * 5,
-                "again": [{"audio": base64_of(wav)}],
+                "silence": [{"waveform": [0.0] * 32000, "sample_rate": 16000}],
             }.items()
         }
+        for name, records in bad.items():
+            answers[name] = post(f"{url}/invocations", {"dataframe_records": records})
+            answers[f"good after {name}"] = post(f"{url}/invocations", {"dataframe_records": [good]})
     served = {name: answer["predictions"][0] for name, (status, answer) in answers.items() if status == 200}
-    # MLflow's server puts "Failed to predict data '<the input>'. \nError: " before the model's own message.
-    refused = {
-        name: answer["message"].rsplit("Error: ", 1)[-1] for name, (status, answer) in answers.items() if status == 400
-    }
-    assert set(served) == {"bytes", "waveform", "inside", "again"}
-    assert set(refused) == {"outside", "missing", "link", "one hour", "corrupt", "too many rows"}
-    for name in ("waveform", "inside", "again"):
+    refused = {name: answer for name, (status, answer) in answers.items() if status == 400}
+    assert set(refused) == set(bad)
+    assert set(served) == {"bytes", "waveform", "inside", "silence"} | {f"good after {name}" for name in bad}
+    for name in ("waveform", "inside", *(f"good after {name}" for name in bad)):
         assert served[name]["emotion"] == served["bytes"]["emotion"]
         assert served[name]["confidence"] == pytest.approx(served["bytes"]["confidence"], abs=1e-5)
-    unnamed = {name: refused[name].replace(path, "PATH") for name, path in (
+    assert served["bytes"]["silent"] is False
+    assert (served["silence"]["emotion"], served["silence"]["confidence"], served["silence"]["silent"]) == (
+        "silence",
+        0.0,
+        True,
+    )
+    messages = {name: answer["message"] for name, answer in refused.items()}
+    for name, answer in refused.items():
+        assert set(answer) <= {"error_code", "message", "sqlstate", "error_class"}, name  # no stack trace
+        message = answer["message"]
+        assert "\n" not in message and " at 0x" not in message and "Failed to predict" not in message, name
+        assert "site-packages" not in message and "mlartifacts" not in message and "Traceback" not in message, name
+    unnamed = {name: messages[name].replace(path, "PATH") for name, path in (
         ("outside", str(outside)), ("missing", str(allowed / "missing.wav")), ("link", str(allowed / "link.wav"))
     )}  # fmt: skip
     assert (
@@ -473,7 +535,18 @@ def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refus
         == unnamed["link"]
         == ("no audio file 'PATH' in the folders this model may read")
     )
-    assert refused["one hour"] == "the waveform is 3600.0 s long, longer than data.max_duration=300 s"
-    assert refused["corrupt"] == "`audio` is not valid base64 (send the file's bytes, base64-encoded)"
-    assert refused["too many rows"] == "5 rows in one request, more than the 4 this model takes (EMOTION_MAX_ROWS)"
-    assert all("\n" not in message for message in refused.values())
+    assert messages["too long"] == "the waveform is 3600.0 s long, longer than data.max_duration=300 s"
+    assert messages["too short"].startswith("the waveform is 0.050 s long, shorter than the data.min_duration=0.25 s")
+    assert messages["corrupt base64"] == "`audio` is not valid base64 (send the file's bytes, base64-encoded)"
+    assert messages["not audio"].startswith("cannot decode audio file the clip in `audio`:")
+    assert messages["too many rows"] == "5 rows in one request, more than the 4 this model takes (EMOTION_MAX_ROWS)"
+    assert (
+        messages["wrong column"]
+        == "unknown column(s) ['wav']: each row takes ['audio', 'path', 'waveform', 'sample_rate']"
+    )
+    assert messages["empty records"] == "the request holds no rows: send one row per clip"
+    assert (
+        messages["NaN"] == messages["Inf"] == "the waveform holds samples that are not finite numbers (NaN or infinity)"
+    )
+    assert messages["wrong type"] == "a waveform must be an array of numbers (mono samples)"
+    assert messages["rate of the wrong type"] == "`sample_rate` must be a number of samples a second"

@@ -69,6 +69,7 @@ def test_the_study_report_notebook_runs_end_to_end(finished_study: Path, monkeyp
     competing = re.search(r"(\d+) competing runs", text)
     assert competing and int(competing[1]) >= 1
     assert "report acc" in text and "0.82" in text  # the report's table beside ours
+    assert "chosen by val/uar_best" in text and "its test acc" in text  # chosen by validation, not by test
     assert "emotion@champion: version 1" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # confusion matrix, per-class F1, learning curves, Optuna's plots

@@ -15,10 +15,13 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from emotion import promote
+from emotion.config import CONFIG_DIR
 from emotion.errors import ConfigError
 from emotion.sweep.search_space import parse_search_space
 from tests.conftest import TINY_CORPUS
@@ -28,6 +31,7 @@ QUICK = [
     "model.channels=[8,8,8]",
     "+trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
+    "logger.log_model=false",  # promotion logs the winner's model; tests of runs:/ID/model are elsewhere
 ]
 
 
@@ -285,7 +289,9 @@ CV_SWEEP = [
 ]
 
 
-def test_a_cross_validated_trial_returns_the_mean_validation_uar_of_its_folds(tmp_path: Path, cache_dir: Path) -> None:
+def test_a_cross_validated_trial_returns_the_mean_validation_uar_of_its_folds(
+    tmp_path: Path, cache_dir: Path, capsys
+) -> None:
     run_sweep(tmp_path, cache_dir, *CV_SWEEP, "hydra/sweeper/pruner=none")
     study = load_study(tmp_path, "cnn2d_logmel")
     runs = cv_trial_runs(tmp_path, "cnn2d_logmel")
@@ -302,6 +308,25 @@ def test_a_cross_validated_trial_returns_the_mean_validation_uar_of_its_folds(tm
         assert trial.intermediate_values[1] == pytest.approx(trial.value, abs=1e-6)
         assert "test/uar_mean" in parent.data.metrics  # logged, but never the objective
 
+    # Its trials hold no model: promotion says how to train the best one once, as a run of the study
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    with pytest.raises(SystemExit):
+        promote.main(["--tracking-uri", uri, "--study", "cnn2d_logmel"])
+    err = capsys.readouterr().err
+    assert "trials are cross-validations, whose parent runs hold no model" in err
+    command = next(line.strip() for line in err.splitlines() if line.strip().startswith("emotion-train "))
+    assert "cv=none" in command and "+logger.tags.study=cnn2d_logmel" in command and "cv=kfold" not in command
+    arguments = shlex.split(command)[1:]
+    env = environment(tmp_path, cache_dir)
+    retrain = subprocess.run([sys.executable, "-m", "emotion.train", *arguments], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    promote.main(["--tracking-uri", uri, "--study", "cnn2d_logmel", "--name", "retrained"])
+    version = mlflow.MlflowClient(uri).get_model_version_by_alias("retrained", "champion")
+    retrained = mlflow.MlflowClient(uri).get_run(version.run_id)
+    assert retrained.data.tags["study"] == "cnn2d_logmel" and retrained.data.tags["split"] == "speaker"
+    assert retrained.data.tags["trial_number"] == str(study.best_trial.number)
+
 
 def test_a_cross_validated_trial_is_pruned_between_folds(tmp_path: Path, cache_dir: Path) -> None:
     run_sweep(tmp_path, cache_dir, *CV_SWEEP, "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=1.1")
@@ -312,6 +337,26 @@ def test_a_cross_validated_trial_is_pruned_between_folds(tmp_path: Path, cache_d
         assert list(trial.intermediate_values) == [0]
         assert [f.data.tags["fold"] for f in folds] == ["0"]  # the second fold never ran
         assert parent.data.tags["trial_state"] == "PRUNED" and parent.info.status == "FINISHED"
+        # the parent keeps the aggregates of the fold it ran
+        assert parent.data.metrics["test/uar_mean"] == pytest.approx(folds[0].data.metrics["test/uar"])
+        assert parent.data.metrics["val/uar"] == pytest.approx(trial.intermediate_values[0])
+
+
+def test_a_cross_validated_trial_reported_at_every_fold_is_never_pruned_after_its_last(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A pruner that would stop every trial from the second report on finds nothing to prune: two folds ran."""
+    pruner = [
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=1.1",
+        "hydra.sweeper.pruner.n_warmup_steps=1",
+    ]
+    run_sweep(tmp_path, cache_dir, *CV_SWEEP, "hydra.sweeper.n_trials=1", *pruner)
+    (trial,) = load_study(tmp_path, "cnn2d_logmel").trials
+    parent, folds = cv_trial_runs(tmp_path, "cnn2d_logmel")[trial.number]
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [0, 1]
+    assert [f.data.tags["fold"] for f in folds] == ["0", "1"]
+    assert parent.data.tags["trial_state"] == "COMPLETE" and "test/uar_pooled" in parent.data.metrics
 
 
 def test_promoting_a_study_registers_the_run_of_its_best_trial(tmp_path: Path, cache_dir: Path) -> None:
@@ -343,3 +388,23 @@ def test_promoting_a_study_registers_the_run_of_its_best_trial(tmp_path: Path, c
     promote.main(["--tracking-uri", uri, *shlex.split(command)[1:], "--name", "swept"])
     champion = mlflow.MlflowClient(uri).get_model_version_by_alias("swept", "champion")
     assert champion.run_id == runs[study.best_trial.number].info.run_id
+
+
+def test_the_default_pruner_prunes_nothing_until_five_trials_are_complete(tmp_path: Path) -> None:
+    """A trial far below the others is safe while fewer than 5 trials are COMPLETE (the median of fewer is noise)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR / "hydra" / "sweeper" / "pruner"), version_base="1.3"):
+        pruner = instantiate(compose(config_name="median"))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize", pruner=pruner)
+
+    def a_trial_at(values: list[float]) -> optuna.Trial:
+        trial = study.ask()
+        for step, value in enumerate(values):
+            trial.report(value, step)
+        return trial
+
+    for complete in range(5):
+        laggard = a_trial_at([0.1, 0.1])
+        assert not laggard.should_prune(), f"pruned with {complete} complete trials"
+        study.tell(laggard, state=TrialState.FAIL)
+        study.tell(a_trial_at([0.8, 0.9]), 0.9)
+    assert a_trial_at([0.1, 0.1]).should_prune()  # five complete trials: now it is judged

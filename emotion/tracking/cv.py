@@ -49,7 +49,7 @@ def plot_folds(results: Sequence[FoldResult], summary: Mapping[str, float]) -> F
     ax.axhline(pooled, color="tab:orange", linestyle="--", label=f"pooled {pooled:.3f}")
     ax.set(xticks=range(len(results)), xticklabels=labels, ylim=(0, 1), xlabel="fold (test speakers)")
     ax.set_ylabel("test UAR")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside the bars, hiding none
     return figure
 
 

@@ -79,9 +79,26 @@ def leaderboard(client: mlflow.MlflowClient, ranking: Ranking, limit: int = 10) 
         for run in found
         if ranking.metric in run.data.metrics
         and run.data.tags.get("role") not in ("study", "cv")
+        and "fold" not in run.data.tags  # a cross-validation's fold: trained on a subset of the speakers
         and run.data.tags.get("trial_state", "COMPLETE") == "COMPLETE"
     ]
     return competing[:limit]
+
+
+def best_cross_validation(client: mlflow.MlflowClient, ranking: Ranking) -> Run | None:
+    """The best COMPLETE cross-validated trial of `ranking`'s study (a CV parent run), if it has any."""
+    experiment = client.get_experiment_by_name(ranking.experiment)
+    if experiment is None:
+        return None
+    order = "DESC" if ranking.mode == "max" else "ASC"
+    found = client.search_runs(
+        [experiment.experiment_id],
+        ranking.filter_string() + " and tags.role = 'cv'",
+        order_by=[f"metrics.`{ranking.metric}` {order}"],
+        max_results=100,
+    )
+    complete = [r for r in found if ranking.metric in r.data.metrics and r.data.tags.get("trial_state") == "COMPLETE"]
+    return complete[0] if complete else None
 
 
 def current_champion(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
@@ -136,7 +153,9 @@ def promote(
     with tempfile.TemporaryDirectory() as folder:
         checkpoint, config = download_checkpoint_and_config(client, run.info.run_id, Path(folder))
         tags = version_tags(run, metric, yaml.safe_load(config.read_text()))
-        model_uri = log_pyfunc(run.info.run_id, checkpoint, config, with_upstream)
+        model_uri = None if with_upstream else trained_model_uri(client, run)
+        if model_uri is None:
+            model_uri = log_pyfunc(run.info.run_id, checkpoint, config, with_upstream)
     version = mlflow.register_model(model_uri, name, tags=tags)  # waits until the version is READY
     if version.status != "READY":
         raise PromotionError(
@@ -146,6 +165,14 @@ def promote(
         client.set_registered_model_alias(name, PREVIOUS, old.version)
     client.set_registered_model_alias(name, CHAMPION, version.version)
     return version, old
+
+
+def trained_model_uri(client: mlflow.MlflowClient, run: Run) -> str | None:
+    """The model the run logged when it trained (`logger.log_model`), if it did."""
+    found = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}' AND name = 'model'"
+    )
+    return f"models:/{found[0].model_id}" if found else None
 
 
 def download_checkpoint_and_config(client: mlflow.MlflowClient, run_id: str, folder: Path) -> tuple[Path, Path]:

@@ -205,3 +205,46 @@ def per_corpus_scores(y_true: np.ndarray, y_pred: np.ndarray, corpora: Sequence[
 def log_checkpoint(logger: MLFlowLogger, path: str | Path) -> None:
     """Upload a checkpoint file under the run's `checkpoints/` artifacts."""
     logger.experiment.log_artifact(logger.run_id, str(path), CHECKPOINT_ARTIFACT_DIR)
+
+
+#: Where `make ui` serves the MLflow UI of the project's SQLite store.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def ui_link(tracking_uri: str, run_id: str) -> str:
+    """The run's page in the MLflow UI: the server's own, or that of `make ui` for a local store."""
+    experiment = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def run_summary(tracking_uri: str, run_id: str, metrics: Mapping[str, float], checkpoint: str) -> str:
+    """What a finished run printed last: its ID and UI page, its kept checkpoint, its test scores."""
+    scores = ", ".join(f"{name} {metrics[f'test/{key}']:.4f}" for key, name in TEST_NAMES if f"test/{key}" in metrics)
+    best = next((f"{name} {value:.4f}" for name, value in metrics.items() if name.endswith("_best")), "")
+    lines = [f"run {run_id}: {ui_link(tracking_uri, run_id)}"]
+    if checkpoint:
+        lines.append(
+            f"  best checkpoint ({best}): {checkpoint} (artifact {CHECKPOINT_ARTIFACT_DIR}/{Path(checkpoint).name})"
+        )
+    lines.append(f"  test: {scores}")
+    return "\n".join(lines)
+
+
+def cross_validation_summary(tracking_uri: str, run_id: str, summary: Mapping[str, float], folds: int) -> str:
+    """What a finished cross-validation printed last: the parent run's ID and page, and its test scores."""
+    scores = ", ".join(
+        f"{name} {summary[f'test/{key}_mean']:.4f} ± {summary[f'test/{key}_std']:.4f} "
+        f"(pooled {summary[f'test/{key}_pooled']:.4f})"
+        for key, name in TEST_NAMES
+    )
+    return "\n".join(
+        [
+            f"cross-validation run {run_id} ({folds} folds, each a child run): {ui_link(tracking_uri, run_id)}",
+            f"  test over folds: {scores}",
+        ]
+    )
+
+
+#: The test metrics a run's summary names, and how.
+TEST_NAMES = (("acc", "acc"), ("uar", "UAR"), ("f1", "macro-F1"))
