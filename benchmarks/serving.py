@@ -35,6 +35,7 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.common import machine
+from emotion.team import wait_until_answering
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -146,7 +147,7 @@ def serve_and_measure(store: str, clip: bytes, args: argparse.Namespace, folder:
     log = (folder / "serve.log").open("w")
     server = subprocess.Popen(serve, env=env, cwd=folder, stdout=log, stderr=log, start_new_session=True)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/ping", server, time.perf_counter() + 180)
+        wait_until_answering(f"http://127.0.0.1:{port}/ping", server, folder / "serve.log")
         url = f"http://127.0.0.1:{port}/invocations"
         body = json.dumps({"dataframe_records": [{"audio": base64.b64encode(clip).decode()}]}).encode()
         idle = tree_rss(server.pid)
@@ -177,18 +178,6 @@ def serve_and_measure(store: str, clip: bytes, args: argparse.Namespace, folder:
         "server_rss_idle_mb": round(idle / 1e6, 1),
         "server_rss_peak_mb": round(memory.peak / 1e6, 1),
     }
-
-
-def wait_until_up(url: str, server: subprocess.Popen, deadline: float) -> None:
-    while time.perf_counter() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    raise SystemExit(f"the server did not answer {url} in time")
 
 
 def main() -> None:

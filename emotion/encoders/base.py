@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,16 @@ def saved_encoder_overrides(folder: str | Path) -> dict[str, str]:
     """The `features` overrides that rebuild an encoder from the folder its `save` wrote."""
     checkpoint = Path(folder) / SAVED_CHECKPOINT
     return {"checkpoint": str(checkpoint)} if checkpoint.is_file() else {"encoder": str(folder), "checkpoint": None}
+
+
+def per_clip_frames(
+    waves: torch.Tensor, lengths: torch.Tensor, front_end: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`front_end` run on each clip of a padded batch alone (a group norm spanning the input would see the
+    padding otherwise), its frames zero-padded into one (batch, frames, channels) tensor, with their counts."""
+    frames = [front_end(wave[:n]) for wave, n in zip(waves, lengths.tolist(), strict=True)]
+    counts = torch.tensor([len(f) for f in frames], device=waves.device)
+    return torch.nn.utils.rnn.pad_sequence(frames, batch_first=True), counts
 
 
 def frame_mask(frames: torch.Tensor, total: int) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from emotion.encoders.base import Encoder, frame_mask
+from emotion.encoders.base import Encoder, frame_mask, per_clip_frames
 from emotion.errors import ConfigError
 
 WhisperInput = Literal["cut", "pad30"]
@@ -218,9 +218,7 @@ class Wav2Vec2FamilyLayers(HuggingFaceEncoder):
                        self.source)  # fmt: skip
 
     def hidden_states(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        projected = [self._front_end(wave[:n]) for wave, n in zip(waves, lengths.tolist(), strict=True)]
-        frames = torch.tensor([len(p) for p in projected], device=waves.device)
-        padded = torch.nn.utils.rnn.pad_sequence(projected, batch_first=True)
+        padded, frames = per_clip_frames(waves, lengths, self._front_end)
         return encoder_states(self.model.encoder, padded, frame_mask(frames, padded.shape[1])), frames
 
     def _front_end(self, wave: torch.Tensor) -> torch.Tensor:

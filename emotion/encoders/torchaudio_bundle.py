@@ -15,7 +15,7 @@ import torch
 import torchaudio
 from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
 
-from emotion.encoders.base import SAVED_CHECKPOINT, Encoder
+from emotion.encoders.base import SAVED_CHECKPOINT, Encoder, frame_mask, per_clip_frames
 from emotion.errors import ConfigError
 
 
@@ -54,7 +54,7 @@ def transformer_layers(encoder: torch.nn.Module, frames: torch.Tensor, lengths: 
     """
     x, attention_mask = encoder._preprocess(frames, lengths)  # projects, zeroes the padded frames
     x = encoder.transformer._preprocess(x)  # adds the convolutional position embedding
-    padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
+    padding = ~frame_mask(lengths, x.shape[1])
     key_padding = torch.zeros(padding.shape, dtype=x.dtype, device=x.device).masked_fill(padding, float("-inf"))
     outputs, position_bias = [], None
     for layer in encoder.transformer.layers:
@@ -103,9 +103,7 @@ class TorchaudioEncoder(Encoder):
     def hidden_states(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The convolutional front end runs one clip at a time (its group norm spans the whole input, so padding
         would change it); the transformer runs on the padded batch, masked."""
-        frames = [self._front_end(wave[:n]) for wave, n in zip(waves, lengths.tolist(), strict=True)]
-        counts = torch.tensor([len(f) for f in frames], device=waves.device)
-        padded = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
+        padded, counts = per_clip_frames(waves, lengths, self._front_end)
         return transformer_layers(self.model.encoder, padded, counts), counts
 
     def _front_end(self, wave: torch.Tensor) -> torch.Tensor:
