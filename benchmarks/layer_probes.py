@@ -32,6 +32,7 @@ from benchmarks.real_corpora import write_into
 from emotion.data.cache import FeatureCache
 from emotion.data.corpora import EMOTIONS, read_corpus
 from emotion.data.features import Spectral
+from emotion.data.frontend import AudioFrontEnd
 from emotion.data.splits import split_manifest
 from emotion.data.ssl import SSLLayers
 
@@ -66,7 +67,7 @@ def probe_layers(corpus: Path, reader: str, encoder: str, whisper_input: str, ca
     """Every layer's probe UAR, and that of the mean of all layers (also trained on the head's speakers only)."""
     features = SSLLayers(Spectral(), encoder=encoder, whisper_input=whisper_input)
     clips = read_corpus(corpus, reader, classes=EMOTIONS).clips
-    table = FeatureCache(cache_dir, corpus, features).table(clips)
+    table = FeatureCache(cache_dir, corpus, AudioFrontEnd(features)).table(clips)
     layers = table.tensors["ssl"].numpy()  # (clips, layers, width)
     labels = np.array([EMOTIONS.index(c.emotion) for c in table.clips])
     speakers = np.array([c.speaker for c in table.clips])

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Record, machine, timed
-from emotion.data.audio import MAX_DURATION
-from emotion.data.cache import FeatureCache, decode_clip
-from emotion.data.corpora import PARSERS, read_corpus
+from emotion.data.cache import FeatureCache
+from emotion.data.corpora import READERS, read_corpus
 from emotion.data.features import Spectral
+from emotion.data.frontend import AudioFrontEnd
 from emotion.data.ssl import SSLLayers
 from emotion.data.windows import Window
 from emotion.encoders.huggingface import WhisperEncoderLayers
@@ -78,10 +78,11 @@ def run(corpus: Path, reader: str, n_clips: int, encoder: str, whisper_input: st
     with tempfile.TemporaryDirectory(prefix="bench-ssl-") as work:
         features = ssl_features(encoder, whisper_input, Path(work))
         features.of_clips([torch.zeros(features.sample_rate)])  # loading the encoder: not counted
-        cache = FeatureCache(Path(work) / "cache", corpus, features)
+        front_end = AudioFrontEnd(features)
+        cache = FeatureCache(Path(work) / "cache", corpus, front_end)
         ours, table = timed(lambda: cache.table(clips))
         cache_bytes = sum(f.stat().st_size for f in cache.folder.glob("shard-*.pt"))
-        waves = [decode_clip(c, features, (0.0, MAX_DURATION), "skip") for c in clips]
+        waves = [front_end.clip(c, "skip") for c in clips]
         peer, _ = timed(lambda: peer_per_clip(features, waves))
     seconds = [len(w) / features.sample_rate for w in waves]
     layers, dim = features.shapes()["ssl"]
@@ -122,7 +123,7 @@ def run(corpus: Path, reader: str, n_clips: int, encoder: str, whisper_input: st
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ssl_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, required=True, help="a corpus folder, e.g. ../shared/data/emodb/wav")
-    parser.add_argument("--reader", choices=sorted(PARSERS), default="emodb")
+    parser.add_argument("--reader", choices=sorted(READERS), default="emodb")
     parser.add_argument("--clips", type=int, default=48, help="the corpus's first N clips")
     parser.add_argument("--encoder", default="WAVLM_BASE_PLUS", help="a torchaudio bundle, a hub id or a folder")
     parser.add_argument("--whisper-input", choices=("cut", "pad30"), default="pad30", help="Whisper's input policy")

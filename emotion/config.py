@@ -128,14 +128,20 @@ def check_before_run(cfg: DictConfig) -> None:
 
 
 def check_data_folders(data: DictConfig) -> None:
-    """ConfigError if a real corpus has no folder, or names one that does not exist."""
+    """ConfigError if a real corpus has no folder (or manifest file), or names one that does not exist."""
     folders = dict(data.get("roots") or {}) or {"root": data.get("root")}
     if data.get("synthetic") is None and None in folders.values():
         missing = "data.root" if "root" in folders else next(f"data.roots.{k}" for k, v in folders.items() if v is None)
         raise ConfigError(f"data={data.name} needs {missing}=PATH: the folder that holds the corpus")
+    manifest = data.get("reader") == "manifest"  # its root is the manifest file
     for key, folder in folders.items():
-        if folder is not None and not Path(str(folder)).expanduser().is_dir():
-            where = "data.root" if key == "root" else f"data.roots.{key}"
+        if folder is None:
+            continue
+        where = "data.root" if key == "root" else f"data.roots.{key}"
+        path = Path(str(folder)).expanduser()
+        if manifest and not path.is_file():
+            raise ConfigError(f"{where}={folder}: no such manifest file")
+        if not manifest and not path.is_dir():
             raise ConfigError(f"{where}={folder}: no such folder")
 
 

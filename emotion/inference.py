@@ -2,11 +2,10 @@
 
 A `Predictor` rebuilds the feature set and the network from a run's resolved
 `config.yaml`, loads the weights (safely, `weights_only=True`) and classifies
-waveforms exactly as the training pipeline saw them: decoded with soundfile,
-resampled, trimmed if the run trimmed silence, then cut by the run's window
-policy (`features.window`: one centre window, or the average over windows that
-cover the whole clip), featurised, standardised with the training statistics
-kept in the weights.
+waveforms through the training's own front end (`emotion.data.frontend`) and
+model: decoded, checked for duration, trimmed, windowed and featurised as the
+run's config says, standardised with the training statistics kept in the
+weights, and averaged over windows by `EmotionClassifier.clip_logits`.
 """
 
 from __future__ import annotations
@@ -17,15 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 import yaml
 from hydra.utils import instantiate
 
-from emotion.data.audio import MAX_DURATION, check_not_longer, load_audio
+from emotion.data.audio import MAX_DURATION
 from emotion.data.features import FeatureSet
-from emotion.data.windows import average_over_windows, covering_windows, stack_windows
+from emotion.data.frontend import AudioFrontEnd
 from emotion.encoders import saved_encoder_overrides
-from emotion.errors import DataError
 from emotion.models.module import EmotionClassifier
 from emotion.tracking.checkpoints import load_state
 
@@ -65,10 +62,10 @@ class Predictor:
         self.module = EmotionClassifier(network, self.classes, input_shapes=shapes)
         self.module.load_state_dict(dict(state))  # strict: every tensor of the network and the standardiser
         self.module.eval()
-        #: Clips shorter than this (seconds) were refused in training, and are refused here too.
-        self.min_duration = float(config["data"].get("min_duration", 0.0))
-        #: Clips longer than this (seconds) are refused before they are decoded or resampled.
-        self.max_duration = float(config["data"].get("max_duration", MAX_DURATION))
+        data = config["data"]
+        self.front_end = AudioFrontEnd(
+            self.features, data.get("min_duration", 0.0), data.get("max_duration", MAX_DURATION), trained_model=True
+        )
 
     @classmethod
     def from_files(
@@ -85,44 +82,15 @@ class Predictor:
 
     @property
     def sample_rate(self) -> int:
-        return self.features.sample_rate
+        return self.front_end.sample_rate
 
     def load(self, source: str | Path | bytes, name: str | None = None) -> torch.Tensor:
-        """A file (path, or its bytes) decoded to mono at the model's sample rate.
-
-        DataError naming it if it cannot be decoded, or if it lasts less than the training's `data.min_duration`
-        or more than its `data.max_duration` (then it is not decoded).
-        """
-        name = name or str(source)
-        wave = load_audio(source, self.sample_rate, max_duration=self.max_duration, name=name)
-        self.check_duration(wave, name)
-        return wave
-
-    def check_duration(self, wave: torch.Tensor, what: str) -> None:
-        """DataError if `wave` is shorter than the `data.min_duration` the model was trained with."""
-        seconds = wave.shape[-1] / self.sample_rate
-        if seconds < self.min_duration:
-            raise DataError(
-                f"{what} is {seconds:.3f} s long, shorter than the data.min_duration={self.min_duration} s "
-                "the model was trained with"
-            )
+        """A file (path, or its bytes) decoded and checked by the run's front end (`emotion.data.frontend`)."""
+        return self.front_end.decode(source, name)
 
     def resample(self, waveform: Sequence[float] | np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """A mono waveform given at `sample_rate`, at the model's sample rate."""
-        try:
-            wave = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
-        except (TypeError, ValueError):
-            raise DataError("a waveform must be an array of numbers (mono samples)") from None
-        if wave.dim() != 1 or wave.numel() == 0:
-            raise DataError(f"a waveform must be a non-empty 1-D array of samples, got shape {tuple(wave.shape)}")
-        if not torch.isfinite(wave).all():
-            raise DataError("the waveform holds samples that are not finite numbers (NaN or infinity)")
-        if sample_rate <= 0:
-            raise DataError(f"sample rate must be positive, got {sample_rate}")
-        check_not_longer(wave.numel() / sample_rate, self.max_duration, "the waveform")
-        wave = AF.resample(wave, int(sample_rate), self.sample_rate) if sample_rate != self.sample_rate else wave
-        self.check_duration(wave, "the waveform")
-        return wave
+        """Mono samples given at `sample_rate`, checked and resampled by the run's front end."""
+        return self.front_end.from_samples(waveform, sample_rate)
 
     @staticmethod
     def is_silent(wave: torch.Tensor) -> bool:
@@ -133,10 +101,5 @@ class Predictor:
     @torch.no_grad()
     def predict_proba(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor:
         """Probabilities (clips, classes) of waveforms at the model's sample rate, by the run's window policy."""
-        clips = [self.features.prepare(w) for w in waveforms]
-        if not self.features.window.whole_utterance:
-            return self.module(self.features.of_clips(clips)).softmax(dim=1)
-        n_samples, hop = self.features.n_samples, self.features.window.hop
-        waveforms, segments = stack_windows([covering_windows(clip, n_samples, hop) for clip in clips])
-        probabilities = self.module(self.features(waveforms)).softmax(dim=1)
-        return average_over_windows(probabilities, segments, len(clips))
+        inputs = self.front_end.inputs([self.front_end.prepare(wave) for wave in waveforms])
+        return self.module.clip_logits(inputs).softmax(dim=1)

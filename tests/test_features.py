@@ -15,6 +15,7 @@ from emotion.data.audio import fit_length, load_audio
 from emotion.data.cache import FeatureCache
 from emotion.data.corpora import read_corpus
 from emotion.data.features import MFCC, EGeMAPS, LogMel, LogMelMFCC, MelMean, Spectral
+from emotion.data.frontend import AudioFrontEnd
 from emotion.errors import DataError
 
 SPECTRAL = Spectral()
@@ -78,8 +79,8 @@ def test_zero_length_audio_is_named(tmp_path: Path) -> None:
 
 def test_second_read_computes_nothing(tiny_corpus: Path, tmp_path: Path) -> None:
     clips = read_corpus(tiny_corpus).clips
-    first = FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL)).table(clips)
-    second = FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL)).table(clips)
+    first = FeatureCache(tmp_path, tiny_corpus, AudioFrontEnd(LogMel(SPECTRAL))).table(clips)
+    second = FeatureCache(tmp_path, tiny_corpus, AudioFrontEnd(LogMel(SPECTRAL))).table(clips)
     assert (first.computed, first.cached) == (72, 0)
     assert (second.computed, second.cached) == (0, 72)
     assert torch.equal(first.tensors["logmel"], second.tensors["logmel"])
@@ -87,15 +88,15 @@ def test_second_read_computes_nothing(tiny_corpus: Path, tmp_path: Path) -> None
 
 def test_cache_is_keyed_by_feature_parameters(tiny_corpus: Path, tmp_path: Path) -> None:
     clips = read_corpus(tiny_corpus).clips
-    FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL)).table(clips)
-    other = FeatureCache(tmp_path, tiny_corpus, LogMel(Spectral(n_mels=64))).table(clips)
+    FeatureCache(tmp_path, tiny_corpus, AudioFrontEnd(LogMel(SPECTRAL))).table(clips)
+    other = FeatureCache(tmp_path, tiny_corpus, AudioFrontEnd(LogMel(Spectral(n_mels=64)))).table(clips)
     assert other.computed == 72
     assert other.tensors["logmel"].shape == (72, 1, 64, 62)
 
 
 def test_only_missing_clips_are_computed_after_an_interrupted_run(tiny_corpus: Path, tmp_path: Path) -> None:
     clips = read_corpus(tiny_corpus).clips
-    cache = FeatureCache(tmp_path, tiny_corpus, LogMel(SPECTRAL), shard_size=16)
+    cache = FeatureCache(tmp_path, tiny_corpus, AudioFrontEnd(LogMel(SPECTRAL)), shard_size=16)
     cache.table(clips[:40])  # a run that died after caching 40 clips
     (cache.folder / ".shard-dead.pt.partial").write_bytes(b"half-written")  # what a kill mid-write leaves
     resumed = cache.table(clips)
@@ -108,7 +109,7 @@ def test_undecodable_clips_are_skipped_and_counted(tiny_corpus: Path, tmp_path: 
     shutil.copytree(tiny_corpus, corpus)
     (corpus / "1001_IEO_ANG_MD.wav").write_bytes(b"garbage")
     clips = read_corpus(corpus).clips
-    table = FeatureCache(tmp_path, corpus, LogMel(SPECTRAL)).table(clips, on_bad_file="skip")
+    table = FeatureCache(tmp_path, corpus, AudioFrontEnd(LogMel(SPECTRAL))).table(clips, on_bad_file="skip")
     assert table.skipped == [str(corpus / "1001_IEO_ANG_MD.wav")]
     assert len(table.clips) == 71 and table.tensors["logmel"].shape[0] == 71
 
@@ -118,7 +119,9 @@ def test_undecodable_clips_stop_the_run_under_the_error_policy(tiny_corpus: Path
     shutil.copytree(tiny_corpus, corpus)
     (corpus / "1001_IEO_ANG_MD.wav").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"1001_IEO_ANG_MD\.wav"):
-        FeatureCache(tmp_path, corpus, LogMel(SPECTRAL)).table(read_corpus(corpus).clips, on_bad_file="error")
+        FeatureCache(tmp_path, corpus, AudioFrontEnd(LogMel(SPECTRAL))).table(
+            read_corpus(corpus).clips, on_bad_file="error"
+        )
 
 
 def test_a_clip_longer_than_max_duration_is_refused_from_its_header(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -128,10 +131,14 @@ def test_a_clip_longer_than_max_duration_is_refused_from_its_header(tiny_corpus:
         shutil.copy(wav, corpus / wav.name)
     sf.write(corpus / "1001_IEO_ANG_HI.wav", np.zeros(16000 * 12, dtype=np.float32), 16000)  # 12 s of silence
     clips = read_corpus(corpus).clips
-    table = FeatureCache(tmp_path, corpus, LogMel(SPECTRAL), max_duration=10).table(clips, on_bad_file="skip")
+    table = FeatureCache(tmp_path, corpus, AudioFrontEnd(LogMel(SPECTRAL), max_duration=10)).table(
+        clips, on_bad_file="skip"
+    )
     assert table.skipped == [str(corpus / "1001_IEO_ANG_HI.wav")] and len(table.clips) == 3
     with pytest.raises(DataError, match=r"1001_IEO_ANG_HI\.wav is 12\.0 s long, longer than data.max_duration=10 s"):
-        FeatureCache(tmp_path / "again", corpus, LogMel(SPECTRAL), max_duration=10).table(clips, on_bad_file="error")
+        FeatureCache(tmp_path / "again", corpus, AudioFrontEnd(LogMel(SPECTRAL), max_duration=10)).table(
+            clips, on_bad_file="error"
+        )
 
 
 def test_log_mel_and_mfcc_equal_torchaudios_transforms() -> None:
@@ -151,10 +158,10 @@ def test_log_mel_and_mfcc_equal_torchaudios_transforms() -> None:
 def test_egemaps_gives_the_88_functionals_of_each_whole_clip_and_caches_them(tiny_corpus: Path, tmp_path: Path) -> None:
     features = EGeMAPS(SPECTRAL)
     clips = read_corpus(tiny_corpus).clips[:4]
-    first = FeatureCache(tmp_path, tiny_corpus, features).table(clips)
+    first = FeatureCache(tmp_path, tiny_corpus, AudioFrontEnd(features)).table(clips)
     assert first.tensors["egemaps"].shape == (4, 1, 88) and torch.isfinite(first.tensors["egemaps"]).all()
     assert first.computed == 4
-    again = FeatureCache(tmp_path, tiny_corpus, EGeMAPS(SPECTRAL)).table(clips)
+    again = FeatureCache(tmp_path, tiny_corpus, AudioFrontEnd(EGeMAPS(SPECTRAL))).table(clips)
     assert (again.computed, again.cached) == (0, 4)
     torch.testing.assert_close(again.tensors["egemaps"], first.tensors["egemaps"])
     # a whole clip, not a window: the functionals of a clip differ from those of its centre second

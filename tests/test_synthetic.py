@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emotion.data.corpora import CREMA_D_EMOTION_CODES, crema_d_clip, read_corpus
+from emotion.data.corpora import read_corpus
+from emotion.data.corpora.crema_d import CremaD
 from emotion.data.synthetic import SyntheticCorpusConfig, clip_specs, generate_corpus, render_clip
 from emotion.training import train
 
@@ -37,12 +38,12 @@ def test_clips_are_16k_mono_wavs_named_like_crema_d(tiny_corpus: Path) -> None:
     files = sorted(tiny_corpus.glob("*.wav"))
     assert len(files) == 6 * 2 * 6
     for path in files:
-        assert crema_d_clip(path).speaker == path.name[:4]
+        assert CremaD().clip(path).speaker == path.name[:4]
         info = sf.info(path)
         assert (info.samplerate, info.channels) == (16000, 1)
         assert 1.5 <= info.duration <= 3.0
     codes = {path.stem.split("_")[2] for path in files}
-    assert codes == set(CREMA_D_EMOTION_CODES)
+    assert codes == set(CremaD.labels)
 
 
 def test_each_speaker_acts_every_emotion_of_every_sentence(tiny_corpus: Path) -> None:
@@ -51,7 +52,7 @@ def test_each_speaker_acts_every_emotion_of_every_sentence(tiny_corpus: Path) ->
         (f"{s:04d}", sentence, emotion)
         for s in range(1001, 1007)
         for sentence in ("IEO", "TIE")
-        for emotion in CREMA_D_EMOTION_CODES.values()
+        for emotion in CremaD.labels.values()
     }
 
 

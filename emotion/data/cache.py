@@ -24,11 +24,9 @@ from typing import TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from emotion.data.audio import MAX_DURATION, load_audio
 from emotion.data.augment import WaveAugment
 from emotion.data.corpora import BadFilePolicy, Clip
-from emotion.data.features import FeatureSet
-from emotion.errors import DataError
+from emotion.data.frontend import AudioFrontEnd
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +55,23 @@ def clip_key(path: str | Path) -> str:
 
 
 class FeatureCache:
-    """Cached features of one feature set for the clips of one corpus root."""
+    """Cached features of one front end's feature set for the clips of one corpus root."""
 
     def __init__(
         self,
         cache_dir: str | Path,
         corpus_root: str | Path,
-        features: FeatureSet,
+        front_end: AudioFrontEnd,
         shard_size: int = 512,
         batch_size: int = 64,
-        min_duration: float = 0.0,
-        max_duration: float = MAX_DURATION,
     ) -> None:
+        features = front_end.features
         corpus = hashlib.sha1(str(Path(corpus_root).resolve()).encode()).hexdigest()[:12]
         self.folder = Path(cache_dir).expanduser() / "features" / f"{corpus}-{features.name}-{features.key()}"
+        self.front_end = front_end
         self.features = features
         self.shard_size = shard_size
         self.batch_size = batch_size
-        self.min_duration = min_duration
-        self.max_duration = max_duration
 
     def table(
         self, clips: Sequence[Clip], on_bad_file: BadFilePolicy = "skip", augment: WaveAugment | None = None
@@ -155,7 +151,7 @@ class FeatureCache:
     ) -> tuple[list[torch.Tensor], list[int]]:
         waves, good = [], []
         for i in batch:
-            wave = decode_clip(clips[i], self.features, (self.min_duration, self.max_duration), on_bad_file, augment)
+            wave = self.front_end.clip(clips[i], on_bad_file, augment)
             if wave is None:
                 skipped.append(clips[i].path)
                 continue
@@ -176,59 +172,6 @@ def _item_key(clip: Clip, augment: WaveAugment | None) -> str:
         return clip_key(clip.path)
     assert augment is not None
     return hashlib.sha1(f"{clip_key(clip.path)}:{augment.key()}:{clip.copy}".encode()).hexdigest()
-
-
-def decode_clip(
-    clip: Clip,
-    features: FeatureSet,
-    durations: tuple[float, float],
-    on_bad_file: BadFilePolicy,
-    augment: WaveAugment | None = None,
-) -> torch.Tensor | None:
-    """A clip decoded, checked for length and prepared (trimmed) for `features`; None (logged) if it is bad.
-
-    `durations`: (`data.min_duration`, `data.max_duration`) in seconds; a longer clip is refused unread.
-
-    An augmented copy (`clip.copy` > 0) is passed through `augment` with a random stream fixed by (clip, copy).
-    """
-    try:
-        wave = load_audio(clip.path, features.sample_rate, max_duration=durations[1])
-        check_duration(wave, features.sample_rate, durations[0], clip.path)
-    except DataError as exc:
-        if on_bad_file == "error":
-            raise
-        log.warning("skipping clip: %s", exc)
-        return None
-    wave = features.prepare(wave)
-    if clip.copy and augment is not None:
-        wave = augment(wave, augment.rng_for(clip.path, clip.copy))
-    return wave
-
-
-def decode_clips(
-    clips: Sequence[Clip], features: FeatureSet, durations: tuple[float, float], on_bad_file: BadFilePolicy
-) -> tuple[list[Clip], list[torch.Tensor], list[str]]:
-    """The clips that decode, their prepared waveforms (whole, any length), and the paths of those skipped."""
-    kept: list[Clip] = []
-    waves: list[torch.Tensor] = []
-    skipped: list[str] = []
-    for clip in tqdm(clips, desc="Decoding whole clips", unit="clip"):
-        wave = decode_clip(clip, features, durations, on_bad_file)
-        if wave is None:
-            skipped.append(clip.path)
-        else:
-            kept.append(clip)
-            waves.append(wave)
-    if skipped:
-        log.warning("skipped %d clip(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
-    return kept, waves, skipped
-
-
-def check_duration(wave: torch.Tensor, sample_rate: int, min_duration: float, path: str) -> None:
-    """DataError naming the file if it is shorter than `min_duration` seconds (too short to pad into a window)."""
-    seconds = wave.shape[-1] / sample_rate
-    if seconds < min_duration:
-        raise DataError(f"clip is {seconds:.3f} s long, shorter than data.min_duration={min_duration} s: {path}")
 
 
 @contextmanager

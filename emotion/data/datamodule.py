@@ -29,12 +29,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from emotion.data.audio import MAX_DURATION, fit_length
 from emotion.data.augment import SpecAugment, WaveAugment
-from emotion.data.cache import FeatureCache, FeatureTable, decode_clip, decode_clips
+from emotion.data.cache import FeatureCache, FeatureTable
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, Manifest, read_corpora, read_corpus
 from emotion.data.features import FeatureSet
+from emotion.data.frontend import AudioFrontEnd
 from emotion.data.splits import PARTITIONS, SPEAKER_INDEPENDENT, Split, check_no_leakage, split_manifest
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
-from emotion.data.windows import covering_windows, random_window, stack_windows
+from emotion.data.windows import random_window, stack_windows
 from emotion.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -91,17 +92,16 @@ class WaveformDataset(Dataset):
 class WindowedDataset(Dataset):
     """Whole clips as the windows that cover them, for evaluation; `collate_windows` batches them."""
 
-    def __init__(self, waves: list[torch.Tensor], labels: torch.Tensor, n_samples: int, hop: float) -> None:
+    def __init__(self, waves: list[torch.Tensor], labels: torch.Tensor, front_end: AudioFrontEnd) -> None:
         self.waves = waves
         self.labels = labels
-        self.n_samples = n_samples
-        self.hop = hop
+        self.front_end = front_end
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return covering_windows(self.waves[index], self.n_samples, self.hop), self.labels[index]
+        return self.front_end.windows(self.waves[index]), self.labels[index]
 
 
 def collate_windows(items: list[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
@@ -120,6 +120,7 @@ class EmotionDataModule(pl.LightningDataModule):
         name: str = "synthetic",
         root: str | None = None,
         reader: str = "crema_d",
+        reader_options: dict[str, Any] | None = None,
         synthetic: dict[str, Any] | None = None,
         classes: Sequence[str] = EMOTIONS,
         split: dict[str, Any] | None = None,
@@ -146,11 +147,13 @@ class EmotionDataModule(pl.LightningDataModule):
                 f"unknown class(es) {unknown} in data.classes: choose from {[*EMOTIONS, *EXTRA_EMOTIONS]}"
             )
         self.features = features
+        self.front_end = AudioFrontEnd(features, min_duration, max_duration)
         self.cache_dir = Path(cache_dir).expanduser()
         self.name = name
         self.root = root
         self.roots = dict(roots) if roots is not None else None
         self.reader = reader
+        self.reader_options = dict(reader_options or {})
         self.synthetic = SyntheticCorpusConfig(**synthetic) if synthetic is not None else None
         self.classes = tuple(classes)
         self.split_options = dict(split or {})
@@ -158,8 +161,6 @@ class EmotionDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.on_bad_name = on_bad_name
         self.on_bad_file = on_bad_file
-        self.min_duration = min_duration
-        self.max_duration = max_duration
         self.augmentation = _Augmentation.from_config(augment, features.sample_rate)
         self.table: FeatureTable | None = None
         self.split: Split | None = None
@@ -189,7 +190,7 @@ class EmotionDataModule(pl.LightningDataModule):
         """The clips of the corpus, or of every corpus of `data.roots`, with what was left out."""
         if self.roots is not None:
             return read_corpora(self.roots, self.on_bad_name, self.classes)
-        return read_corpus(self.corpus_root(), self.reader, on_bad_name=self.on_bad_name, classes=self.classes)
+        return read_corpus(self.corpus_root(), self.reader, self.on_bad_name, self.classes, self.reader_options)
 
     def setup(self, stage: str | None = None) -> None:
         """Read, split, augment and featurise the corpus once; later calls reuse it."""
@@ -201,9 +202,7 @@ class EmotionDataModule(pl.LightningDataModule):
         if self.features.window.whole_utterance:
             self._setup_utterances(manifest.clips)
             return
-        cache = FeatureCache(
-            self.cache_dir, root, self.features, min_duration=self.min_duration, max_duration=self.max_duration
-        )
+        cache = FeatureCache(self.cache_dir, root, self.front_end)
         originals = cache.table(manifest.clips, self.on_bad_file)
         aug = self.augmentation
         if aug.before_split:  # the report's protocol: copies of every clip, then the split
@@ -234,7 +233,7 @@ class EmotionDataModule(pl.LightningDataModule):
         assert self.table is not None and self.augmentation.wave is not None
         if self.features.whole_clip:
             raise ConfigError(f"features={self.features.name} summarises whole clips: use augment.mode=copies")
-        waves = [decode_clip(self.table.clips[i], self.features, (0.0, self.max_duration), "error") for i in rows]
+        waves = [self.front_end.clip(self.table.clips[i], "error") for i in rows]
         return WaveformDataset(waves, labels[rows], self.features.n_samples, self.augmentation.wave)
 
     def _setup_utterances(self, clips: list[Clip]) -> None:
@@ -245,22 +244,18 @@ class EmotionDataModule(pl.LightningDataModule):
                 "features/window=utterance draws new windows every epoch: use augment.mode=on_the_fly "
                 "(cached copies, and the report's augment-then-split protocol, need features/window=crop)"
             )
-        kept, self.waves, skipped = decode_clips(
-            clips, self.features, (self.min_duration, self.max_duration), self.on_bad_file
-        )
+        kept, self.waves, skipped = self.front_end.clips(clips, self.on_bad_file)
         self.table = FeatureTable(clips=kept, tensors={}, skipped=skipped)
         self.split = split_manifest(kept, **self.split_options)
         labels = torch.tensor([self.classes.index(c.emotion) for c in kept])
-        window, n_samples = self.features.window, self.features.n_samples
+        n_samples = self.features.n_samples
         train = self.split.train
         self.datasets["train"] = WaveformDataset(
             [self.waves[i] for i in train], labels[train], n_samples, aug.wave, random_crop=True
         )
         for partition in ("val", "test"):
             rows = self.split.partition(partition)
-            self.datasets[partition] = WindowedDataset(
-                [self.waves[i] for i in rows], labels[rows], n_samples, window.hop
-            )
+            self.datasets[partition] = WindowedDataset([self.waves[i] for i in rows], labels[rows], self.front_end)
         log.info("split %s (whole utterances): %s", self.split_options.get("strategy", "speaker"), self._sizes())
 
     def _sizes(self) -> dict[str, int]:
@@ -279,8 +274,7 @@ class EmotionDataModule(pl.LightningDataModule):
         """
         assert self.table is not None and self.split is not None, "call setup() first"
         if self.waves:
-            n_samples, hop = self.features.n_samples, self.features.window.hop
-            windows = torch.cat([covering_windows(self.waves[i], n_samples, hop) for i in self.split.train])
+            windows = torch.cat([self.front_end.windows(self.waves[i]) for i in self.split.train])
             parts = [self.features(chunk) for chunk in windows.split(256)]
             return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
         rows = torch.tensor([i for i in self.split.train if self.table.clips[i].copy == 0], dtype=torch.long)

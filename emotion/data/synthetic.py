@@ -29,7 +29,7 @@ import soundfile as sf
 from scipy.signal import lfilter
 from tqdm.auto import tqdm
 
-from emotion.data.corpora import CREMA_D_EMOTION_CODES, CREMA_D_SENTENCES
+from emotion.data.corpora.crema_d import SENTENCES, CremaD
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ PROSODY: dict[str, Prosody] = {
 #: How far each CREMA-D intensity level moves the voice from neutral (XX: drawn per clip).
 INTENSITY_SCALE: dict[str, float | None] = {"LO": 0.55, "MD": 0.9, "HI": 1.3, "XX": None}
 
-_CODE_OF_EMOTION = {name: code for code, name in CREMA_D_EMOTION_CODES.items()}
+_CODE_OF_EMOTION = {name: code for code, name in CremaD.labels.items()}
 
 
 @dataclass(frozen=True)
@@ -272,8 +272,8 @@ def clip_specs(cfg: SyntheticCorpusConfig) -> list[tuple[int, str, str, str]]:
     """(speaker, sentence, emotion code, level) of every clip: each speaker says each sentence in each emotion."""
     specs = []
     for speaker in range(1001, 1001 + cfg.n_speakers):
-        for s_index, sentence in enumerate(CREMA_D_SENTENCES[: cfg.n_sentences]):
-            for e_index, code in enumerate(CREMA_D_EMOTION_CODES):
+        for s_index, sentence in enumerate(SENTENCES[: cfg.n_sentences]):
+            for e_index, code in enumerate(CremaD.labels):
                 level = "XX" if code == "NEU" else ("LO", "MD", "HI", "XX")[(speaker + s_index + e_index) % 4]
                 specs.append((speaker, sentence, code, level))
     return specs
@@ -284,9 +284,9 @@ def render_clip(cfg: SyntheticCorpusConfig, spec: tuple[int, str, str, str]) -> 
     speaker_number, sentence, code, level = spec
     speaker = make_speaker(speaker_number, cfg)
     rng = np.random.default_rng(
-        [cfg.seed, speaker_number, CREMA_D_SENTENCES.index(sentence) + 1, list(CREMA_D_EMOTION_CODES).index(code) + 1]
+        [cfg.seed, speaker_number, SENTENCES.index(sentence) + 1, list(CremaD.labels).index(code) + 1]
     )
-    prosody = clip_prosody(CREMA_D_EMOTION_CODES[code], level, speaker, rng, cfg.variability)
+    prosody = clip_prosody(CremaD.labels[code], level, speaker, rng, cfg.variability)
     vowels = sentence_vowels(sentence, cfg.seed)
     return synthesize(vowels, prosody, speaker, rng, cfg.sample_rate, cfg.min_duration, cfg.max_duration)
 
