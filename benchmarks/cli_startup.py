@@ -19,12 +19,12 @@ import time
 from benchmarks.common import machine
 
 COMMANDS = {
-    "emotion-train --help": ["emotion.train", "--help"],
-    "emotion-train modle=cnn2d (bad override)": ["emotion.train", "modle=cnn2d"],
-    "emotion-train features.n_mfcc=abc --cfg job": ["emotion.train", "features.n_mfcc=abc", "--cfg", "job"],
+    "emotion-train --help": ["emotion.cli.train", "--help"],
+    "emotion-train modle=cnn2d (bad override)": ["emotion.cli.train", "modle=cnn2d"],
+    "emotion-train features.n_mfcc=abc --cfg job": ["emotion.cli.train", "features.n_mfcc=abc", "--cfg", "job"],
     "emotion-promote --help": ["emotion.promote", "--help"],
     "emotion-predict --help": ["emotion.predict", "--help"],
-    "emotion-team --help": ["emotion.team", "--help"],
+    "emotion-team --help": ["emotion.ops.team", "--help"],
 }
 
 

@@ -61,10 +61,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "compact TDNN (0.68 M), log-mel minus its clip mean, whole utterance, tuned on SAVEE (sweep=compact_tdnn)",
         [
             "experiment=compact_tdnn",
-            "optimizer.lr=0.0015",
-            "optimizer.weight_decay=0.0047",
-            "model.dropout=0.49",
-            "loss.mixup_alpha=0",
+            "model.optimizer.lr=0.0015",
+            "model.optimizer.weight_decay=0.0047",
+            "model.net.dropout=0.49",
+            "model.loss.mixup_alpha=0",
             "augment.spec.freq_mask=8",
             "cv=loso",
         ],
@@ -88,11 +88,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     ),
     "compact_tdnn_raw": (
         "compact TDNN (0.68 M), log-mel, whole utterance",
-        ["experiment=compact_tdnn", "model.utterance_mean_norm=false", "cv=loso"],
+        ["experiment=compact_tdnn", "model.net.utterance_mean_norm=false", "cv=loso"],
     ),
     "compact_tdnn_raw_crop": (
         "compact TDNN (0.68 M), log-mel, centre crop",
-        ["experiment=compact_tdnn", "model.utterance_mean_norm=false", "features/window=crop", "cv=loso"],
+        ["experiment=compact_tdnn", "model.net.utterance_mean_norm=false", "features/window=crop", "cv=loso"],
     ),
 }
 

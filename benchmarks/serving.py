@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.common import machine
-from emotion.team import wait_until_answering
+from emotion.ops.team import wait_until_answering
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent

@@ -24,7 +24,7 @@ def run_sweep(
     command = [
         sys.executable,
         "-m",
-        "emotion.train",
+        "emotion.cli.train",
         "--multirun",
         "sweep=cnn1d_mel_mean",
         f"hydra/sweeper/pruner={pruner}",

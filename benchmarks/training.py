@@ -17,7 +17,7 @@ from benchmarks.common import Record
 from emotion.config import CONFIG_DIR, register_resolvers
 from emotion.data.datamodule import EmotionDataModule
 from emotion.models.module import EmotionClassifier
-from emotion.training import build_model
+from emotion.pipeline.build import build_module
 
 #: (model, features) of each architecture of the report.
 ARCHITECTURES = {"cnn1d": "mel_mean", "cnn2d": "logmel", "fusion": "logmel_mfcc"}
@@ -40,12 +40,7 @@ def compose_config(model: str, features: str, cache_dir: Path, n_speakers: int, 
 def _module(cfg: DictConfig, datamodule: EmotionDataModule) -> EmotionClassifier:
     torch.manual_seed(cfg.seed)
     features = datamodule.features
-    module = EmotionClassifier(
-        build_model(cfg, features, len(cfg.data.classes)),
-        list(cfg.data.classes),
-        input_shapes=features.shapes(),
-        optimizer=instantiate(cfg.optimizer),
-    )
+    module = build_module(cfg, features)
     module.standardizer.fit(datamodule.clean_train_features())
     return module
 

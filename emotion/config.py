@@ -111,7 +111,7 @@ def _fits(value: Any, needed: type) -> bool:
     return isinstance(value, needed)
 
 
-#: The metrics every run logs per epoch; `callbacks.monitor` and sweep objectives name one of them.
+#: The metrics every run logs per epoch; `monitor` and sweep objectives name one of them.
 EPOCH_METRICS = tuple(f"{part}/{name}" for part in ("val", "train") for name in ("uar", "acc", "f1", "loss"))
 
 
@@ -120,10 +120,10 @@ def check_before_run(cfg: DictConfig) -> None:
     any clip read: missing values, scalar types, unknown Trainer options, a GPU that is not there, a data
     folder that does not exist, and a monitored metric no run logs."""
     check_complete(cfg)
-    check_types(cfg, ("data", "features", "model", "optimizer", "scheduler", "trainer"))
+    check_types(cfg, ("data", "features", "model", "trainer"))
     check_trainer(cfg.trainer)
-    if cfg.callbacks.monitor not in EPOCH_METRICS:
-        raise ConfigError(f"callbacks.monitor={cfg.callbacks.monitor}: no run logs it; choose one of {EPOCH_METRICS}")
+    if cfg.monitor not in EPOCH_METRICS:
+        raise ConfigError(f"monitor={cfg.monitor}: no run logs it; choose one of {EPOCH_METRICS}")
     check_data_folders(cfg.data)
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from emotion.config import CONFIG_DIR, register_resolvers
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
-from emotion.team import venv_environment, wait_until_answering
+from emotion.ops.team import venv_environment, wait_until_answering
 
 register_resolvers()
 

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from emotion.data.augment import SpecAugment, WaveAugment, pitch_shift
+from emotion.data.augment import Augmentation, SpecAugment, WaveAugment, pitch_shift
 from emotion.data.corpora import read_corpus
 from emotion.data.datamodule import EmotionDataModule, FeatureDataset, WaveformDataset
 from emotion.data.features import LogMel, Spectral
@@ -88,12 +88,19 @@ def test_spec_augment_masks_rows_and_columns_with_the_mean() -> None:
     assert changed.any(dim=3).any(dim=2).all()  # every example got at least one mask
 
 
+def policy(options: dict | None) -> Augmentation | None:
+    """The augmentation policy of `augment` options, with the waveform chain at 16 kHz."""
+    if options is None:
+        return None
+    return Augmentation(**{**options, "wave": WaveAugment(16000, **options["wave"])})
+
+
 def datamodule(cache_dir: Path, augment: dict | None, strategy: str = "speaker") -> EmotionDataModule:
     module = EmotionDataModule(
         LogMel(Spectral(n_mels=32)),
         cache_dir,
         synthetic=TINY_CORPUS,
-        augment=augment,
+        augment=policy(augment),
         split={"strategy": strategy, "seed": 0},
     )
     module.setup()
@@ -169,6 +176,4 @@ def test_a_clip_shorter_than_min_duration_is_named(tiny_corpus: Path, tmp_path: 
 
 def test_before_split_needs_cached_copies() -> None:
     with pytest.raises(ConfigError, match="before_split=true"):
-        EmotionDataModule(
-            LogMel(Spectral()), "/tmp", synthetic={}, augment={**NOISE_ONLY, "mode": "on_the_fly", "before_split": True}
-        )
+        policy({**NOISE_ONLY, "mode": "on_the_fly", "before_split": True})

@@ -12,11 +12,11 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from emotion import evaluate, promote
+from emotion.cli import evaluate, promote
 from emotion.data.corpora import read_corpora
 from emotion.data.splits import PARTITIONS, split_manifest
+from emotion.pipeline import train
 from emotion.tracking.evaluations import evaluations, held_out_on
-from emotion.training import train
 from tests.conftest import FEW_BATCHES, compose_config
 from tests.test_real_corpora import EMODB, SAVEE
 
@@ -32,7 +32,13 @@ def store(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict:
     uri = f"sqlite:///{folder / 'mlruns.db'}"
     runs = {}
     for corpus, root in ROOTS.items():
-        overrides = [f"data={corpus}", f"data.root={root}", "model.channels=[8,8,8]", "model.dense=16", *FEW_BATCHES]
+        overrides = [
+            f"data={corpus}",
+            f"data.root={root}",
+            "model.net.channels=[8,8,8]",
+            "model.net.dense=16",
+            *FEW_BATCHES,
+        ]
         overrides.append(f"logger.run_name=on-{corpus}")
         cfg = compose_config(
             *overrides, cache_dir=cache_dir, output_dir=folder / corpus, tracking_uri=uri,
@@ -144,8 +150,8 @@ def test_leave_one_corpus_out_tests_on_a_whole_corpus_and_trains_on_the_other_sp
 
 
 #: Both corpora at once, a small CNN, a few training batches and the whole test partition (per-corpus scores).
-MIXED = ["data=mix", f"data.roots.emodb={EMODB}", f"data.roots.savee={SAVEE}", "model.channels=[8,8,8]",
-         "model.dense=16", *(o for o in FEW_BATCHES if "limit_test" not in o)]  # fmt: skip
+MIXED = ["data=mix", f"data.roots.emodb={EMODB}", f"data.roots.savee={SAVEE}", "model.net.channels=[8,8,8]",
+         "model.net.dense=16", *(o for o in FEW_BATCHES if "limit_test" not in o)]  # fmt: skip
 
 
 def train_mixed(tmp_path: Path, cache_dir: Path, *overrides: str) -> mlflow.MlflowClient:

@@ -27,13 +27,13 @@ from transformers import (
     WavLMModel,
 )
 
-from emotion import evaluate, predict, promote
+from emotion.cli import evaluate, predict, promote
 from emotion.data.features import Spectral
 from emotion.data.ssl import SSLLayers
 from emotion.encoders import load_encoder
 from emotion.encoders.huggingface import WhisperEncoderLayers
 from emotion.errors import ConfigError
-from emotion.training import train
+from emotion.pipeline import train
 from tests.conftest import FEW_BATCHES, TINY_CORPUS, finished_runs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -226,7 +226,7 @@ def test_whisper_trains_cross_validates_promotes_with_its_encoder_and_predicts_w
 @needs_whisper
 def test_a_study_of_the_whisper_head_searches_its_space_over_cached_layers(tmp_path: Path, cache_dir: Path) -> None:
     sweep = [
-        sys.executable, "-m", "emotion.train", "--multirun", "sweep=whisper_head", "hydra.sweeper.n_trials=3",
+        sys.executable, "-m", "emotion.cli.train", "--multirun", "sweep=whisper_head", "hydra.sweeper.n_trials=3",
         f"features.encoder={WHISPER}", "features.whisper_input=cut", "trainer.max_epochs=2",
         f"hydra.sweep.dir={tmp_path}/multirun",
         *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()),
@@ -240,8 +240,11 @@ def test_a_study_of_the_whisper_head_searches_its_space_over_cached_layers(tmp_p
     study = optuna.load_study(study_name="whisper_head", storage=f"sqlite:///{tmp_path}/multirun/optuna.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     for trial in study.trials:
-        assert trial.params["model.hidden"] in (0, 128, 256) and trial.params["model.layer_norm"] in (False, True)
-        assert 3e-4 <= trial.params["optimizer.lr"] <= 1e-2
+        assert trial.params["model.net.hidden"] in (0, 128, 256) and trial.params["model.net.layer_norm"] in (
+            False,
+            True,
+        )
+        assert 3e-4 <= trial.params["model.optimizer.lr"] <= 1e-2
     trials = [r for r in finished_runs(store) if r.data.tags.get("trial_number")]
     assert len(trials) == 3
     assert all(int(r.data.params["features_computed"]) == 0 for r in trials[1:])  # the encoder ran for one trial

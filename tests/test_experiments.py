@@ -11,8 +11,9 @@ import torch
 from hydra.utils import instantiate
 
 from emotion.models.fusion import Fusion
-from emotion.models.module import EmotionClassifier
-from emotion.training import train
+from emotion.pipeline import train
+from emotion.pipeline.build import build_module
+from emotion.tracking.checkpoints import load_model_state
 from tests.conftest import FEW_BATCHES, finished_runs
 
 REPORT_SETUPS = {
@@ -41,12 +42,16 @@ def test_the_compact_tdnn_recipe_trains_with_its_masks_mixup_and_schedule(make_c
     train(cfg)
     (run,) = finished_runs(tracking_uri)
     assert run.data.tags["architecture"] == "tdnn" and run.data.params["trainable_params"] == "683350"
-    assert run.data.params["scheduler._target_"] == "emotion.models.schedules.WarmupCosine"
+    assert run.data.params["model.scheduler._target_"] == "emotion.models.schedules.WarmupCosine"
     assert {"test/uar", "val/uar_best"} <= set(run.data.metrics)
 
 
 def tiny_branch_run(make_config, features: str) -> str:
-    train(make_config("model=cnn2d", f"features={features}", "model.channels=[4,4,4]", "model.dense=8", *FEW_BATCHES))
+    train(
+        make_config(
+            "model=cnn2d", f"features={features}", "model.net.channels=[4,4,4]", "model.net.dense=8", *FEW_BATCHES
+        )
+    )
     runs = mlflow.search_runs(experiment_names=["emotion"], filter_string=f"tags.features = '{features}'")
     (run_id,) = runs.run_id
     return run_id
@@ -63,16 +68,16 @@ def test_stacked_fusion_freezes_the_trained_branches_and_trains_the_head(
 
     cfg = make_config(
         "experiment=report_fusion",
-        "model.mode=stacked",
-        "model.branch.channels=[4,4,4]",
-        "model.branch.dense=8",
-        f"model.branch_checkpoints=[{mel_run},{mfcc_checkpoint}]",
+        "model.net.mode=stacked",
+        "model.net.branch.channels=[4,4,4]",
+        "model.net.branch.dense=8",
+        f"model.net.branch_checkpoints=[{mel_run},{mfcc_checkpoint}]",
     )
     features = instantiate(cfg.features)
-    fusion = instantiate(cfg.model)(input_shapes=features.shapes(), num_classes=6)
+    module = build_module(cfg, features)
+    fusion = module.model
     datamodule = instantiate(cfg.data, features=features, cache_dir=cfg.paths.cache_dir)
     datamodule.setup()
-    module = EmotionClassifier(fusion, list(cfg.data.classes), features.shapes(), instantiate(cfg.optimizer))
     module.standardizer.fit(datamodule.datasets["train"].tensors)
 
     before = {k: v.clone() for k, v in fusion.state_dict().items()}
@@ -102,13 +107,12 @@ def test_stacked_fusion_loads_the_branch_weights_of_its_sources(make_config, tra
     mfcc_run = tiny_branch_run(make_config, "mfcc")
     cfg = make_config(
         "experiment=report_fusion",
-        "model.mode=stacked",
-        "model.branch.channels=[4,4,4]",
-        "model.branch.dense=8",
-        f"model.branch_checkpoints=[runs:/{mel_run},{mfcc_run}]",
+        "model.net.mode=stacked",
+        "model.net.branch.channels=[4,4,4]",
+        "model.net.branch.dense=8",
+        f"model.net.branch_checkpoints=[runs:/{mel_run},{mfcc_run}]",
     )
-    fusion: Fusion = instantiate(cfg.model)(input_shapes=instantiate(cfg.features).shapes(), num_classes=6)
-    from emotion.tracking.checkpoints import load_model_state
+    fusion: Fusion = build_module(cfg, instantiate(cfg.features)).model
 
     source = load_model_state(mel_run)
     loaded = fusion.branches["logmel"].state_dict()

@@ -133,7 +133,7 @@ def test_a_corpus_described_by_a_csv_manifest_is_cross_validated_leaving_one_spe
         [
             sys.executable,
             "-m",
-            "emotion.train",
+            "emotion.cli.train",
             "data=manifest",
             f"data.root={manifest}",
             "data.reader_options.labels={ang:angry,dis:disgust,fea:fear,hap:happy,neu:neutral,sad:sad}",

@@ -71,7 +71,7 @@ def test_a_model_given_the_wrong_features_says_so_at_construction(model_class, f
 
 
 def test_stacked_fusion_needs_two_branch_checkpoints() -> None:
-    with pytest.raises(ConfigError, match=r"model.branch_checkpoints=\[LOGMEL_SOURCE,MFCC_SOURCE\]"):
+    with pytest.raises(ConfigError, match=r"model.net.branch_checkpoints=\[LOGMEL_SOURCE,MFCC_SOURCE\]"):
         Fusion(LogMelMFCC(SPECTRAL).shapes(), mode="stacked")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from emotion.crossval import FoldResult
+from emotion.pipeline.folds import FoldResult
 from emotion.tracking import layer_weights
 from emotion.tracking.cv import plot_folds
 

@@ -29,15 +29,15 @@ from hydra.utils import instantiate
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
-from emotion import predict, promote
-from emotion.inference import inference_state
+from emotion.cli import predict, promote
 from emotion.models.module import EmotionClassifier
-from emotion.tracking.pyfunc import AUDIO_DIRS, MAX_ROWS
+from emotion.pipeline import train
+from emotion.serving.predictor import inference_state
+from emotion.serving.pyfunc import AUDIO_DIRS, MAX_ROWS
 from emotion.tracking.registry import Ranking, leaderboard
-from emotion.training import build_model, train
 from tests.conftest import FEW_BATCHES, compose_config, free_port, running_server
 
-TINY_MODEL = ["model.channels=[8,8,8]", "model.dense=16"]
+TINY_MODEL = ["model.net.channels=[8,8,8]", "model.net.dense=16"]
 
 
 class Store:
@@ -243,9 +243,7 @@ def lightning_probabilities(store: Store, run_id: str) -> tuple[list[str], torch
     datamodule = instantiate(cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=None)
     datamodule.setup()
     checkpoint = next(Path(cfg.paths.output_dir, "checkpoints").rglob("*.ckpt"))
-    module = EmotionClassifier.load_from_checkpoint(
-        checkpoint, model=build_model(cfg, features, len(cfg.data.classes)), weights_only=True
-    )
+    module = EmotionClassifier.load_from_checkpoint(checkpoint, net=instantiate(cfg.model.net), weights_only=True)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     probabilities = torch.cat(trainer.predict(module, datamodule=datamodule))
     return [str(datamodule.clips[i].path) for i in datamodule.split.test], probabilities
@@ -294,7 +292,7 @@ def test_the_registered_models_files_live_in_the_runs_experiment_artifact_store(
     ("model", "overrides"),
     [
         (TINY_MODEL, ["features/window=utterance", "features.window.trim_db=40"]),
-        ([], ["experiment=egemaps_linear", "model.hidden=16"]),
+        ([], ["experiment=egemaps_linear", "model.net.hidden=16"]),
     ],
     ids=["whole-utterance-cnn2d", "egemaps-linear"],
 )

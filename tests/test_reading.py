@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from emotion import promote
+from emotion.cli import promote
 from tests.conftest import free_port, running_server
 from tests.test_sweep import run_sweep
 

@@ -18,7 +18,7 @@ import pytest
 
 from emotion.data.corpora import EMOTIONS, read_corpus
 from emotion.data.splits import split_manifest
-from emotion.training import train
+from emotion.pipeline import train
 
 SHARED_DATA = Path(os.environ.get("EMOTION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 EMODB = SHARED_DATA / "emodb" / "wav"

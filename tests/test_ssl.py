@@ -16,12 +16,12 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from emotion import promote
+from emotion.cli import promote
 from emotion.data.features import Spectral
 from emotion.data.ssl import SSLLayers
 from emotion.encoders import length_batches
 from emotion.errors import ConfigError
-from emotion.training import train
+from emotion.pipeline import train
 from tests.conftest import FEW_BATCHES, finished_runs
 
 TINY_WAVLM = {

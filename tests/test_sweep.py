@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from emotion import promote
+from emotion.cli import promote
 from emotion.config import CONFIG_DIR
 from emotion.errors import ConfigError
 from emotion.sweep.search_space import parse_search_space
@@ -28,7 +28,7 @@ from tests.conftest import TINY_CORPUS
 
 QUICK = [
     *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()),
-    "model.channels=[8,8,8]",
+    "model.net.channels=[8,8,8]",
     "+trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "logger.log_model=false",  # promotion logs the winner's model; tests of runs:/ID/model are elsewhere
@@ -37,16 +37,16 @@ QUICK = [
 
 #: Trials on a wide learning-rate range, judged by val/loss: on a 72-clip corpus val/uar ties at chance level.
 BY_VAL_LOSS = [
-    "optimizer.lr=tag(log,interval(1e-5,3e-2))",
-    "callbacks.monitor=val/loss",
-    "callbacks.mode=min",
+    "model.optimizer.lr=tag(log,interval(1e-5,3e-2))",
+    "monitor=val/loss",
+    "mode=min",
     "hydra.sweeper.direction=minimize",
     "hydra.sweeper.objectives=[val/loss]",
 ]
 
 
 def sweep_command(*overrides: str) -> list[str]:
-    return [sys.executable, "-m", "emotion.train", "--multirun", *QUICK, *overrides]
+    return [sys.executable, "-m", "emotion.cli.train", "--multirun", *QUICK, *overrides]
 
 
 def environment(tmp_path: Path, cache_dir: Path) -> dict[str, str]:
@@ -112,7 +112,7 @@ def test_a_pruned_sweep_logs_one_child_run_per_trial_under_the_study_run(tmp_pat
         assert child.data.tags["trial_state"] == trial.state.name
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.run_name == f"cnn2d-logmel-synthetic t{trial.number:02d}"
-        assert child.data.params["optimizer.lr"] == str(trial.params["optimizer.lr"])
+        assert child.data.params["model.optimizer.lr"] == str(trial.params["model.optimizer.lr"])
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
@@ -199,13 +199,13 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path, cache_dir
         "hydra.sweep.dir=multirun/divergence",
         "trainer.max_epochs=2",
         "optimizer=sgd",
-        "optimizer.lr=choice(0.01,1e12)",
+        "model.optimizer.lr=choice(0.01,1e12)",
     )
     study = load_study(tmp_path, "divergence")
-    states = {t.params["optimizer.lr"]: t.state for t in study.trials}
+    states = {t.params["model.optimizer.lr"]: t.state for t in study.trials}
     assert states == {0.01: TrialState.COMPLETE, 1e12: TrialState.FAIL}
     children = child_runs(tmp_path, "divergence")
-    failed = next(r for r in children.values() if r.data.params["optimizer.lr"] == "1000000000000.0")
+    failed = next(r for r in children.values() if r.data.params["model.optimizer.lr"] == "1000000000000.0")
     assert failed.info.status == "FAILED" and failed.data.tags["trial_state"] == "FAIL"
 
 
@@ -221,10 +221,10 @@ def test_a_two_objective_sweep_trades_accuracy_against_size(tmp_path: Path, cach
         "trainer.max_epochs=1",
         "hydra.sweeper.direction=[maximize,minimize]",
         "hydra.sweeper.objectives=[val/uar,trainable_params]",
-        "model.dense=choice(8,64)",
+        "model.net.dense=choice(8,64)",
     )
     study = load_study(tmp_path, "size")
-    sizes = {t.params["model.dense"]: t.values[1] for t in study.trials if t.state == TrialState.COMPLETE}
+    sizes = {t.params["model.net.dense"]: t.values[1] for t in study.trials if t.state == TrialState.COMPLETE}
     assert sizes.keys() == {8, 64} and sizes[8] < sizes[64]
     children = child_runs(tmp_path, "size")
     assert {int(float(v)) for v in sizes.values()} == {
@@ -234,35 +234,35 @@ def test_a_two_objective_sweep_trades_accuracy_against_size(tmp_path: Path, cach
 
 def test_the_override_grammar_becomes_optuna_distributions() -> None:
     params = {
-        "optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
-        "model.dropout": "interval(0.1, 0.5)",
-        "model.dense": "range(32, 129, step=32)",
-        "model.kernel_size": "tag(int, interval(3, 7))",
+        "model.optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
+        "model.net.dropout": "interval(0.1, 0.5)",
+        "model.net.dense": "range(32, 129, step=32)",
+        "model.net.kernel_size": "tag(int, interval(3, 7))",
         "data.batch_size": "choice(16, 32, 64)",
-        "model.activation": "choice(relu, elu)",
+        "model.net.activation": "choice(relu, elu)",
     }
-    space, fixed = parse_search_space(params, None, ["trainer.max_epochs=3", "model.dropout=interval(0.2,0.3)"])
+    space, fixed = parse_search_space(params, None, ["trainer.max_epochs=3", "model.net.dropout=interval(0.2,0.3)"])
     assert space == {
-        "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
-        "model.dropout": FloatDistribution(0.2, 0.3),  # the command line wins over params
-        "model.dense": IntDistribution(32, 128, step=32),
-        "model.kernel_size": IntDistribution(3, 7),
+        "model.optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "model.net.dropout": FloatDistribution(0.2, 0.3),  # the command line wins over params
+        "model.net.dense": IntDistribution(32, 128, step=32),
+        "model.net.kernel_size": IntDistribution(3, 7),
         "data.batch_size": CategoricalDistribution([16, 32, 64]),
-        "model.activation": CategoricalDistribution(["relu", "elu"]),
+        "model.net.activation": CategoricalDistribution(["relu", "elu"]),
     }
     assert fixed == ["trainer.max_epochs=3"]
 
 
 def test_the_explicit_search_space_form() -> None:
     explicit = {
-        "optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-        "model.dense": {"type": "int", "low": 32, "high": 128, "step": 32},
+        "model.optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "model.net.dense": {"type": "int", "low": 32, "high": 128, "step": 32},
         "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
     }
     space, _ = parse_search_space(None, explicit, [])
     assert space == {
-        "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
-        "model.dense": IntDistribution(32, 128, step=32),
+        "model.optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "model.net.dense": IntDistribution(32, 128, step=32),
         "optimizer": CategoricalDistribution(["adam", "sgd"]),
     }
     with pytest.raises(ConfigError, match="type must be int, float or categorical"):
@@ -318,7 +318,7 @@ def test_a_cross_validated_trial_returns_the_mean_validation_uar_of_its_folds(
     assert "cv=none" in command and "+logger.tags.study=cnn2d_logmel" in command and "cv=kfold" not in command
     arguments = shlex.split(command)[1:]
     env = environment(tmp_path, cache_dir)
-    retrain = subprocess.run([sys.executable, "-m", "emotion.train", *arguments], cwd=tmp_path, env=env,
+    retrain = subprocess.run([sys.executable, "-m", "emotion.cli.train", *arguments], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=600)  # fmt: skip
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     promote.main(["--tracking-uri", uri, "--study", "cnn2d_logmel", "--name", "retrained"])
@@ -378,7 +378,7 @@ def test_promoting_a_study_registers_the_run_of_its_best_trial(tmp_path: Path, c
     best = study.best_trial
     output = result.stdout + result.stderr
     assert "study cnn2d_logmel: 3 complete, 0 pruned, 0 fail" in output
-    assert f"best trial {best.number}: val/loss={best.value:.4f} (optimizer.lr=" in output
+    assert f"best trial {best.number}: val/loss={best.value:.4f} (model.optimizer.lr=" in output
     assert f"MLflow run {runs[best.number].info.run_id}" in output
     assert "ExperimentalWarning" not in output and "litlogger" not in output
     # the command the sweep printed, as printed

@@ -12,7 +12,7 @@ import soundfile as sf
 from emotion.data.corpora import read_corpus
 from emotion.data.corpora.crema_d import CremaD
 from emotion.data.synthetic import SyntheticCorpusConfig, clip_specs, generate_corpus, render_clip
-from emotion.training import train
+from emotion.pipeline import train
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -70,8 +70,8 @@ def test_labels_are_learnable_on_unseen_speakers(make_config, tracking_uri: str)
     from tests.conftest import finished_runs
 
     cfg = make_config(
-        "model.channels=[16,32,32]",
-        "model.dropout=0.1",
+        "model.net.channels=[16,32,32]",
+        "model.net.dropout=0.1",
         "trainer.max_epochs=8",
         "+trainer.enable_progress_bar=false",
         "data.batch_size=16",

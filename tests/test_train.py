@@ -11,8 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from emotion import predict
-from emotion.training import train
+from emotion.cli import predict
+from emotion.pipeline import train
 from tests.conftest import FEW_BATCHES, TINY_CORPUS, finished_runs
 
 EPOCH_METRICS = {"train/loss", "val/loss", "val/acc", "val/f1", "val/uar"}
@@ -21,12 +21,12 @@ ARTIFACTS = {"config.yaml", "confusion_matrix.png", "classification_report.json"
 
 
 def run_app(*overrides: str, tmp_path: Path, cache_dir: Path) -> subprocess.CompletedProcess:
-    """`python -m emotion.train` as a user would start it, in `tmp_path` (on the tiny corpus unless data= is given)."""
+    """`python -m emotion.cli.train` as a user starts it, in `tmp_path` (on the tiny corpus unless data= is given)."""
     env = {**os.environ, "EMOTION_CACHE_DIR": str(cache_dir), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns.db"}
     own_data = any(o.startswith("data=") for o in overrides)
     corpus = [] if own_data else [f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()]
     return subprocess.run(
-        [sys.executable, "-m", "emotion.train", *corpus, *overrides],
+        [sys.executable, "-m", "emotion.cli.train", *corpus, *overrides],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -39,7 +39,7 @@ def test_a_tiny_run_of_the_app_writes_a_finished_mlflow_run(
     tmp_path: Path, cache_dir: Path, tiny_corpus: Path, capsys
 ) -> None:
     result = run_app(
-        *FEW_BATCHES, "logger.log_model=true", "model.channels=[8,8,8]", tmp_path=tmp_path, cache_dir=cache_dir
+        *FEW_BATCHES, "logger.log_model=true", "model.net.channels=[8,8,8]", tmp_path=tmp_path, cache_dir=cache_dir
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -61,7 +61,7 @@ def test_a_tiny_run_of_the_app_writes_a_finished_mlflow_run(
         (record,) = json.loads(capsys.readouterr().out)
         assert record["emotion"] in ("angry", "disgust", "fear", "happy", "neutral", "sad")
     assert set(run.data.metrics) >= EPOCH_METRICS | TEST_METRICS
-    assert run.data.params["model.channels"] == "[8, 8, 8]"
+    assert run.data.params["model.net.channels"] == "[8, 8, 8]"
     assert run.data.params["trainable_params"] == "59174"
     assert run.data.tags["architecture"] == "cnn2d" and run.data.tags["features"] == "logmel"
     assert run.info.run_name == "cnn2d-logmel-synthetic"  # architecture, features, corpus
@@ -81,7 +81,7 @@ def test_a_tiny_run_of_the_app_writes_a_finished_mlflow_run(
 
 
 def test_a_second_run_computes_no_features(make_config, tracking_uri: str, tmp_path: Path) -> None:
-    small = ["model.channels=[4,4,4]", *FEW_BATCHES]
+    small = ["model.net.channels=[4,4,4]", *FEW_BATCHES]
     train(make_config(*small, cache=tmp_path / "cache"))
     train(make_config(*small, cache=tmp_path / "cache"))
     first, second = finished_runs(tracking_uri)
@@ -90,7 +90,7 @@ def test_a_second_run_computes_no_features(make_config, tracking_uri: str, tmp_p
 
 
 def test_the_split_is_logged_per_partition(make_config, tracking_uri: str, tmp_path: Path) -> None:
-    train(make_config("model.channels=[4,4,4]", *FEW_BATCHES))
+    train(make_config("model.net.channels=[4,4,4]", *FEW_BATCHES))
     (run,) = finished_runs(tracking_uri)
     path = mlflow.MlflowClient(tracking_uri).download_artifacts(run.info.run_id, "split.json", str(tmp_path))
     split = json.loads(Path(path).read_text())
@@ -106,13 +106,13 @@ def test_the_split_is_logged_per_partition(make_config, tracking_uri: str, tmp_p
         (["trainer.max_epochs=two"], "error: trainer.max_epochs='two': an integer is needed"),
         (["+trainer.max_epoch=2"], "error: trainer.max_epoch: not an option of Lightning's Trainer; did you mean"),
         (["trainer=gpu"], "error: trainer=gpu, but this machine has no GPU that torch can use: use trainer=cpu"),
-        (["callbacks.monitor=val/uarr"], "error: callbacks.monitor=val/uarr: no run logs it; choose one of"),
+        (["monitor=val/uarr"], "error: monitor=val/uarr: no run logs it; choose one of"),
         (["model=cnn3d"], "error: In 'config': Could not find 'model/cnn3d' Available options in 'model': cnn1d"),
         (["trainer.max_epochz=3"], "error: Could not override 'trainer.max_epochz'. To append to your config use"),
         (["model=cnn1d"], "error: model CNN1D cannot take features=logmel: model cnn1d takes one input shaped"),
         (["data.split.strategy=by_age"], "error: unknown split strategy 'by_age'"),
         (["features=mfcc", "features.n_mfcc=abc"], "error: features.n_mfcc='abc': an integer is needed"),
-        (["optimizer.lr=fast"], "error: optimizer.lr='fast': a number is needed"),
+        (["model.optimizer.lr=fast"], "error: model.optimizer.lr='fast': a number is needed"),
         (["data.batch_size=1.5"], "error: data.batch_size=1.5: an integer is needed"),
     ],
 )
@@ -151,9 +151,9 @@ def test_a_run_logs_the_value_and_epoch_of_the_checkpoint_it_keeps(make_config, 
     cfg = make_config(
         *[o for o in FEW_BATCHES if not o.startswith("trainer.max_epochs")],
         "trainer.max_epochs=4",
-        "model.channels=[8,8,8]",
-        "callbacks.monitor=val/loss",  # continuous, so epochs differ
-        "callbacks.mode=min",
+        "model.net.channels=[8,8,8]",
+        "monitor=val/loss",  # continuous, so epochs differ
+        "mode=min",
     )
     results = train(cfg)
     (run,) = finished_runs(tracking_uri)
@@ -170,7 +170,7 @@ def test_a_run_logs_the_value_and_epoch_of_the_checkpoint_it_keeps(make_config, 
 def test_callbacks_named_on_the_command_line_join_the_trainer(make_config, tracking_uri: str) -> None:
     cfg = make_config(
         *FEW_BATCHES,
-        "model.channels=[4,4,4]",
+        "model.net.channels=[4,4,4]",
         "callbacks=[default,lr_monitor]",
         "+callbacks.timer={_target_:lightning.pytorch.callbacks.Timer,duration:'00:00:10:00'}",
     )
@@ -191,7 +191,7 @@ def test_a_debug_mode_runs_the_app_with_lightnings_switch(
     debug: str, setting: tuple[str, str], trainer_says: str, tmp_path: Path, cache_dir: Path
 ) -> None:
     extra = ["trainer.max_epochs=2"] if debug == "overfit" else []
-    result = run_app(f"debug={debug}", "model.channels=[4,4,4]", *extra, tmp_path=tmp_path, cache_dir=cache_dir)
+    result = run_app(f"debug={debug}", "model.net.channels=[4,4,4]", *extra, tmp_path=tmp_path, cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert trainer_says in result.stdout + result.stderr
     (run,) = finished_runs(f"sqlite:///{tmp_path}/mlruns.db")

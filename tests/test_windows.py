@@ -8,15 +8,16 @@ import mlflow
 import pytest
 import torch
 import yaml
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import EGeMAPS, LogMel, Spectral
 from emotion.data.windows import TRIM_FRAME, Window, average_over_windows, covering_windows, trim_silence
 from emotion.errors import ConfigError
-from emotion.inference import Predictor, inference_state
 from emotion.models.module import EmotionClassifier
-from emotion.training import build_model, train
+from emotion.pipeline import train
+from emotion.serving.predictor import Predictor, inference_state
 from tests.conftest import FEW_BATCHES
 
 RATE = 16000
@@ -101,7 +102,9 @@ def test_training_reads_a_new_random_window_and_evaluation_every_window(tiny_cor
 def test_a_whole_utterance_run_predicts_the_mean_of_its_windows_from_its_own_config(
     make_config, tmp_path: Path
 ) -> None:
-    cfg = make_config(*FEW_BATCHES, "features/window=utterance", "features.window.trim_db=40", "model.channels=[8,8,8]")
+    cfg = make_config(
+        *FEW_BATCHES, "features/window=utterance", "features.window.trim_db=40", "model.net.channels=[8,8,8]"
+    )
     train(cfg)
     (checkpoint,) = Path(cfg.paths.output_dir, "checkpoints").rglob("*.ckpt")
     config = yaml.safe_load(_logged_config(cfg))
@@ -112,7 +115,7 @@ def test_a_whole_utterance_run_predicts_the_mean_of_its_windows_from_its_own_con
     windows = covering_windows(trim_silence(clip, 40), predictor.features.n_samples, 0.5)
     assert len(windows) > 2
     module = EmotionClassifier.load_from_checkpoint(
-        checkpoint, model=build_model(cfg, predictor.features, 6), weights_only=True
+        checkpoint, net=instantiate(cfg.model.net), weights_only=True
     ).eval()
     with torch.no_grad():
         expected = module(predictor.features(windows)).softmax(dim=1).mean(dim=0)

@@ -25,8 +25,8 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from emotion.errors import EmotionError
+from emotion.ops.team import postgres_tool
 from emotion.sweep.sweeper import worker_of
-from emotion.team import postgres_tool
 from tests.conftest import free_port
 from tests.test_sweep import QUICK
 
@@ -46,7 +46,7 @@ def team() -> Iterator[dict]:
     root = Path(tempfile.mkdtemp(prefix="emotion-team-"))
     root.chmod(0o755)  # PostgreSQL runs as the postgres user when we are root: it must reach its folder
     ports = ["--database-port", str(free_port()), "--mlflow-port", str(free_port())]
-    team = [sys.executable, "-m", "emotion.team"]
+    team = [sys.executable, "-m", "emotion.ops.team"]
     try:
         up = subprocess.run([*team, "up", "--root", str(root), *ports], capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stderr[-3000:]
@@ -91,7 +91,7 @@ def test_the_team_services_refuse_clients_without_the_passwords(team: dict, tmp_
     sweep = ["--multirun", *QUICK, "sweep=cnn2d_logmel", f"hydra.sweep.dir={tmp_path}/multirun"]
     wrong_database = {**os.environ, **exports, "PGPASSWORD": "wrong", "EMOTION_CACHE_DIR": str(cache_dir)}
     result = subprocess.run(
-        [sys.executable, "-m", "emotion.train", *sweep], cwd=tmp_path, env=wrong_database, capture_output=True,
+        [sys.executable, "-m", "emotion.cli.train", *sweep], cwd=tmp_path, env=wrong_database, capture_output=True,
         text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1
@@ -101,7 +101,7 @@ def test_the_team_services_refuse_clients_without_the_passwords(team: dict, tmp_
 
     wrong = {**os.environ, **exports, "MLFLOW_TRACKING_PASSWORD": "wrong", "EMOTION_CACHE_DIR": str(cache_dir)}
     result = subprocess.run(
-        [sys.executable, "-m", "emotion.train", *QUICK, "debug=fdr"], cwd=tmp_path, env=wrong, capture_output=True,
+        [sys.executable, "-m", "emotion.cli.train", *QUICK, "debug=fdr"], cwd=tmp_path, env=wrong, capture_output=True,
         text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1
@@ -113,7 +113,7 @@ def test_the_team_services_refuse_clients_without_the_passwords(team: dict, tmp_
 
 def start_worker(folder: Path, cache_dir: Path, services: dict[str, str]) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "emotion.train", "--multirun", *QUICK, "sweep=cnn2d_logmel",
+        sys.executable, "-m", "emotion.cli.train", "--multirun", *QUICK, "sweep=cnn2d_logmel",
         f"hydra.sweeper.study_name={STUDY}", f"hydra.sweeper.n_trials={BUDGET}", "hydra.sweeper.heartbeat_interval=2",
         f"hydra.sweep.dir={folder}/multirun/{STUDY}", "trainer.max_epochs=2", "+trainer.limit_train_batches=2",
         "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
@@ -200,7 +200,7 @@ def test_trainer_ddp_trains_one_run_over_two_processes(tmp_path: Path, cache_dir
                  "trainer.sync_batchnorm=false", "trainer.max_epochs=1", *QUICK]  # fmt: skip
     env = {**os.environ, "EMOTION_CACHE_DIR": str(cache_dir), "MLFLOW_TRACKING_URI": tracking}
     result = subprocess.run(
-        [sys.executable, "-m", "emotion.train", *overrides], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "emotion.cli.train", *overrides], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -22,6 +22,7 @@ import torch
 import torchaudio.functional as AF
 
 from emotion.data.audio import fit_length, load_audio
+from emotion.data.corpora.base import Clip
 from emotion.errors import ConfigError
 
 
@@ -191,3 +192,30 @@ class SpecAugment:
             if self.time_mask and x.dim() == 4:
                 masked = AF.mask_along_axis_iid(masked, min(self.time_mask, x.shape[-1]), float("nan"), axis=3)
         return torch.where(masked.isnan(), fill.expand_as(x), masked)
+
+
+class Augmentation:
+    """An augmentation policy (the `augment` config group): a waveform chain, SpecAugment, and how the waveform
+    chain reaches training: `copies` cached augmented copies of each training clip, or `on_the_fly` (new ones
+    every epoch). `before_split` (the report's protocol) augments every clip before the split: leaky."""
+
+    def __init__(
+        self,
+        wave: WaveAugment | None = None,
+        spec: SpecAugment | None = None,
+        mode: str = "copies",
+        copies: int = 0,
+        before_split: bool = False,
+        name: str = "custom",
+    ) -> None:
+        if mode not in ("copies", "on_the_fly"):
+            raise ConfigError(f"unknown augment.mode {mode!r}: choose 'copies' or 'on_the_fly'")
+        copies = int(copies) if wave is not None else 0
+        if before_split and (mode != "copies" or not copies or wave is None):
+            raise ConfigError("augment.before_split=true (the report's protocol) needs mode=copies, copies>=1 and wave")
+        self.wave, self.spec, self.mode, self.copies, self.before_split = wave, spec, mode, copies, before_split
+        self.name = name
+
+    def copies_of(self, clips: Sequence[Clip]) -> list[Clip]:
+        """The augmented copies (1..copies) of `clips`, as manifest entries."""
+        return [clip.augmented(k) for clip in clips for k in range(1, self.copies + 1)]

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emotion.data.audio import MAX_DURATION, fit_length
-from emotion.data.augment import SpecAugment, WaveAugment
+from emotion.data.augment import Augmentation, WaveAugment
 from emotion.data.cache import FeatureCache, FeatureTable
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, Manifest, read_corpora, read_corpus
 from emotion.data.features import FeatureSet
@@ -130,7 +130,7 @@ class EmotionDataModule(pl.LightningDataModule):
         on_bad_file: BadFilePolicy = "skip",
         min_duration: float = 0.25,
         max_duration: float = MAX_DURATION,
-        augment: dict[str, Any] | None = None,
+        augment: Augmentation | None = None,
         roots: dict[str, str | None] | None = None,
     ) -> None:
         super().__init__()
@@ -161,7 +161,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.on_bad_name = on_bad_name
         self.on_bad_file = on_bad_file
-        self.augmentation = _Augmentation.from_config(augment, features.sample_rate)
+        self.augmentation = augment or Augmentation()
         self.table: FeatureTable | None = None
         self.split: Split | None = None
         self.dropped_classes: dict[str, int] = {}
@@ -321,35 +321,6 @@ class EmotionDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_windows if isinstance(dataset, WindowedDataset) else None,
         )
-
-
-class _Augmentation:
-    """The `augment` config: waveform chain, SpecAugment, mode, number of copies, and the leaky flag."""
-
-    def __init__(
-        self, wave: WaveAugment | None, spec: SpecAugment | None, mode: str, copies: int, before_split: bool
-    ) -> None:
-        if mode not in ("copies", "on_the_fly"):
-            raise ConfigError(f"unknown augment.mode {mode!r}: choose 'copies' or 'on_the_fly'")
-        if before_split and (mode != "copies" or not copies or wave is None):
-            raise ConfigError("augment.before_split=true (the report's protocol) needs mode=copies, copies>=1 and wave")
-        self.wave, self.spec, self.mode, self.copies, self.before_split = wave, spec, mode, copies, before_split
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any] | None, sample_rate: int) -> _Augmentation:
-        config = dict(config or {})
-        wave = WaveAugment(sample_rate, **config["wave"]) if config.get("wave") else None
-        spec = SpecAugment(**config["spec"]) if config.get("spec") else None
-        return cls(
-            wave,
-            spec,
-            config.get("mode", "copies"),
-            int(config.get("copies", 0) if wave else 0),
-            bool(config.get("before_split", False)),
-        )
-
-    def copies_of(self, clips: Sequence[Clip]) -> list[Clip]:
-        return [clip.augmented(k) for clip in clips for k in range(1, self.copies + 1)]
 
 
 def _concat(first: FeatureTable, second: FeatureTable) -> FeatureTable:

@@ -4,7 +4,7 @@
 measure how a model does on voices it never heard. `kfold` does the same with
 fold `fold` of `n_folds` speaker folds as the test set, and `loso` (leave one
 speaker out) tests on the `fold`-th speaker in sorted order, for small corpora
-whose scores should be averaged over folds (see `emotion.crossval`). In every
+whose scores should be averaged over folds (see `emotion.pipeline.folds`). In every
 fold the validation partition is made of training speakers: the test speakers
 never choose a checkpoint. `clip` splits clips at random, as the report did; its
 scores are optimistic because a speaker's other clips sit in training. With several

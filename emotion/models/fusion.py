@@ -3,7 +3,7 @@
 Each branch is the 2D CNN up to its Dense embedding; the two embeddings are
 concatenated into a head of two dense layers. `mode="end_to_end"` trains it
 all; `mode="stacked"` (the report's) loads two trained branches from
-checkpoints or MLflow runs, freezes them and trains only the head.
+checkpoint files (the pipeline fetches those of MLflow runs), freezes them and trains only the head.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import nn
 from emotion.errors import ConfigError
 from emotion.models.cnn2d import CNN2D
 from emotion.models.layers import make_activation
+from emotion.models.weights import network_state
 
 BRANCH_INPUTS = ("logmel", "mfcc")
 
@@ -71,16 +72,14 @@ class Fusion(nn.Module):
         return self
 
     def _load_and_freeze_branches(self, sources: Sequence[str] | None) -> None:
-        from emotion.tracking.checkpoints import load_model_state
-
         if not sources or len(sources) != 2:
             raise ConfigError(
-                "fusion mode=stacked needs model.branch_checkpoints=[LOGMEL_SOURCE,MFCC_SOURCE]: "
+                "fusion mode=stacked needs model.net.branch_checkpoints=[LOGMEL_SOURCE,MFCC_SOURCE]: "
                 "checkpoint paths or MLflow run IDs of trained cnn2d runs"
             )
         for name, source in zip(BRANCH_INPUTS, sources, strict=True):
             branch = self.branches[name]
-            state = load_model_state(source)
+            state = network_state(source)
             try:
                 branch.load_state_dict(state)
             except RuntimeError as exc:

@@ -11,7 +11,7 @@ probabilities (see `emotion.data.windows`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -23,8 +23,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 from emotion.data.windows import average_over_windows
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
+NetFactory = Callable[..., nn.Module]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+#: The `model.loss` settings a config may leave out.
+LOSS_DEFAULTS = {"label_smoothing": 0.0, "mixup_alpha": 0.0, "class_weighting": False}
 
 
 def count_trainable_params(model: nn.Module) -> int:
@@ -72,41 +75,50 @@ class Standardizer(nn.Module):
 
 
 class EmotionClassifier(pl.LightningModule):
-    """Trains any architecture of `emotion.models` on batches of (features, label).
+    """Trains any network of `emotion.models` on batches of (features, label): the `model` config group.
 
-    Inputs are standardised per frequency row with the statistics given to
-    `standardizer.fit` (the training partition's) before they reach the network.
+    `net` builds the network for the input shapes and the number of classes (a partial `_target_` of the
+    config). Inputs are standardised per frequency row with the statistics given to `standardizer.fit` (the
+    training partition's) before they reach the network. `loss`: `label_smoothing`, `mixup_alpha` (> 0: mixup
+    of training batches, weights ~ Beta(alpha, alpha)) and `class_weighting` (true: the loss weighs each class
+    by its inverse frequency in the datamodule's training partition).
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        net: NetFactory,
         classes: Sequence[str],
         input_shapes: dict[str, tuple[int, ...]],
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        loss: Mapping[str, Any] | None = None,
         scheduler_monitor: str = "val/loss",
-        label_smoothing: float = 0.0,
-        class_weights: Sequence[float] | None = None,
-        mixup_alpha: float = 0.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.loss_settings = {**LOSS_DEFAULTS, **(loss or {})}
         # Channels-last convolutions run about 30% faster on CPU (oneDNN) and on GPU tensor cores.
-        self.model = model.to(memory_format=torch.channels_last)
+        self.model = net(input_shapes=input_shapes, num_classes=len(classes)).to(memory_format=torch.channels_last)
         self.standardizer = Standardizer(input_shapes)
         self.classes = tuple(classes)
         self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        self.scheduler_factory = scheduler or None  # `scheduler=none` composes to an empty node
         self.scheduler_monitor = scheduler_monitor
-        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
-        self.mixup = torch.distributions.Beta(mixup_alpha, mixup_alpha) if mixup_alpha > 0 else None
+        self.loss = nn.CrossEntropyLoss(label_smoothing=self.loss_settings["label_smoothing"])
+        alpha = self.loss_settings["mixup_alpha"]
+        self.mixup = torch.distributions.Beta(alpha, alpha) if alpha > 0 else None
         self.train_metrics = _metrics(len(classes), "train/")
         self.val_metrics = _metrics(len(classes), "val/")
         self.test_metrics = _metrics(len(classes), "test/")
         self.test_predictions: list[torch.Tensor] = []
         self.test_targets: list[torch.Tensor] = []
+
+    def setup(self, stage: str) -> None:
+        """Before fitting with `model.loss.class_weighting`: weigh the loss by the training partition's class counts."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and self.loss_settings["class_weighting"] and datamodule is not None:
+            weight = torch.tensor(datamodule.class_weights(), dtype=torch.float32)
+            self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=self.loss_settings["label_smoothing"])
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model({name: _channels_last(x) for name, x in self.standardizer(inputs).items()})

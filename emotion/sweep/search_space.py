@@ -2,17 +2,17 @@
 
 Override grammar (as on the command line or under `hydra.sweeper.params`):
 
-    optimizer.lr: tag(log, interval(1e-4, 1e-2))    # FloatDistribution(log=True)
-    model.dropout: interval(0.1, 0.5)               # FloatDistribution
-    model.kernel_size: tag(int, interval(3, 7))     # IntDistribution
-    model.dense: range(32, 129, step=32)            # IntDistribution(step=32)
+    model.optimizer.lr: tag(log, interval(1e-4, 1e-2))    # FloatDistribution(log=True)
+    model.net.dropout: interval(0.1, 0.5)               # FloatDistribution
+    model.net.kernel_size: tag(int, interval(3, 7))     # IntDistribution
+    model.net.dense: range(32, 129, step=32)            # IntDistribution(step=32)
     data.batch_size: choice(16, 32, 64)             # CategoricalDistribution
 
 Explicit form (under `hydra.sweeper.search_space`):
 
-    optimizer.lr: {type: float, low: 1e-4, high: 1e-2, log: true}
-    model.dense: {type: int, low: 32, high: 128, step: 32}
-    model.activation: {type: categorical, choices: [relu, elu, gelu]}
+    model.optimizer.lr: {type: float, low: 1e-4, high: 1e-2, log: true}
+    model.net.dense: {type: int, low: 32, high: 128, step: 32}
+    model.net.activation: {type: categorical, choices: [relu, elu, gelu]}
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from emotion.errors import ConfigError
 from emotion.sweep.search_space import parse_search_space
 from emotion.sweep.workers import heartbeat_interval, heartbeats, make_storage, study_lock
 from emotion.tracking import study as study_run
-from emotion.tracking.runs import check_server_access
+from emotion.tracking.logger import check_server_access
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class StudySweep:
         self.config = config
         directions = sweeper.direction
         self.directions = [directions] if isinstance(directions, str) else list(directions)
-        self.objectives = list(sweeper.objectives)
+        self.objectives = list(sweeper.objectives or [config.monitor])  # default: what every run follows
         if len(self.objectives) != len(self.directions):
             raise ConfigError(
                 f"hydra.sweeper.objectives {self.objectives} and direction {self.directions} differ in length"

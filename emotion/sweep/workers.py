@@ -27,7 +27,7 @@ import sqlalchemy.exc
 from sqlalchemy import text
 
 from emotion.errors import ConfigError
-from emotion.tracking.runs import redacted
+from emotion.tracking.logger import redacted
 
 SQLITE_PREFIX = "sqlite:///"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from emotion.errors import ConfigError
+from emotion.models.weights import network_state
 
 CHECKPOINT_ARTIFACT_DIR = "checkpoints"
 _RUN_ID = re.compile(r"^(runs:/)?(?P<run_id>[0-9a-f]{32})/?$")
@@ -33,13 +34,6 @@ def resolve_checkpoint(source: str) -> Path:
     return checkpoints[0]
 
 
-def load_state(path: str | Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """The entries of a Lightning checkpoint's `state_dict` under `prefixes`, loaded safely (`weights_only`)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefixes)}
-
-
 def load_model_state(source: str) -> dict[str, torch.Tensor]:
-    """The network weights (`model.` entries of the LightningModule) of a checkpoint file or MLflow run."""
-    prefix = "model."
-    return {k[len(prefix) :]: v for k, v in load_state(resolve_checkpoint(source), (prefix,)).items()}
+    """The network weights of a checkpoint file or of an MLflow run's kept checkpoint."""
+    return network_state(resolve_checkpoint(source))

@@ -8,9 +8,10 @@ import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
 
-from emotion.crossval import FOLD_METRICS, FoldResult, fold_records
+from emotion.pipeline.folds import FOLD_METRICS, FoldResult, fold_records
 from emotion.tracking import layer_weights
-from emotion.tracking.runs import TIGHT, log_json, log_test_report
+from emotion.tracking.reports import TIGHT, log_test_report
+from emotion.tracking.runs import log_json
 
 #: Marks a cross-validation's parent run (it holds no model of its own; its folds do).
 CV_ROLE = "cv"

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from emotion.tracking.runs import TIGHT
+from emotion.tracking.reports import TIGHT
 
 #: The metric prefix of each layer's weight (`layer_weight/00`, ...) and the plot's artifact.
 PREFIX = "layer_weight/"

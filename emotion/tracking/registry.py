@@ -21,8 +21,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from emotion.errors import EmotionError
+from emotion.serving.pyfunc import log_pyfunc
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
-from emotion.tracking.pyfunc import log_pyfunc
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
-from emotion.tracking.runs import TIGHT, experiment_artifact_location
+from emotion.tracking.logger import experiment_artifact_location
+from emotion.tracking.reports import TIGHT
 
 log = logging.getLogger(__name__)
 

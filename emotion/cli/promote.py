@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from typing import TYPE_CHECKING
 
+from emotion.cli import fail
 from emotion.config import logger_defaults
 from emotion.errors import EmotionError
 
@@ -203,8 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(args)
     except EmotionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(str(exc))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Cross-validation as one run (`cv=loso` or `cv=kfold`): every speaker fold trained, tested and aggregated.
 
-Fold `i` is an ordinary training run with `data.split.strategy=loso|kfold` and
+Fold `i` is an ordinary training run whose split `cv` derives: `data.split.strategy=loso|kfold` and
 `data.split.fold=i` (rerun it alone with those overrides), logged in MLflow as a
 child of one parent run. Each fold selects its checkpoint and stops early on
 a validation partition of its training speakers; its test speakers choose
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.errors import ConfigError
 from emotion.metrics import scores, scores_by_corpus
+from emotion.sweep.trial import SweepTrial
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,13 @@ FitFold = Callable[[DictConfig, int, str], FoldResult]
 
 
 def fold_config(cfg: DictConfig, fold: int) -> DictConfig:
-    """The config of fold `fold`: the run's config with the CV's split strategy and this fold as the test set.
+    """The config of fold `fold` (`cv.fold`): its split is the CV's (`emotion.pipeline.build.split_options`).
 
     Its outputs (checkpoints) go to `fold<NN>/` under the run's output folder.
     """
     folded = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     folded.paths.output_dir = str(Path(cfg.paths.output_dir) / f"fold{fold:02d}")
-    folded.data.split.strategy = cfg.cv.strategy
-    folded.data.split.fold = fold
-    if cfg.cv.strategy == "kfold":
-        folded.data.split.n_folds = cfg.cv.n_folds
+    folded.cv.fold = fold
     return folded
 
 
@@ -83,7 +80,7 @@ def folds_to_run(cfg: DictConfig, n_folds: int) -> list[int]:
 
 
 def cross_validate(
-    cfg: DictConfig, fit_fold: FitFold, parent_run_id: str, trial: optuna.Trial | None
+    cfg: DictConfig, fit_fold: FitFold, parent_run_id: str, trial: SweepTrial | None
 ) -> list[FoldResult]:
     """Every fold of `cfg.cv` in order, each fitted as a child of `parent_run_id`; pruned per fold in a sweep.
 
@@ -102,13 +99,19 @@ def cross_validate(
         n_folds = int(cfg.cv.n_folds)
     folds = folds_to_run(cfg, n_folds)
     log.info("cross-validation %s: folds %s of %d", cfg.cv.strategy, folds, n_folds)
-    log_fold(results[0], cfg.callbacks.monitor)
-    report_to_trial(trial, results, cfg.callbacks.monitor, last=len(folds) == 1)
+    log_fold(results[0], cfg.monitor)
+    report_to_trial(trial, results, cfg.monitor, last=len(folds) == 1)
     for fold in folds[1:]:
         results.append(fit_fold(fold_config(cfg, fold), fold, parent_run_id))
-        log_fold(results[-1], cfg.callbacks.monitor)
-        report_to_trial(trial, results, cfg.callbacks.monitor, last=fold == folds[-1])
+        log_fold(results[-1], cfg.monitor)
+        report_to_trial(trial, results, cfg.monitor, last=fold == folds[-1])
     return results
+
+
+def report_to_trial(trial: SweepTrial | None, results: list[FoldResult], monitor: str, last: bool) -> None:
+    """The running mean of the folds' best `monitor`, to a sweep's trial (which may prune between folds)."""
+    if trial is not None:
+        trial.report_folds(results, [r.metrics[monitor] for r in results], last)
 
 
 def log_fold(result: FoldResult, monitor: str) -> None:
@@ -120,24 +123,6 @@ def log_fold(result: FoldResult, monitor: str) -> None:
         monitor,
         result.metrics[monitor],
     )
-
-
-class PrunedBetweenFolds(optuna.TrialPruned):
-    """The pruner stopped a cross-validated trial between folds; `results` are the folds it ran."""
-
-    def __init__(self, results: list[FoldResult]) -> None:
-        super().__init__(f"pruned after fold {results[-1].fold} ({len(results)} folds run)")
-        self.results = results
-
-
-def report_to_trial(trial: optuna.Trial | None, results: list[FoldResult], monitor: str, last: bool) -> None:
-    """Report the running mean of the folds' best `monitor` to a sweep's trial; PrunedBetweenFolds if the pruner
-    says so, except after the `last` fold (the trial is complete then)."""
-    if trial is None or len(trial.study.directions) > 1:
-        return
-    trial.report(float(np.mean([r.metrics[monitor] for r in results])), step=len(results) - 1)
-    if not last and trial.should_prune():
-        raise PrunedBetweenFolds(results)
 
 
 def pooled_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:

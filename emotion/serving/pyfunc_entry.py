@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from emotion.tracking.pyfunc import EmotionModel
+from emotion.serving.pyfunc import EmotionModel
 
 set_model(EmotionModel())

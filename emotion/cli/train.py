@@ -6,7 +6,7 @@ emotion-train data=crema_d data.root=/data/CREMA-D trainer.max_epochs=30
 emotion-train data=emodb data.root=/data/emodb/wav cv=loso   # leave-one-speaker-out, one run per fold
 
 This module stays light: Hydra reads the arguments and composes the config before torch,
-Lightning and MLflow are imported (`emotion.training`), so `--help` and a mistyped override
+Lightning and MLflow are imported (`emotion.pipeline`), so `--help` and a mistyped override
 answer at once.
 """
 
@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from emotion.cli import fail
 from emotion.config import CONFIG_DIR, register_resolvers
 from emotion.errors import EmotionError
 
@@ -31,7 +32,7 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _app(cfg: DictConfig) -> dict[str, float]:
-    from emotion.training import train  # the heavy libraries, once the config is known to compose
+    from emotion.pipeline import train  # the heavy libraries, once the config is known to compose
 
     log_lightning_through_hydra()
     try:
@@ -40,8 +41,7 @@ def _app(cfg: DictConfig) -> dict[str, float]:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweeper records the trial as failed and goes on
         remove_if_untrained(Path(HydraConfig.get().runtime.output_dir))
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(str(exc))
 
 
 def log_lightning_through_hydra() -> None:
@@ -82,8 +82,7 @@ def check_composes(overrides: list[str]) -> None:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             compose(config_name="config", overrides=overrides)
     except Exception as exc:  # Hydra's and OmegaConf's composition errors share no narrower base class
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(one_line(exc))
 
 
 def one_line(exc: BaseException) -> str:

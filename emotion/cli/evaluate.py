@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emotion.cli import fail
 from emotion.config import CONFIG_DIR, logger_defaults, register_resolvers
 from emotion.errors import EmotionError
 
@@ -87,9 +88,9 @@ def load_scorer(client: mlflow.MlflowClient, uri: str, tracking_uri: str, folder
     """A model to call `.predict(frame)` on, and its classes: the pyfunc of a model URI, or a run's kept checkpoint."""
     import yaml
 
-    from emotion.inference import Predictor, inference_state
-    from emotion.predict import load_model
-    from emotion.tracking.pyfunc import EmotionModel
+    from emotion.serving.files import load_model
+    from emotion.serving.predictor import Predictor, inference_state
+    from emotion.serving.pyfunc import EmotionModel
     from emotion.tracking.registry import download_checkpoint_and_config
 
     if uri.startswith("runs:/") and uri.rstrip("/").count("/") == 1:  # runs:/ID: the run's kept checkpoint
@@ -171,10 +172,10 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     import numpy as np
 
     from emotion.metrics import scores
-    from emotion.predict import predict
+    from emotion.serving.files import predict
     from emotion.tracking.evaluations import Evaluation
     from emotion.tracking.registry import require_store
-    from emotion.tracking.runs import log_test_report
+    from emotion.tracking.reports import log_test_report
 
     cfg = corpus_config(args.overrides)
     if args.model.startswith(("models:/", "runs:/")):
@@ -250,8 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_id, _, summary = evaluate(args)
     except EmotionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(str(exc))
     print(summary)
     print(f"  evaluation run {run_id} (experiment {EXPERIMENT!r})")
 

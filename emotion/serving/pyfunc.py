@@ -6,7 +6,7 @@ read only under the folders its host allows (`EMOTION_AUDIO_DIRS`). At most `EMO
 (default 64) a request, and clips no longer than the training's `data.max_duration`; anything else is
 refused with one line (MLflow's INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
 Output: `emotion`, `confidence`, `silent` and one `prob_<class>` column per class; a clip quieter than
-`emotion.inference.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
+`emotion.serving.predictor.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
 The model carries the run's config, its weights and the `emotion` package.
 """
 
@@ -32,7 +32,7 @@ from mlflow.types.schema import ColSpec, Schema
 
 import emotion
 from emotion.errors import DataError
-from emotion.inference import Predictor, inference_state
+from emotion.serving.predictor import Predictor, inference_state
 
 #: Packages the model imports, pinned to the versions it was logged with (and those of its feature set).
 REQUIREMENTS = ("torch", "torchaudio", "lightning", "torchmetrics", "hydra-core", "soundfile", "numpy", "pandas")
@@ -46,7 +46,7 @@ DEFAULT_MAX_ROWS = 64
 
 #: The columns a request's rows may hold (each row: `audio`, or `path`, or `waveform` with `sample_rate`).
 INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate")
-#: The `emotion` of a clip quieter than `emotion.inference.SILENCE_DBFS`.
+#: The `emotion` of a clip quieter than `emotion.serving.predictor.SILENCE_DBFS`.
 SILENCE = "silence"
 
 

@@ -24,7 +24,7 @@ from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
 from emotion.encoders import saved_encoder_overrides
 from emotion.models.module import EmotionClassifier
-from emotion.tracking.checkpoints import load_state
+from emotion.models.weights import load_state
 
 #: A clip whose RMS level is below this (dB relative to full scale) is reported as silence, not as an emotion.
 SILENCE_DBFS = -60.0
@@ -38,12 +38,13 @@ def inference_state(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
     return load_state(checkpoint_path, INFERENCE_PREFIXES)
 
 
-def _inference_model_config(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The model config with no weight loading of its own: every weight comes from the run's checkpoint.
+def inference_net_config(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The `net` of a run's `model` config, with no weight loading of its own: every weight comes from the run's
+    checkpoint (a stacked fusion would otherwise read its branch checkpoints again).
 
-    (A stacked fusion would otherwise fetch its branch checkpoints from MLflow again.)
+    Models logged before the `model` group held the LightningModule have the net's config as `model` itself.
     """
-    config = dict(model)
+    config = dict(model.get("net", model))
     if config.get("mode") == "stacked":
         config |= {"mode": "end_to_end", "branch_checkpoints": None}
     return config
@@ -55,11 +56,8 @@ class Predictor:
     def __init__(self, config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> None:
         self.classes: tuple[str, ...] = tuple(config["data"]["classes"])
         self.features: FeatureSet = instantiate(config["features"])
-        shapes = self.features.shapes()
-        network = instantiate(_inference_model_config(config["model"]))(
-            input_shapes=shapes, num_classes=len(self.classes)
-        )
-        self.module = EmotionClassifier(network, self.classes, input_shapes=shapes)
+        net = instantiate(inference_net_config(config["model"]))
+        self.module = EmotionClassifier(net, self.classes, input_shapes=self.features.shapes())
         self.module.load_state_dict(dict(state))  # strict: every tensor of the network and the standardiser
         self.module.eval()
         data = config["data"]

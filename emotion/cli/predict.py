@@ -1,0 +1,113 @@
+"""`emotion-predict`: emotions of audio files with a registered model (default `models:/emotion@champion`).
+
+emotion-predict clip.wav other.flac
+emotion-predict recordings/ --format csv --output predictions.csv
+emotion-predict recordings/ --model models:/emotion/3
+emotion-predict recordings/ --on-bad-file error       # stop at the first unreadable or too short file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from emotion.cli import fail
+from emotion.config import logger_defaults
+from emotion.data.corpora import AUDIO_SUFFIXES
+from emotion.errors import EmotionError
+from emotion.serving.files import PartialPredictions, audio_files, load_model, predict
+
+if TYPE_CHECKING:  # MLflow and pandas are imported once the arguments are read: `--help` answers at once
+    import pandas as pd
+
+FORMATS = ("table", "csv", "json")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="emotion-predict", description="Predict the emotion of audio files.")
+    parser.add_argument("paths", nargs="+", type=Path, help=f"audio files or folders (searched for {AUDIO_SUFFIXES})")
+    parser.add_argument(
+        "--model", default="models:/emotion@champion", help="any MLflow model URI (default: %(default)s)"
+    )
+    parser.add_argument("--tracking-uri", default=logger_defaults()["tracking_uri"], help="default: %(default)s")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="default: %(default)s")
+    parser.add_argument("--output", "-o", type=Path, help="write to this file instead of standard output")
+    parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--on-bad-file",
+        choices=("skip", "error"),
+        default="skip",
+        help="skip: predict the other files, warn for each bad one and exit 1; error: stop at the first "
+        "(default: %(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+def check_writable(output: Path | None) -> None:
+    """EmotionError before any work if `--output` cannot be written: its folder is missing, or is read-only."""
+    if output is None:
+        return
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise EmotionError(f"cannot write --output {output}: no folder {folder}")
+    if output.is_dir() or not os.access(folder, os.W_OK):
+        raise EmotionError(f"cannot write --output {output}: it is a folder, or its folder is read-only")
+
+
+def write(text: str, output: Path | None, count: int) -> None:
+    """The rendered predictions to standard output, or to `output`, saying how many."""
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text)
+    print(f"wrote {count} predictions to {output}", file=sys.stderr)
+
+
+def render(predictions: pd.DataFrame, fmt: str) -> str:
+    """The predictions as an aligned text table, CSV or a JSON list of records."""
+    if fmt == "csv":
+        return predictions.to_csv(index=False, float_format="%.4f")
+    if fmt == "json":
+        return json.dumps(predictions.round(4).to_dict(orient="records"), indent=2) + "\n"
+    return _text_table(predictions)
+
+
+def _text_table(predictions: pd.DataFrame) -> str:
+    """Text columns left-aligned, probabilities right-aligned with 3 decimals."""
+    cells = [
+        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in predictions.itertuples(index=False)
+    ]
+    columns = list(predictions.columns)
+    widths = [max(len(name), *(len(row[i]) for row in cells)) for i, name in enumerate(columns)]
+    numeric = [predictions[name].dtype.kind == "f" for name in columns]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True))
+
+    return "\n".join(line(row).rstrip() for row in [columns, *cells]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    args = parse_args(argv)
+    try:
+        check_writable(args.output)
+        files = audio_files(args.paths)
+        model = load_model(args.model, args.tracking_uri)
+        predictions, skipped = predict(model, files, args.batch_size, args.on_bad_file)
+    except PartialPredictions as stopped:  # what was predicted before the failure is kept
+        write(render(stopped.predictions, args.format), args.output, len(stopped.predictions))
+        fail(str(stopped))
+    except EmotionError as exc:
+        fail(str(exc))
+    write(render(predictions, args.format), args.output, len(predictions))
+    if skipped:
+        fail(f"skipped {len(skipped)} of {len(files)} files (each named above)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Every object of a run, from its config group's `_target_`: features, datamodule, LightningModule, callbacks,
+logger, and the tags that make runs easy to filter."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
+
+from emotion.data.datamodule import EmotionDataModule
+from emotion.data.features import FeatureSet
+from emotion.errors import ConfigError
+from emotion.models.module import EmotionClassifier
+from emotion.tracking.checkpoints import resolve_checkpoint
+
+
+def split_options(cfg: DictConfig) -> dict[str, Any]:
+    """The split a run trains on: `data.split`, or the fold `cv.fold` of the cross-validation `cv` derives."""
+    split = OmegaConf.to_container(cfg.data.split, resolve=True)
+    assert isinstance(split, dict)
+    if cfg.cv.strategy == "none":
+        return split
+    folds = {"n_folds": cfg.cv.n_folds} if "n_folds" in cfg.cv else {}
+    return split | {"strategy": cfg.cv.strategy, "fold": int(cfg.cv.get("fold") or 0)} | folds
+
+
+def build_datamodule(cfg: DictConfig, features: FeatureSet) -> EmotionDataModule:
+    """`data`, reading with `features` into `paths.cache_dir`, augmented by `augment`, on the run's split."""
+    augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
+    return instantiate(
+        cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=augment, split=split_options(cfg)
+    )
+
+
+def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier:
+    """`model`, its net built for the shapes `features` produce; ConfigError naming both if they do not fit.
+
+    Branch checkpoints given as MLflow run IDs (a stacked fusion) are fetched here: models read files only.
+    """
+    model = cfg.model
+    if model.net.get("branch_checkpoints"):
+        model = OmegaConf.merge(model, {"net": {"branch_checkpoints": local_checkpoints(model.net.branch_checkpoints)}})
+    try:
+        return instantiate(model, classes=list(cfg.data.classes), input_shapes=features.shapes(), _convert_="all")
+    except ConfigError as exc:
+        raise ConfigError(f"model {architecture(cfg)} cannot take features={features.name}: {exc}") from None
+
+
+def local_checkpoints(sources: Any) -> list[str]:
+    """Checkpoint files for sources that are files or MLflow run IDs (`runs:/ID` too)."""
+    return [str(resolve_checkpoint(str(source))) for source in sources]
+
+
+def architecture(cfg: DictConfig) -> str:
+    """The net's `arch` name (`cnn2d`), else its class name."""
+    target = cfg.model.net._target_
+    return getattr(get_class(target), "arch", target.rsplit(".", 1)[-1])
+
+
+def build_callbacks(cfg: DictConfig) -> tuple[ModelCheckpoint, list[pl.Callback]]:
+    """Every `callbacks.NAME` with a `_target_`, and the ModelCheckpoint among them (the checkpoint a run keeps)."""
+    callbacks = [instantiate(entry) for entry in cfg.callbacks.values() if isinstance(entry, DictConfig)]
+    checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    if len(checkpoints) != 1:
+        raise ConfigError(f"callbacks need one ModelCheckpoint (callbacks=[default,...]), found {len(checkpoints)}")
+    return checkpoints[0], callbacks
+
+
+def checkpoint_epoch(path: str) -> int | None:
+    """The epoch of a checkpoint file named by `callbacks.model_checkpoint.filename` (`best-epoch07.ckpt`)."""
+    match = re.search(r"epoch(\d+)", Path(path).name)
+    return int(match[1]) if match else None
+
+
+def build_logger(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> MLFlowLogger:
+    """`logger`: a new MLflow run named `run_name` with `tags`."""
+    return instantiate(cfg.logger, run_name=run_name, tags=tags)
+
+
+def task_overrides() -> str:
+    """The command line's overrides of this job (a sweep's trial: its parameters too), as one string."""
+    if not HydraConfig.initialized():
+        return ""
+    return shlex.join(o for o in HydraConfig.get().overrides.task if not o.startswith("+trial."))
+
+
+def run_tags(cfg: DictConfig, leaky: bool) -> dict[str, str]:
+    """Tags that make runs easy to filter in the MLflow UI, with the user's own (`logger.tags`)."""
+    user = {str(k): str(v) for k, v in (cfg.logger.get("tags") or {}).items()}
+    overrides = {"overrides": task_overrides()} if HydraConfig.initialized() else {}
+    return (
+        user
+        | overrides
+        | {
+            "architecture": architecture(cfg),
+            "features": get_class(cfg.features._target_).name,
+            "data": cfg.data.name,
+            "split": split_options(cfg)["strategy"],
+            "window": cfg.features.window.mode,
+            "augmentation": cfg.augment.get("name", "none") if cfg.augment else "none",
+            "leaky": str(leaky).lower(),
+        }
+    )
+
+
+def base_run_name(cfg: DictConfig) -> str:
+    """The run name the user gave, else ARCHITECTURE-FEATURES-CORPUS (`cnn2d-logmel-emodb`)."""
+    tags = run_tags(cfg, leaky=False)
+    return cfg.logger.run_name or f"{tags['architecture']}-{tags['features']}-{tags['data']}"

@@ -1,0 +1,115 @@
+"""Predicting audio files with a logged model (`emotion-predict`, `emotion-evaluate`): find the files, load the
+model, predict in batches and keep going past bad files (or stop at the first, keeping what was predicted)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from emotion.data.corpora import AUDIO_SUFFIXES
+from emotion.errors import DataError, EmotionError
+
+if TYPE_CHECKING:  # MLflow and pandas load only when a model is loaded: the CLIs' `--help` answers at once
+    import mlflow
+    import pandas as pd
+
+
+def audio_files(paths: Iterable[Path]) -> list[Path]:
+    """The given files, and the audio files found under the given folders, in order."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            if not found:
+                raise DataError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"no such file or folder: {path}")
+    return files
+
+
+def load_model(uri: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """The pyfunc at `uri`; EmotionError saying what is missing when it cannot be loaded."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from emotion.tracking.registry import check_model_uri, require_store
+
+    if re.fullmatch(r"runs:/[0-9a-f]{32}/?", uri):  # a run: the model it logged when it trained
+        uri = uri.rstrip("/") + "/model"
+    if uri.startswith(("models:/", "runs:/")):  # looked up in the store, which must exist
+        require_store(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    check_model_uri(mlflow.MlflowClient(tracking_uri), uri)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise EmotionError(f"cannot load model {uri} from {tracking_uri}: {exc}") from None
+
+
+def predict(
+    model: mlflow.pyfunc.PyFuncModel, files: list[Path], batch_size: int, on_bad_file: str = "error"
+) -> tuple[pd.DataFrame, list[str]]:
+    """One row per readable file: `file`, then the model's columns; and one message per file skipped.
+
+    A batch holding a bad file (undecodable, too short or too long) is predicted again file by file, so that
+    under `on_bad_file="skip"` only the bad files are left out; under `"error"` the first one stops it.
+    The model reads the files by path: the folders that hold them are the ones it is allowed to read.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from emotion.serving.pyfunc import AUDIO_DIRS
+
+    os.environ[AUDIO_DIRS] = os.pathsep.join(sorted({str(file.resolve().parent) for file in files}))
+
+    frames: list[pd.DataFrame] = []
+    skipped: list[str] = []
+    with tqdm(total=len(files), unit="file", desc="predicting", disable=len(files) < 2, file=sys.stderr) as bar:
+        for start in range(0, len(files), batch_size):
+            batch = files[start : start + batch_size]
+            try:
+                frames.append(_predict_files(model, batch))
+            except DataError:
+                for file in batch:
+                    try:
+                        frames.append(_predict_files(model, [file]))
+                    except DataError as exc:
+                        if on_bad_file == "error":
+                            made = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+                            raise PartialPredictions(f"{exc} ({len(made)} files predicted before it)", made) from None
+                        skipped.append(str(exc))
+                        tqdm.write(f"warning: skipped {file}: {exc}", file=sys.stderr)
+            bar.update(len(batch))
+    if not frames:
+        raise DataError(f"no file could be predicted ({len(skipped)} skipped), e.g. {skipped[0]}")
+    return pd.concat(frames, ignore_index=True), skipped
+
+
+def _predict_files(model: mlflow.pyfunc.PyFuncModel, files: list[Path]) -> pd.DataFrame:
+    """The model's predictions of `files`; DataError with the model's message if it refuses one."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    try:
+        frame = model.predict(pd.DataFrame({"path": [str(p) for p in files]}))
+    except MlflowException as exc:
+        if exc.error_code != "INVALID_PARAMETER_VALUE":
+            raise
+        raise DataError(exc.message) from None
+    frame.insert(0, "file", [str(p) for p in files])
+    return frame
+
+
+class PartialPredictions(EmotionError):
+    """Prediction stopped at a file (`--on-bad-file error`, or a failure); `predictions` holds those made before."""
+
+    def __init__(self, message: str, predictions: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.predictions = predictions

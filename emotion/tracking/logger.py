@@ -1,0 +1,99 @@
+"""The MLflow logger of training runs (the `logger` config group's `_target_`), and access to its store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.exceptions import MlflowException
+
+from emotion.errors import EmotionError
+
+
+class RunLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger for one run: a new experiment keeps its artifacts under `artifact_location`, a
+    refused login is one line, and `log_model` says whether the run logs its pyfunc model as it trains.
+
+    (Lightning's own `log_model` would log checkpoints as artifacts: the pipeline logs the kept one itself.)
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        artifact_location: str,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        log_model: bool = True,
+    ) -> None:
+        check_server_access(tracking_uri)
+        super().__init__(
+            experiment_name=experiment_name,
+            tracking_uri=tracking_uri,
+            run_name=run_name,
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+            artifact_location=experiment_artifact_location(tracking_uri, artifact_location),
+            log_model=False,
+        )
+        self.log_trained_model = log_model
+
+
+def experiment_artifact_location(tracking_uri: str, location: str) -> str | None:
+    """Where a new experiment keeps its artifacts: the server's choice for a tracking server, else `location`.
+
+    A tracking server shares its own artifact store with every worker (`mlflow server --artifacts-destination`);
+    a folder here would be a folder on one worker's disk.
+    """
+    return None if tracking_uri.startswith(("http://", "https://")) else artifact_uri(location)
+
+
+def check_server_access(tracking_uri: str) -> None:
+    """EmotionError in one line if an MLflow server refuses this process's credentials (or their absence)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        mlflow.MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        if any(code in str(exc) for code in ("401", "403", "Unauthorized", "Permission denied")):
+            raise EmotionError(
+                f"the MLflow server at {redacted(tracking_uri)} refused the credentials "
+                "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD: `emotion-team env` prints them)"
+            ) from None
+        raise
+
+
+def artifact_uri(location: str) -> str:
+    """An artifact location as a URI: local folders become absolute `file://` URIs."""
+    return location if "://" in location else Path(location).expanduser().resolve().as_uri()
+
+
+def make_logger(
+    tracking_uri: str,
+    experiment_name: str,
+    artifact_location: str,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> MLFlowLogger:
+    """A Lightning MLFlowLogger; a new experiment stores its artifacts under `artifact_location`."""
+    check_server_access(tracking_uri)
+    return MLFlowLogger(
+        experiment_name=experiment_name,
+        tracking_uri=tracking_uri,
+        run_name=run_name,
+        tags=dict(tags or {}),
+        artifact_location=experiment_artifact_location(tracking_uri, artifact_location),
+        log_model=False,
+    )
+
+
+#: The password of a URL (`scheme://user:password@host`).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@", re.IGNORECASE)
+
+
+def redacted(value: Any) -> Any:
+    """`value` with the password of any URL in it replaced by `***` (other values unchanged)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", value) if isinstance(value, str) else value

@@ -1,0 +1,110 @@
+"""What a run reports of its test: confusion matrices, classification reports, per-corpus scores, and the lines
+`emotion-train` prints at its end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import classification_report, confusion_matrix
+
+from emotion.metrics import scores_by_corpus
+from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
+
+#: Save figures with their legends and colour bars inside the image.
+TIGHT = {"bbox_inches": "tight", "dpi": 110}
+
+
+def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> Figure:
+    """Counts and row-normalised (recall) confusion matrices side by side."""
+    counts = confusion_matrix(y_true, y_pred, labels=range(len(classes)))
+    recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure = Figure(figsize=(12, 5.2), constrained_layout=True)
+    axes = figure.subplots(1, 2)
+    for ax, matrix, title, fmt in ((axes[0], counts, "counts", "d"), (axes[1], recall, "row-normalised", ".2f")):
+        image = ax.imshow(matrix, cmap="Blues", vmin=0)
+        ax.set(
+            xticks=range(len(classes)),
+            yticks=range(len(classes)),
+            xticklabels=classes,
+            yticklabels=classes,
+            xlabel="predicted",
+            ylabel="true",
+            title=f"Confusion matrix ({title})",
+        )
+        ax.tick_params(axis="x", rotation=45)
+        threshold = matrix.max() / 2
+        for (row, col), value in np.ndenumerate(matrix):
+            ax.text(
+                col, row, format(value, fmt), ha="center", va="center", color="white" if value > threshold else "black"
+            )
+        figure.colorbar(image, ax=ax, shrink=0.8)
+    return figure
+
+
+def log_test_report(
+    client: mlflow.MlflowClient, run_id: str, y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
+) -> None:
+    """`confusion_matrix.{png,json}` and `classification_report.{json,txt}` of a run's test predictions."""
+    labels = list(range(len(classes)))
+    counts = confusion_matrix(y_true, y_pred, labels=labels)
+    client.log_text(run_id, json.dumps({"classes": list(classes), "counts": counts.tolist()}), "confusion_matrix.json")
+    report = dict(labels=labels, target_names=list(classes), zero_division=0)
+    client.log_text(run_id, classification_report(y_true, y_pred, digits=3, **report), "classification_report.txt")
+    as_dict = classification_report(y_true, y_pred, output_dict=True, **report)
+    client.log_text(run_id, json.dumps(as_dict, indent=2), "classification_report.json")
+    figure = plot_confusion_matrix(y_true, y_pred, classes)
+    client.log_figure(run_id, figure, "confusion_matrix.png", save_kwargs=TIGHT)
+
+
+def per_corpus_scores(y_true: np.ndarray, y_pred: np.ndarray, corpora: Sequence[str]) -> dict[str, float]:
+    """`test/{acc,uar,f1}/CORPUS` of each corpus's test clips (UAR and F1 over the classes it has)."""
+    by_corpus = scores_by_corpus(y_true, y_pred, corpora)
+    return {f"test/{name}/{corpus}": value for corpus, values in by_corpus.items() for name, value in values.items()}
+
+
+#: Where `make ui` serves the MLflow UI of the project's SQLite store.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def ui_link(tracking_uri: str, run_id: str) -> str:
+    """The run's page in the MLflow UI: the server's own, or that of `make ui` for a local store."""
+    experiment = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def run_summary(tracking_uri: str, run_id: str, metrics: Mapping[str, float], checkpoint: str) -> str:
+    """What a finished run printed last: its ID and UI page, its kept checkpoint, its test scores."""
+    scores = ", ".join(f"{name} {metrics[f'test/{key}']:.4f}" for key, name in TEST_NAMES if f"test/{key}" in metrics)
+    best = next((f"{name} {value:.4f}" for name, value in metrics.items() if name.endswith("_best")), "")
+    lines = [f"run {run_id}: {ui_link(tracking_uri, run_id)}"]
+    if checkpoint:
+        lines.append(
+            f"  best checkpoint ({best}): {checkpoint} (artifact {CHECKPOINT_ARTIFACT_DIR}/{Path(checkpoint).name})"
+        )
+    lines.append(f"  test: {scores}")
+    return "\n".join(lines)
+
+
+def cross_validation_summary(tracking_uri: str, run_id: str, summary: Mapping[str, float], folds: int) -> str:
+    """What a finished cross-validation printed last: the parent run's ID and page, and its test scores."""
+    scores = ", ".join(
+        f"{name} {summary[f'test/{key}_mean']:.4f} ± {summary[f'test/{key}_std']:.4f} "
+        f"(pooled {summary[f'test/{key}_pooled']:.4f})"
+        for key, name in TEST_NAMES
+    )
+    return "\n".join(
+        [
+            f"cross-validation run {run_id} ({folds} folds, each a child run): {ui_link(tracking_uri, run_id)}",
+            f"  test over folds: {scores}",
+        ]
+    )
+
+
+#: The test metrics a run's summary names, and how.
+TEST_NAMES = (("acc", "acc"), ("uar", "UAR"), ("f1", "macro-F1"))
