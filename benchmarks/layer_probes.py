@@ -28,7 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import machine
-from benchmarks.real_corpora import write_into
+from benchmarks.results_tables import write_into
 from emotion.data.cache import FeatureCache
 from emotion.data.corpora import EMOTIONS, read_corpus
 from emotion.data.features import Spectral

@@ -9,14 +9,13 @@ python -m benchmarks.real_corpora --data ../shared/data                  # every
 python -m benchmarks.real_corpora --data ../shared/data --only egemaps_linear --corpora savee
 python -m benchmarks.real_corpora --data ../shared/data --only report_fusion --overrides trainer=gpu   # on a GPU
 python -m benchmarks.real_corpora --data ../shared/data --corpora mix   # the cross-corpus rows (both corpora at once)
-python -m benchmarks.real_corpora --table --readme README.md             # print them, and write them into the README
+python -m benchmarks.real_corpora --table --docs docs/results.md   # print them, write them into the page, plot them
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import subprocess
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import mlflow
 
 from benchmarks.common import machine
+from benchmarks.results_tables import MIX, cross_corpus_table, plot_best_per_family, table, write_into
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "real_corpora.json"
@@ -32,7 +32,6 @@ EXPERIMENT = "real-corpora"
 
 #: Where each corpus lies under `--data`, and its reader; `mix` is both at once (data=mix).
 CORPORA = {"emodb": "emodb/wav", "savee": "savee"}
-MIX = "mix"
 
 #: Row name -> (what it measures, overrides). `cv=none` rows are single runs.
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -206,65 +205,6 @@ def load_results(path: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def machine_name(row: dict) -> str:
-    """Where a row ran, in a few words: the GPU, else the CPU and its core count."""
-    where = row["machine"]
-    bf16 = {True: ", AVX512-BF16", False: ", no AVX512-BF16"}.get(where.get("avx512_bf16"), "")
-    return where["gpu"] or f"{where['cpu']}, {where['cores']} cores{bf16}"
-
-
-def table(results: list[dict]) -> str:
-    """Markdown: one line per row and corpus."""
-    lines = [
-        "| setup | corpus | protocol | test UAR mean ± std | pooled UAR | test acc mean | wall time | machine "
-        "| command |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    order = list(ROWS)
-    single = [r for r in results if r["corpus"] != MIX]
-    for r in sorted(single, key=lambda r: (r["corpus"], order.index(r["row"]), machine_name(r))):
-        if "folds" in r:
-            protocol = f"LOSO, {r['folds']} folds"
-            uar = f"{r['test/uar_mean']:.3f} ± {r['test/uar_std']:.3f}"
-            pooled, acc = f"{r['test/uar_pooled']:.3f}", f"{r['test/acc_mean']:.3f}"
-        else:
-            protocol, uar, pooled, acc = "clip split after augmentation (leaky)", f"{r['test/uar']:.3f}", "", ""
-            acc = f"{r['test/acc']:.3f}"
-        minutes = f"{r['wall_s'] / 60:.1f} min"
-        lines.append(
-            f"| {r['what']} | {r['corpus']} | {protocol} | {uar} | {pooled} | {acc} | {minutes} | {machine_name(r)} "
-            f"| `{r['command'].removesuffix(' ...')}` |"
-        )
-    return "\n".join(lines)
-
-
-def cross_corpus_table(results: list[dict]) -> str:
-    """Markdown: test UAR on each corpus, within it (LOSO), from a model of the other corpus, and after training on
-    both; pooled over folds."""
-    within = {r["corpus"]: r for r in results if r["row"] == "egemaps_linear" and r["corpus"] != MIX}
-    mixed = {r["row"]: r for r in results if r["corpus"] == MIX}
-    lines = [
-        "| tested on | within the corpus (LOSO) | trained on the other corpus | trained on both (5 folds) |",
-        "|---|---|---|---|",
-    ]
-    for corpus in CORPORA:
-        cells = [f"{within[corpus]['test/uar_pooled']:.3f}" if corpus in within else "-"]
-        for row in MIX_ROWS:
-            value = mixed.get(row, {}).get(f"test/uar_pooled/{corpus}")
-            cells.append(f"{value:.3f}" if value is not None else "-")
-        lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_into(readme: Path, marker: str, markdown: str) -> None:
-    """Replace the table between the README's `<!-- MARKER -->` and `<!-- /MARKER -->` lines."""
-    text = readme.read_text()
-    block = re.compile(rf"(<!-- {marker} -->\n).*?(<!-- /{marker} -->)", re.DOTALL)
-    if not block.search(text):
-        raise SystemExit(f"{readme} has no <!-- {marker} --> markers")
-    readme.write_text(block.sub(lambda m: f"{m[1]}{markdown}\n{m[2]}", text))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding emodb/ and savee/")
@@ -275,7 +215,7 @@ def main() -> None:
     parser.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides added to every command")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file rows are read from and added to")
     parser.add_argument("--table", action="store_true", help="only print the table of the results file")
-    parser.add_argument("--readme", type=Path, help="also write the table between this file's markers")
+    parser.add_argument("--docs", type=Path, help="also write the tables between this page's markers, and the plot")
     args = parser.parse_args()
     results = load_results(args.results)
     failures: list[str] = []
@@ -294,10 +234,11 @@ def main() -> None:
                     print(failure, flush=True)
                     continue
                 args.results.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results), cross_corpus_table(results), sep="\n\n")
-    if args.readme:
-        write_into(args.readme, "real-corpora-table", table(results))
-        write_into(args.readme, "cross-corpus-table", cross_corpus_table(results))
+    print(table(results, list(ROWS)), cross_corpus_table(results), sep="\n\n")
+    if args.docs:
+        write_into(args.docs, "real-corpora-table", table(results, list(ROWS)))
+        write_into(args.docs, "cross-corpus-table", cross_corpus_table(results))
+        plot_best_per_family(results, args.docs.with_suffix(".png"))
     if failures:
         raise SystemExit(f"{len(failures)} row(s) failed:\n" + "\n".join(failures))
 

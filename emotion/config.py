@@ -119,12 +119,12 @@ def check_before_run(cfg: DictConfig) -> None:
     """Every mistake that can be seen in the config alone, as one ConfigError, before any run is opened or
     any clip read: missing values, scalar types, unknown Trainer options, a GPU that is not there, a data
     folder that does not exist, and a monitored metric no run logs."""
+    check_data_folders(cfg.data)  # first: a corpus without a folder says which folder it needs
     check_complete(cfg)
     check_types(cfg, ("data", "features", "model", "trainer"))
     check_trainer(cfg.trainer)
     if cfg.monitor not in EPOCH_METRICS:
         raise ConfigError(f"monitor={cfg.monitor}: no run logs it; choose one of {EPOCH_METRICS}")
-    check_data_folders(cfg.data)
 
 
 def check_data_folders(data: DictConfig) -> None:

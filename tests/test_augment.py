@@ -11,7 +11,8 @@ import torch
 
 from emotion.data.augment import Augmentation, SpecAugment, WaveAugment, pitch_shift
 from emotion.data.corpora import read_corpus
-from emotion.data.datamodule import EmotionDataModule, FeatureDataset, WaveformDataset
+from emotion.data.datamodule import EmotionDataModule
+from emotion.data.datasets import FeatureDataset, WaveformDataset
 from emotion.data.features import LogMel, Spectral
 from emotion.data.splits import Split, check_no_leakage
 from emotion.errors import ConfigError, DataError

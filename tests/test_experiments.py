@@ -38,7 +38,7 @@ def test_each_report_setup_trains_at_the_reports_size(experiment: str, make_conf
 
 def test_the_compact_tdnn_recipe_trains_with_its_masks_mixup_and_schedule(make_config, tracking_uri: str) -> None:
     cfg = make_config("experiment=compact_tdnn", *FEW_BATCHES, "trainer.max_epochs=2")
-    assert (cfg.augment.spec.freq_mask, cfg.loss.mixup_alpha, cfg.loss.label_smoothing) == (16, 0.2, 0.1)
+    assert (cfg.augment.spec.freq_mask, cfg.model.loss.mixup_alpha, cfg.model.loss.label_smoothing) == (16, 0.2, 0.1)
     train(cfg)
     (run,) = finished_runs(tracking_uri)
     assert run.data.tags["architecture"] == "tdnn" and run.data.params["trainable_params"] == "683350"

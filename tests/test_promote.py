@@ -319,7 +319,7 @@ def test_the_registered_model_carries_its_signature_example_and_weights_only(sto
     assert info.signature.outputs.input_names()[:4] == ["emotion", "confidence", "silent", "prob_angry"]
     assert info.saved_input_example_info is not None
     model_dir = Path(mlflow.artifacts.download_artifacts(uri))
-    assert (model_dir / "code" / "emotion" / "inference.py").is_file()
+    assert (model_dir / "code" / "emotion" / "serving" / "predictor.py").is_file()
     weights = torch.load(next(model_dir.rglob("weights.pt")), weights_only=True)
     assert all(k.startswith(("model.", "standardizer.")) for k in weights)
 
@@ -337,7 +337,7 @@ def test_a_checkpoint_that_holds_code_is_not_loaded(tmp_path: Path) -> None:
 def run_predict(store: Store, *args: str) -> subprocess.CompletedProcess:
     """`emotion-predict` in a process of its own, as a user starts it."""
     return subprocess.run(
-        [sys.executable, "-m", "emotion.predict", "--tracking-uri", store.uri, *args],
+        [sys.executable, "-m", "emotion.cli.predict", "--tracking-uri", store.uri, *args],
         capture_output=True,
         text=True,
         timeout=300,

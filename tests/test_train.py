@@ -176,7 +176,7 @@ def test_callbacks_named_on_the_command_line_join_the_trainer(make_config, track
     )
     train(cfg)
     (run,) = finished_runs(tracking_uri)
-    assert run.data.metrics["lr-Adam"] == pytest.approx(cfg.optimizer.lr)  # LearningRateMonitor logged it
+    assert run.data.metrics["lr-Adam"] == pytest.approx(cfg.model.optimizer.lr)  # LearningRateMonitor logged it
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
@@ -17,9 +18,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
-from emotion.errors import ConfigError
+from emotion.errors import ConfigError, EmotionError
 from emotion.models.module import EmotionClassifier
 from emotion.tracking.checkpoints import resolve_checkpoint
+
+
+def built(node: Any, **kwargs: Any) -> Any:
+    """`instantiate(node, **kwargs)`; a mistake the target reports (an EmotionError) comes out as itself, one
+    line, not wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, EmotionError):
+            raise exc.__cause__ from None
+        raise
 
 
 def split_options(cfg: DictConfig) -> dict[str, Any]:
@@ -34,10 +46,8 @@ def split_options(cfg: DictConfig) -> dict[str, Any]:
 
 def build_datamodule(cfg: DictConfig, features: FeatureSet) -> EmotionDataModule:
     """`data`, reading with `features` into `paths.cache_dir`, augmented by `augment`, on the run's split."""
-    augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
-    return instantiate(
-        cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=augment, split=split_options(cfg)
-    )
+    augment = built(cfg.augment, _convert_="all") if cfg.augment else None
+    return built(cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=augment, split=split_options(cfg))
 
 
 def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier:
@@ -49,9 +59,10 @@ def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier:
     if model.net.get("branch_checkpoints"):
         model = OmegaConf.merge(model, {"net": {"branch_checkpoints": local_checkpoints(model.net.branch_checkpoints)}})
     try:
-        return instantiate(model, classes=list(cfg.data.classes), input_shapes=features.shapes(), _convert_="all")
+        return built(model, classes=list(cfg.data.classes), input_shapes=features.shapes(), _convert_="all")
     except ConfigError as exc:
-        raise ConfigError(f"model {architecture(cfg)} cannot take features={features.name}: {exc}") from None
+        network = cfg.model.net._target_.rsplit(".", 1)[-1]
+        raise ConfigError(f"model {network} cannot take features={features.name}: {exc}") from None
 
 
 def local_checkpoints(sources: Any) -> list[str]:
@@ -67,7 +78,7 @@ def architecture(cfg: DictConfig) -> str:
 
 def build_callbacks(cfg: DictConfig) -> tuple[ModelCheckpoint, list[pl.Callback]]:
     """Every `callbacks.NAME` with a `_target_`, and the ModelCheckpoint among them (the checkpoint a run keeps)."""
-    callbacks = [instantiate(entry) for entry in cfg.callbacks.values() if isinstance(entry, DictConfig)]
+    callbacks = [built(entry) for entry in cfg.callbacks.values() if isinstance(entry, DictConfig)]
     checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
     if len(checkpoints) != 1:
         raise ConfigError(f"callbacks need one ModelCheckpoint (callbacks=[default,...]), found {len(checkpoints)}")
@@ -82,7 +93,7 @@ def checkpoint_epoch(path: str) -> int | None:
 
 def build_logger(cfg: DictConfig, run_name: str, tags: dict[str, str]) -> MLFlowLogger:
     """`logger`: a new MLflow run named `run_name` with `tags`."""
-    return instantiate(cfg.logger, run_name=run_name, tags=tags)
+    return built(cfg.logger, run_name=run_name, tags=tags)
 
 
 def task_overrides() -> str:

@@ -13,7 +13,6 @@ import lightning.pytorch as pl
 import mlflow
 import numpy as np
 import yaml
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.config import check_before_run, register_resolvers
@@ -27,6 +26,7 @@ from emotion.pipeline.build import (
     build_datamodule,
     build_logger,
     build_module,
+    built,
     checkpoint_epoch,
     run_tags,
 )
@@ -97,7 +97,7 @@ class RunOutcome:
 def fit_run(cfg: DictConfig, run_name: str, extra_tags: dict[str, str], trial: SweepTrial | None) -> RunOutcome:
     """Train and test one model on one split of the corpus, logged as one MLflow run."""
     pl.seed_everything(cfg.seed, workers=True)
-    features: FeatureSet = instantiate(cfg.features)
+    features: FeatureSet = built(cfg.features)
     module = build_module(cfg, features)  # before the datamodule reads: the net's initial weights follow the seed
     datamodule = build_datamodule(cfg, features)
     datamodule.setup()
@@ -138,9 +138,7 @@ def _fit_and_test(
     module.standardizer.fit(datamodule.clean_train_features())
     checkpoint, callbacks = build_callbacks(cfg)
     callbacks += trial.callbacks(cfg.monitor) if trial else []
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir
-    )
+    trainer: pl.Trainer = built(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir)
     trainer.fit(module, datamodule=datamodule)
     best = checkpoint.best_model_path
     if checkpoint.best_model_score is not None:
