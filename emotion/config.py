@@ -18,7 +18,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def cpu_precision() -> str:
-    """`bf16-mixed` where the CPU has native bfloat16 (about 2x faster training here), else `32-true`."""
+    """`bf16-mixed` where the CPU has native bfloat16 (faster training: docs/performance.md), else `32-true`."""
     import torch  # here, not at the top: the CLIs read their arguments before torch loads
 
     native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -46,7 +46,7 @@ def team() -> Iterator[dict]:
     root = Path(tempfile.mkdtemp(prefix="emotion-team-"))
     root.chmod(0o755)  # PostgreSQL runs as the postgres user when we are root: it must reach its folder
     ports = ["--database-port", str(free_port()), "--mlflow-port", str(free_port())]
-    team = [sys.executable, "-m", "emotion.ops.team"]
+    team = [sys.executable, "-m", "emotion.cli.team"]
     try:
         up = subprocess.run([*team, "up", "--root", str(root), *ports], capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stderr[-3000:]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from emotion.cli import fail
 from emotion.config import CONFIG_DIR, logger_defaults, register_resolvers
 from emotion.errors import EmotionError
+from emotion.tracking.names import EVALUATION_ROLE, ROLE_TAG
 
 if TYPE_CHECKING:  # the heavy libraries load once the arguments are read
     import mlflow
@@ -203,7 +204,7 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     # UAR over the classes present, and scores one model output column; the report and matrix are ours, as in
     # training runs, so an evaluation reads like a test report.
     corpus = cfg.data.name
-    tags = {"role": "evaluation", "corpus": corpus, "model_uri": source.uri, "source_run": source.run_id}
+    tags = {ROLE_TAG: EVALUATION_ROLE, "corpus": corpus, "model_uri": source.uri, "source_run": source.run_id}
     tags |= {"model_name": source.name, "model_version": source.version} if source.version else {}
     experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)

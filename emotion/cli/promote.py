@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from emotion.cli import fail
 from emotion.config import logger_defaults
 from emotion.errors import EmotionError
+from emotion.tracking.names import OVERRIDES_TAG
 
 if TYPE_CHECKING:  # MLflow is imported once the arguments are read: `--help` and typos answer at once
     import mlflow
@@ -118,7 +119,7 @@ def retrain_hint(client: mlflow.MlflowClient, ranking: Ranking) -> str | None:
     if parent is None:
         return None
     tags = parent.data.tags
-    overrides = [o for o in shlex.split(tags.get("overrides", "")) if not o.startswith(("cv=", "cv.", "+trial."))]
+    overrides = [o for o in shlex.split(tags.get(OVERRIDES_TAG, "")) if not o.startswith(("cv=", "cv.", "+trial."))]
     command = shlex.join(["emotion-train", *overrides, "cv=none", f"+logger.tags.study={ranking.study}",
                           f"+logger.tags.trial_number={tags.get('trial_number', '')}"])  # fmt: skip
     return (

@@ -176,9 +176,9 @@ def _item_key(clip: Clip, augment: WaveAugment | None) -> str:
 
 @contextmanager
 def _one_core_left_for_decoding(cheap_to_compute: bool) -> Iterator[None]:
-    """Torch computes on one thread fewer while the decoding thread runs (on 2 cores: 1.5x faster overall).
+    """Torch computes on one thread fewer while the decoding thread runs (faster overall: docs/performance.md).
 
-    Not for features whose computing dwarfs decoding (an SSL upstream: 1.8x slower on 2 cores with one fewer).
+    Not for features whose computing dwarfs decoding (an SSL upstream, which a thread fewer slows down).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads - 1) if cheap_to_compute else threads)

@@ -48,10 +48,10 @@ class Spectral:
 
 
 class MelPower(torch.nn.Module):
-    """Mel power spectrogram, as torchaudio's MelSpectrogram computes it, but 1.5x faster on CPU.
+    """Mel power spectrogram, as torchaudio's MelSpectrogram computes it, but faster on CPU.
 
     The STFT and the mel filters are torchaudio's; the power is re² + im² of the complex STFT,
-    which is 3x faster than MelSpectrogram's |z|^2 (a square root, then a square) and equal to it
+    which is cheaper than MelSpectrogram's |z|^2 (a square root, then a square) and equal to it
     up to float rounding. See benchmarks/features.py.
     """
 
@@ -206,7 +206,7 @@ class EGeMAPS(FeatureSet):
     """The 88 eGeMAPSv02 functionals of openSMILE over each whole (trimmed) clip, shaped (1, 88).
 
     The field's classical baseline (Eyben et al., 2016). openSMILE runs on one clip at a
-    time, on the CPU (about 50-90 ms a clip); the cache computes each clip once.
+    time, on the CPU; the cache computes each clip once.
     """
 
     name = "egemaps"

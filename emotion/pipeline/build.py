@@ -21,6 +21,7 @@ from emotion.data.features import FeatureSet
 from emotion.errors import ConfigError, EmotionError
 from emotion.models.module import EmotionClassifier
 from emotion.tracking.checkpoints import resolve_checkpoint
+from emotion.tracking.names import OVERRIDES_TAG
 
 
 def built(node: Any, **kwargs: Any) -> Any:
@@ -106,7 +107,7 @@ def task_overrides() -> str:
 def run_tags(cfg: DictConfig, leaky: bool) -> dict[str, str]:
     """Tags that make runs easy to filter in the MLflow UI, with the user's own (`logger.tags`)."""
     user = {str(k): str(v) for k, v in (cfg.logger.get("tags") or {}).items()}
-    overrides = {"overrides": task_overrides()} if HydraConfig.initialized() else {}
+    overrides = {OVERRIDES_TAG: task_overrides()} if HydraConfig.initialized() else {}
     return (
         user
         | overrides

@@ -11,7 +11,8 @@ from emotion.pipeline.build import build_logger, run_tags
 from emotion.pipeline.folds import FoldResult, cross_validate, summarize
 from emotion.sweep.trial import PrunedBetweenFolds, SweepTrial
 from emotion.tracking import reports, runs
-from emotion.tracking.cv import CV_ROLE, log_cross_validation
+from emotion.tracking.cv import log_cross_validation
+from emotion.tracking.names import CV_ROLE, CV_TAG, FOLD_TAG, ROLE_TAG
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +24,16 @@ def train_cross_validation(
     cfg: DictConfig, run_name: str, sweep_tags: dict[str, str], trial: SweepTrial | None, fit_run: FitRun
 ) -> dict[str, float]:
     """Every fold of `cfg.cv` as a child of one parent run, which logs their aggregate; returns the aggregate."""
-    tags = run_tags(cfg, leaky=False) | sweep_tags | {"split": cfg.cv.strategy, "role": CV_ROLE, "cv": cfg.cv.strategy}
+    tags = (
+        run_tags(cfg, leaky=False) | sweep_tags | {"split": cfg.cv.strategy, ROLE_TAG: CV_ROLE, CV_TAG: cfg.cv.strategy}
+    )
     logger = build_logger(cfg, f"{run_name} cv-{cfg.cv.strategy}", tags)
     monitor, classes = cfg.monitor, list(cfg.data.classes)
     with runs.run_status(logger, trial=trial is not None):
         runs.log_config(logger, OmegaConf.to_container(cfg, resolve=True))
 
         def fit_fold(fold_cfg: DictConfig, fold: int, parent_run_id: str) -> FoldResult:
-            fold_tags = {"mlflow.parentRunId": parent_run_id, "fold": str(fold), "cv": cfg.cv.strategy}
+            fold_tags = {"mlflow.parentRunId": parent_run_id, FOLD_TAG: str(fold), CV_TAG: cfg.cv.strategy}
             return fit_run(fold_cfg, f"{run_name} fold{fold:02d}", fold_tags)
 
         try:

@@ -34,7 +34,7 @@ from emotion.pipeline.crossval import train_cross_validation
 from emotion.pipeline.folds import FoldResult
 from emotion.sweep.trial import SweepTrial
 from emotion.tracking import layer_weights, reports, runs
-from emotion.tracking.names import best_metric
+from emotion.tracking.names import FOLD_TAG, best_metric
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -153,7 +153,7 @@ def _fit_and_test(
         log.warning("no per-corpus test scores: %d of %d test clips were tested", len(y_true), len(corpora))
     if best:
         runs.log_checkpoint(logger, best)
-        if logger.log_trained_model and "fold" not in logger.tags:
+        if logger.log_trained_model and FOLD_TAG not in logger.tags:
             log_trained_model(logger, best, config)
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if hasattr(model, "layer_weights"):  # the kept checkpoint's, which the test ran with

@@ -19,6 +19,8 @@ from lightning.pytorch import Callback
 from omegaconf import DictConfig
 from optuna_integration import PyTorchLightningPruningCallback
 
+from emotion.tracking.names import STUDY_TAG, TRIAL_TAG
+
 
 def load_trial(link: DictConfig, pruner: DictConfig | None) -> optuna.Trial:
     """The running trial `link.number` of study `link.study_name` in `link.storage`."""
@@ -66,8 +68,8 @@ class SweepTrial:
         """The run's place in the study: its parent (the study's run), study name and trial number."""
         return {
             "mlflow.parentRunId": self.link.parent_run_id,
-            "study": self.link.study_name,
-            "trial_number": str(self.trial.number),
+            STUDY_TAG: self.link.study_name,
+            TRIAL_TAG: str(self.trial.number),
         }
 
     def run_name(self, base: str) -> str:

@@ -14,7 +14,6 @@ from emotion.tracking.reports import TIGHT, log_test_report
 from emotion.tracking.runs import log_json
 
 #: Marks a cross-validation's parent run (it holds no model of its own; its folds do).
-CV_ROLE = "cv"
 
 
 def log_cross_validation(

@@ -1,14 +1,19 @@
-"""Names of what runs log, defined once: the pipeline, promotion and the notebook read them from here."""
+"""Names of what runs log, defined once: the pipeline, the sweep, promotion and evaluation read them from here."""
 
 from __future__ import annotations
 
-#: The tag of a cross-validation's parent run (`role`), and of its folds (`fold`: the fold's number).
+#: What a run is, when it is not a plain training run: a cross-validation's parent, a study's, an evaluation.
 ROLE_TAG = "role"
+CV_ROLE = "cv"
+STUDY_ROLE = "study"
+EVALUATION_ROLE = "evaluation"
+#: A cross-validation's fold runs: the fold's number, and the strategy (also on the parent).
 FOLD_TAG = "fold"
-#: The tags of a sweep's trial runs.
+CV_TAG = "cv"
+#: A sweep's trial runs: the study's name and the trial's number.
 STUDY_TAG = "study"
 TRIAL_TAG = "trial_number"
-#: The command-line overrides a run was trained with (`emotion-train` with them reproduces it).
+#: The command-line overrides a run was trained with (`emotion-train` with them trains it again).
 OVERRIDES_TAG = "overrides"
 
 

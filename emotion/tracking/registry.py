@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from emotion.errors import EmotionError
 from emotion.serving.pyfunc import log_pyfunc
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
+from emotion.tracking.names import CV_ROLE, FOLD_TAG, ROLE_TAG, STUDY_ROLE, STUDY_TAG
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ def leaderboard(client: mlflow.MlflowClient, ranking: Ranking, limit: int = 10) 
         run
         for run in found
         if ranking.metric in run.data.metrics
-        and run.data.tags.get("role") not in ("study", "cv")
-        and "fold" not in run.data.tags  # a cross-validation's fold: trained on a subset of the speakers
+        and run.data.tags.get(ROLE_TAG) not in (STUDY_ROLE, CV_ROLE)
+        and FOLD_TAG not in run.data.tags  # a cross-validation's fold: trained on a subset of the speakers
         and run.data.tags.get("trial_state", "COMPLETE") == "COMPLETE"
     ]
     return competing[:limit]
@@ -93,7 +94,7 @@ def best_cross_validation(client: mlflow.MlflowClient, ranking: Ranking) -> Run 
     order = "DESC" if ranking.mode == "max" else "ASC"
     found = client.search_runs(
         [experiment.experiment_id],
-        ranking.filter_string() + " and tags.role = 'cv'",
+        ranking.filter_string() + f" and tags.{ROLE_TAG} = '{CV_ROLE}'",
         order_by=[f"metrics.`{ranking.metric}` {order}"],
         max_results=100,
     )
@@ -115,7 +116,7 @@ def version_tags(run: Run, metric: str, config: dict) -> dict[str, str]:
     return {
         "source_run_id": run.info.run_id,
         "source_run_name": run.info.run_name or "",
-        "study": tags.get("study", ""),
+        "study": tags.get(STUDY_TAG, ""),
         "metric": metric,
         "metric_value": f"{run.data.metrics[metric]:.6g}",
         "split": tags.get("split", ""),
@@ -207,8 +208,8 @@ def study_names(client: mlflow.MlflowClient, experiment: str) -> list[str]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    runs = client.search_runs([found.experiment_id], "tags.role = 'study'")
-    return sorted({run.data.tags["study"] for run in runs if "study" in run.data.tags})
+    runs = client.search_runs([found.experiment_id], f"tags.{ROLE_TAG} = '{STUDY_ROLE}'")
+    return sorted({run.data.tags[STUDY_TAG] for run in runs if STUDY_TAG in run.data.tags})
 
 
 _REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")

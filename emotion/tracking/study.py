@@ -19,12 +19,10 @@ import optuna
 from optuna.trial import TrialState
 
 from emotion.tracking.logger import experiment_artifact_location
+from emotion.tracking.names import ROLE_TAG, STUDY_ROLE, STUDY_TAG, TRIAL_TAG
 from emotion.tracking.reports import TIGHT
 
 log = logging.getLogger(__name__)
-
-STUDY_TAG = "study"
-ROLE_TAG = "role"
 
 
 def open_study_run(
@@ -48,7 +46,7 @@ def open_study_run(
         client.update_run(run_id, "RUNNING")
         return run_id
     run = client.create_run(
-        experiment_id, run_name=f"study {study.study_name}", tags={STUDY_TAG: study.study_name, ROLE_TAG: "study"}
+        experiment_id, run_name=f"study {study.study_name}", tags={STUDY_TAG: study.study_name, ROLE_TAG: STUDY_ROLE}
     )
     for key, value in settings.items():
         client.log_param(run.info.run_id, key, value)
@@ -64,7 +62,7 @@ def trial_run_ids(tracking_uri: str, experiment_name: str, study_name: str) -> d
     runs = client.search_runs(
         [experiment.experiment_id], f"tags.{STUDY_TAG} = '{study_name}' and tags.trial_number != ''"
     )
-    return {int(run.data.tags["trial_number"]): run.info.run_id for run in runs}
+    return {int(run.data.tags[TRIAL_TAG]): run.info.run_id for run in runs}
 
 
 def fail_orphaned_trial_runs(tracking_uri: str, experiment_name: str, study_name: str, numbers: list[int]) -> None:
@@ -80,7 +78,7 @@ def fail_orphaned_trial_runs(tracking_uri: str, experiment_name: str, study_name
     if experiment is None:
         return
     for run in client.search_runs([experiment.experiment_id], f"tags.{STUDY_TAG} = '{study_name}'"):
-        if run.data.tags.get("trial_number") in {str(n) for n in numbers}:
+        if run.data.tags.get(TRIAL_TAG) in {str(n) for n in numbers}:
             client.set_tag(run.info.run_id, "trial_state", "FAIL")
             client.set_terminated(run.info.run_id, "FAILED")
             _fail_running_children(client, experiment.experiment_id, run.info.run_id)
