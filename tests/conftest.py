@@ -24,6 +24,9 @@ from emotion.ops.team import venv_environment, wait_until_answering
 
 register_resolvers()
 
+#: Fixtures of the promotion, pyfunc and serving tests: a store of trained runs, and its champion.
+pytest_plugins = ["tests.stores"]
+
 #: A corpus small enough for tests: 6 speakers x 2 sentences x 6 emotions = 72 clips.
 TINY_CORPUS = {"n_speakers": 6, "n_sentences": 2}
 #: Train a handful of batches only.
@@ -40,7 +43,7 @@ FEW_BATCHES = [
 
 
 #: The modules that run longest, collected first: under `pytest -n 2` (make test) both workers then end together.
-LONGEST_FIRST = ("test_workers.py", "test_readme.py", "test_benchmarks.py")
+LONGEST_FIRST = ("test_workers.py", "test_readme.py", "test_benchmarks.py", "test_extending.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

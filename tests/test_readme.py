@@ -93,9 +93,7 @@ def fresh_copy(destination: Path) -> Path:
     for name in filter(None, listed.split("\0")):
         source, copy = PROJECT_ROOT / name, destination / name
         copy.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():  # conf/sweep links to sweeps/
-            copy.symlink_to(os.readlink(source))
-        elif source.is_file():
+        if source.is_file():
             shutil.copy2(source, copy)
     return destination
 
