@@ -130,10 +130,11 @@ def check_before_run(cfg: DictConfig) -> None:
 def check_data_folders(data: DictConfig) -> None:
     """ConfigError if a real corpus has no folder (or manifest file), or names one that does not exist."""
     folders = dict(data.get("roots") or {}) or {"root": data.get("root")}
+    manifest = data.get("reader") == "manifest"  # its root is the manifest file
     if data.get("synthetic") is None and None in folders.values():
         missing = "data.root" if "root" in folders else next(f"data.roots.{k}" for k, v in folders.items() if v is None)
-        raise ConfigError(f"data={data.name} needs {missing}=PATH: the folder that holds the corpus")
-    manifest = data.get("reader") == "manifest"  # its root is the manifest file
+        what = "the manifest file (CSV, TSV, JSON or JSON lines)" if manifest else "the folder that holds the corpus"
+        raise ConfigError(f"data={data.name} needs {missing}=PATH: {what}")
     for key, folder in folders.items():
         if folder is None:
             continue

@@ -164,3 +164,20 @@ def test_a_corpus_described_by_a_csv_manifest_is_cross_validated_leaving_one_spe
     assert (
         np.sum(json.loads((artifacts / "confusion_matrix.json").read_text())["counts"]) == 420
     )  # every six-class clip, tested once
+
+
+def test_emotion_train_asks_for_the_manifest_file_in_one_line(tmp_path: Path) -> None:
+    for overrides, says in (
+        (
+            ["data=manifest"],
+            "error: data=manifest needs data.root=PATH: the manifest file (CSV, TSV, JSON or JSON lines)",
+        ),
+        (
+            ["data=manifest", f"data.root={tmp_path / 'nope.csv'}"],
+            f"error: data.root={tmp_path / 'nope.csv'}: no such manifest file",
+        ),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "emotion.cli.train", *overrides], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (1, says)

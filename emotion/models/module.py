@@ -97,7 +97,7 @@ class EmotionClassifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.loss_settings = {**LOSS_DEFAULTS, **(loss or {})}
-        # Channels-last convolutions run faster on CPU (oneDNN) and on GPU tensor cores (docs/performance.md).
+        # Channels-last convolutions run faster on CPU (oneDNN) and on GPU tensor cores.
         self.model = net(input_shapes=input_shapes, num_classes=len(classes)).to(memory_format=torch.channels_last)
         self.standardizer = Standardizer(input_shapes)
         self.classes = tuple(classes)
