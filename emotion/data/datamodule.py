@@ -105,7 +105,7 @@ class EmotionDataModule(pl.LightningDataModule):
         return self.augmentation.before_split and self.split_options.get("strategy", "speaker") == "clip"
 
     def corpus_root(self) -> Path:
-        """The corpus folder: the user's `root`, or the synthetic corpus generated into the cache.
+        """The corpus folder (or manifest file): the user's `root`, or the synthetic corpus generated into the cache.
 
         With several corpora, a name made of their folders: it keys their feature cache.
         """
