@@ -24,7 +24,7 @@ train: install  ## train the default model (the report's 2D CNN) on the embedded
 test: install  ## lint, then run the test suite (on PYTEST_WORKERS processes, pytest-xdist)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff format .

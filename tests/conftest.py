@@ -42,8 +42,7 @@ FEW_BATCHES = [
 ]
 
 
-#: The modules that run longest, collected first (make test keeps that order: --no-loadscope-reorder), so that
-#: under `pytest -n 2` both workers end together.
+#: The modules that run longest, collected first: under `pytest -n 2` (make test) both workers then end together.
 LONGEST_FIRST = ("test_workers.py", "test_readme.py", "test_benchmarks.py", "test_extending.py")
 
 
