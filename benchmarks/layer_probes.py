@@ -28,7 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import machine
-from benchmarks.results_tables import write_into
+from benchmarks.results_tables import machine_name, write_into
 from emotion.data.cache import FeatureCache
 from emotion.data.corpora import EMOTIONS, read_corpus
 from emotion.data.features import Spectral
@@ -108,12 +108,6 @@ def probes_table(results: list[dict]) -> str:
     lines.append("| mean of layers, on the head's training speakers only | " + " | ".join(head) + " |")
     where = {machine_name(r) for r in results}
     return "\n".join(lines) + f"\n\nMachine: {', '.join(sorted(where))}. Best layer of each column in bold."
-
-
-def machine_name(result: dict) -> str:
-    where = result["machine"]
-    bf16 = "AVX512-BF16" if where.get("avx512_bf16") else "no AVX512-BF16"
-    return where["gpu"] or f"{where['cpu']}, {where['cores']} cores, {bf16}"
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emotion.cli import fail
+from emotion.cli import errors_as_one_line
 from emotion.config import CONFIG_DIR, logger_defaults, register_resolvers
 from emotion.errors import EmotionError
 from emotion.tracking.names import EVALUATION_ROLE, ROLE_TAG
@@ -249,10 +249,8 @@ def summary_text(
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = parse_args(argv)
-    try:
+    with errors_as_one_line():
         run_id, _, summary = evaluate(args)
-    except EmotionError as exc:
-        fail(str(exc))
     print(summary)
     print(f"  evaluation run {run_id} (experiment {EXPERIMENT!r})")
 

@@ -11,7 +11,7 @@ import argparse
 import shlex
 from typing import TYPE_CHECKING
 
-from emotion.cli import fail
+from emotion.cli import errors_as_one_line
 from emotion.config import logger_defaults
 from emotion.errors import EmotionError
 from emotion.tracking.names import OVERRIDES_TAG
@@ -201,10 +201,8 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = parse_args(argv)
-    try:
+    with errors_as_one_line():
         run(args)
-    except EmotionError as exc:
-        fail(str(exc))
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
 from emotion.encoders import saved_encoder_overrides
 from emotion.models.module import EmotionClassifier
-from emotion.models.weights import load_state
+from emotion.models.weights import NETWORK_PREFIX, load_state
 
 #: A clip whose RMS level is below this (dB relative to full scale) is reported as silence, not as an emotion.
 SILENCE_DBFS = -60.0
 
 #: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
-INFERENCE_PREFIXES = ("model.", "standardizer.")
+INFERENCE_PREFIXES = (NETWORK_PREFIX, "standardizer.")
 
 
 def inference_state(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
