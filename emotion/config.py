@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import types
 import typing
 from pathlib import Path
@@ -17,8 +18,16 @@ from emotion.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+#: Set to a Lightning precision (`32-true`), it replaces the CPU's own choice: to run a suite as on the other kind
+#: of CPU (`EMOTION_CPU_PRECISION=32-true make test` on a CPU with bfloat16).
+CPU_PRECISION_VARIABLE = "EMOTION_CPU_PRECISION"
+
+
 def cpu_precision() -> str:
-    """`bf16-mixed` where the CPU has native bfloat16 (faster training: docs/performance.md), else `32-true`."""
+    """`bf16-mixed` where the CPU has native bfloat16 (faster training: docs/performance.md), else `32-true`;
+    `EMOTION_CPU_PRECISION` overrides both."""
+    if os.environ.get(CPU_PRECISION_VARIABLE):
+        return os.environ[CPU_PRECISION_VARIABLE]
     import torch  # here, not at the top: the CLIs read their arguments before torch loads
 
     native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -111,10 +120,6 @@ def _fits(value: Any, needed: type) -> bool:
     return isinstance(value, needed)
 
 
-#: The metrics every run logs per epoch; `monitor` and sweep objectives name one of them.
-EPOCH_METRICS = tuple(f"{part}/{name}" for part in ("val", "train") for name in ("uar", "acc", "f1", "loss"))
-
-
 def check_before_run(cfg: DictConfig) -> None:
     """Every mistake that can be seen in the config alone, as one ConfigError, before any run is opened or
     any clip read: missing values, scalar types, unknown Trainer options, a GPU that is not there, a data
@@ -123,6 +128,8 @@ def check_before_run(cfg: DictConfig) -> None:
     check_complete(cfg)
     check_types(cfg, ("data", "features", "model", "trainer"))
     check_trainer(cfg.trainer)
+    from emotion.metrics import EPOCH_METRICS  # here: scikit-learn loads once the arguments are read
+
     if cfg.monitor not in EPOCH_METRICS:
         raise ConfigError(f"monitor={cfg.monitor}: no run logs it; choose one of {EPOCH_METRICS}")
 

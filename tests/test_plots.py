@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from emotion.pipeline.folds import FoldResult
 from emotion.tracking import layer_weights
-from emotion.tracking.cv import plot_folds
+from emotion.tracking.cv import FoldResult, plot_folds
 
 
 def test_the_cross_validation_plot_puts_its_legend_beside_the_bars_hiding_none() -> None:

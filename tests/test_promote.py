@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from emotion.cli import predict, promote
-from emotion.tracking.registry import Ranking, leaderboard
+from emotion.serving.registry import Ranking, leaderboard
 from tests.stores import Store, run_id_of
 
 

@@ -16,8 +16,8 @@ import torch
 from hydra.utils import instantiate
 
 from emotion.models.module import EmotionClassifier
-from emotion.serving.predictor import inference_state
 from emotion.serving.pyfunc import AUDIO_DIRS
+from emotion.serving.recognizer import EmotionRecognizer
 from tests.stores import TINY_MODEL, Store
 
 
@@ -104,9 +104,10 @@ def test_the_registered_model_carries_its_signature_example_and_weights_only(sto
     assert info.signature.outputs.input_names()[:4] == ["emotion", "confidence", "silent", "prob_angry"]
     assert info.saved_input_example_info is not None
     model_dir = Path(mlflow.artifacts.download_artifacts(uri))
-    assert (model_dir / "code" / "emotion" / "serving" / "predictor.py").is_file()
-    weights = torch.load(next(model_dir.rglob("weights.pt")), weights_only=True)
-    assert all(k.startswith(("model.", "standardizer.")) for k in weights)
+    assert (model_dir / "code" / "emotion" / "serving" / "recognizer.py").is_file()
+    checkpoint = torch.load(next(model_dir.rglob("model.ckpt")), weights_only=True)
+    assert all(k.startswith(("model.", "standardizer.")) for k in checkpoint["state_dict"])
+    assert set(checkpoint["hyper_parameters"]["recipe"]) == {"net", "features", "front_end"}
 
 
 def test_a_checkpoint_that_holds_code_is_not_loaded(tmp_path: Path) -> None:
@@ -116,4 +117,4 @@ def test_a_checkpoint_that_holds_code_is_not_loaded(tmp_path: Path) -> None:
 
     torch.save({"state_dict": {}, "extra": Payload()}, tmp_path / "evil.ckpt")
     with pytest.raises(pickle.UnpicklingError):
-        inference_state(tmp_path / "evil.ckpt")
+        EmotionRecognizer.from_checkpoint(tmp_path / "evil.ckpt")

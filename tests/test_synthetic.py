@@ -66,18 +66,21 @@ def test_generating_again_reuses_the_corpus(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_labels_are_learnable_on_unseen_speakers(make_config, tracking_uri: str) -> None:
-    """A short run of a small 2D CNN beats chance (1/6) by a wide margin on held-out speakers."""
+    """The classical baseline (softmax regression on eGeMAPS functionals) beats chance (1/6) by a wide margin on
+    held-out speakers, whatever the CPU's precision: the emotions carry cues that speakers share.
+
+    (A few epochs of a small CNN on 48 test clips are no proof either way: their score swings with the seed and
+    with bfloat16 by more than any margin over chance a bar could set.)
+    """
     from tests.conftest import finished_runs
 
     cfg = make_config(
-        "model.net.channels=[16,32,32]",
-        "model.net.dropout=0.1",
-        "trainer.max_epochs=8",
+        "experiment=egemaps_linear",
         "+trainer.enable_progress_bar=false",
-        "data.batch_size=16",
         corpus={"n_speakers": 12, "n_sentences": 4},
     )
     train(cfg)
     (run,) = finished_runs(tracking_uri)
     assert run.data.tags["split"] == "speaker"
-    assert run.data.metrics["test/acc"] > 0.45, run.data.metrics
+    assert run.data.metrics["test/acc"] > 0.6, run.data.metrics
+    assert run.data.metrics["test/uar"] > 0.6, run.data.metrics

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
-import yaml
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import EGeMAPS, LogMel, Spectral
@@ -17,7 +14,7 @@ from emotion.data.windows import TRIM_FRAME, Window, average_over_windows, cover
 from emotion.errors import ConfigError
 from emotion.models.module import EmotionClassifier
 from emotion.pipeline import train
-from emotion.serving.predictor import Predictor, inference_state
+from emotion.serving.recognizer import EmotionRecognizer
 from tests.conftest import FEW_BATCHES
 
 RATE = 16000
@@ -99,7 +96,7 @@ def test_training_reads_a_new_random_window_and_evaluation_every_window(tiny_cor
     assert torch.bincount(inputs["segments"]).tolist() == expected
 
 
-def test_a_whole_utterance_run_predicts_the_mean_of_its_windows_from_its_own_config(
+def test_a_whole_utterance_run_predicts_the_mean_of_its_windows_from_its_checkpoint_alone(
     make_config, tmp_path: Path
 ) -> None:
     cfg = make_config(
@@ -107,23 +104,15 @@ def test_a_whole_utterance_run_predicts_the_mean_of_its_windows_from_its_own_con
     )
     train(cfg)
     (checkpoint,) = Path(cfg.paths.output_dir, "checkpoints").rglob("*.ckpt")
-    config = yaml.safe_load(_logged_config(cfg))
-    predictor = Predictor(config, inference_state(checkpoint))
-    assert predictor.features.window == Window(mode="utterance", hop=0.5, trim_db=40.0)
+    recognizer = EmotionRecognizer.from_checkpoint(checkpoint)
+    assert recognizer.features.window == Window(mode="utterance", hop=0.5, trim_db=40.0)
 
     clip = torch.cat([torch.zeros(RATE // 2), tone(4.0) * torch.linspace(0.2, 1.0, 4 * RATE), torch.zeros(RATE // 2)])
-    windows = covering_windows(trim_silence(clip, 40), predictor.features.n_samples, 0.5)
+    windows = covering_windows(trim_silence(clip, 40), recognizer.features.n_samples, 0.5)
     assert len(windows) > 2
     module = EmotionClassifier.load_from_checkpoint(
         checkpoint, net=instantiate(cfg.model.net), weights_only=True
     ).eval()
     with torch.no_grad():
-        expected = module(predictor.features(windows)).softmax(dim=1).mean(dim=0)
-    torch.testing.assert_close(predictor.predict_proba([clip])[0], expected, atol=1e-5, rtol=1e-5)
-
-
-def _logged_config(cfg: DictConfig) -> str:
-    """The resolved config.yaml the run logged to MLflow."""
-    client = mlflow.MlflowClient(cfg.logger.tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("emotion").experiment_id])
-    return Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text()
+        expected = module(recognizer.features(windows)).softmax(dim=1).mean(dim=0)
+    torch.testing.assert_close(recognizer.classify_waves([clip]).probabilities[0], expected, atol=1e-5, rtol=1e-5)

@@ -4,24 +4,22 @@ emotion-evaluate models:/emotion@champion data=savee data.root=../shared/data/sa
 emotion-evaluate models:/emotion/3 data=emodb data.root=../shared/data/emodb/wav
 emotion-evaluate runs:/RUN_ID data=savee data.root=../shared/data/savee   # a trained run, promoted or not
 
-The corpus is given with the Hydra overrides of training (`data=...`, `data.root`, the reader's
-class mapping, `data.on_bad_name` and `data.on_bad_file`). Clips of classes the model does not
-know are dropped and counted; classes it knows that the corpus lacks are reported absent, and
-UAR and macro-F1 are taken over the classes present. The evaluation run (experiment
-`evaluations`) holds acc, UAR, macro-F1, the confusion matrix and the classification report,
-and is tagged with the model URI, version and source run. Its input dataset (MLflow's datasets) is the
-clips scored: its digest keys the tags the version and the source run get, `eval.CORPUS.DIGEST.uar`
-and `.clips` (and `.held_out`: false when some clips are of speakers the model trained or validated
-on, which is warned of), so an evaluation on a subset never overwrites one on the whole corpus.
-`emotion-promote --require-eval CORPUS` counts held-out evaluations only. `data.classes=[...]`
-narrows the classes scored.
+The corpus is given with the Hydra overrides of training (`data=...`, `data.root`, the reader's class
+mapping, `data.on_bad_name` and `data.on_bad_file`). Clips of classes the model does not know are dropped
+and counted; classes it knows that the corpus lacks are reported absent, and UAR and macro-F1 are taken over
+the classes present (`emotion.metrics`). The evaluation run (experiment `evaluations`) holds acc, UAR,
+macro-F1, the confusion matrix, the classification report and every clip's prediction (`predictions.csv`),
+and is tagged with the model URI, version and source run. Its input dataset (MLflow's datasets) is the clips
+scored: its digest keys the tags the version and the source run get, `eval.CORPUS.DIGEST.uar` and `.clips`
+(and `.held_out`: false when some clips are of speakers the model trained or validated on, which is warned
+of), so an evaluation on a subset never overwrites one on the whole corpus. `emotion-promote --require-eval
+CORPUS` counts held-out evaluations only. `data.classes=[...]` narrows the classes scored.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +32,12 @@ from emotion.tracking.names import EVALUATION_ROLE, ROLE_TAG
 
 if TYPE_CHECKING:  # the heavy libraries load once the arguments are read
     import mlflow
+    import pandas as pd
     from omegaconf import DictConfig
 
 EXPERIMENT = "evaluations"
+#: The evaluation run's artifact of every clip's prediction (the columns of `emotion-predict --format csv`).
+PREDICTIONS_ARTIFACT = "predictions.csv"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,35 +84,6 @@ def resolve_source(client: mlflow.MlflowClient, uri: str) -> Source:
     if uri.startswith("runs:/"):
         return Source(uri, uri.removeprefix("runs:/").split("/")[0])
     raise EmotionError(f"{uri} is not a model URI: give models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID")
-
-
-def load_scorer(client: mlflow.MlflowClient, uri: str, tracking_uri: str, folder: Path) -> tuple[Any, tuple[str, ...]]:
-    """A model to call `.predict(frame)` on, and its classes: the pyfunc of a model URI, or a run's kept checkpoint."""
-    import yaml
-
-    from emotion.serving.files import load_model
-    from emotion.serving.predictor import Predictor, inference_state
-    from emotion.serving.pyfunc import EmotionModel
-    from emotion.tracking.registry import download_checkpoint_and_config
-
-    if uri.startswith("runs:/") and uri.rstrip("/").count("/") == 1:  # runs:/ID: the run's kept checkpoint
-        checkpoint, config = download_checkpoint_and_config(client, uri.removeprefix("runs:/").strip("/"), folder)
-        model = EmotionModel()
-        model.predictor = Predictor(yaml.safe_load(config.read_text()), inference_state(checkpoint))
-        return _Bound(model), model.predictor.classes
-    pyfunc = load_model(uri, tracking_uri)
-    outputs = pyfunc.metadata.get_output_schema().input_names()
-    return pyfunc, tuple(name.removeprefix("prob_") for name in outputs if name.startswith("prob_"))
-
-
-class _Bound:
-    """A PythonModel called as a loaded pyfunc is (`predict(frame)`)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def predict(self, frame: Any) -> Any:
-        return self.model.predict(None, frame)
 
 
 def heard_speakers(client: mlflow.MlflowClient, run_id: str, corpus: str, clips: list[Any]) -> int:
@@ -167,15 +139,25 @@ def labelled_clips(cfg: DictConfig, model_classes: tuple[str, ...]) -> tuple[lis
     return kept, dict(dropped)
 
 
+def scored_predictions(
+    predictions: pd.DataFrame, emotions: list[str], classes: tuple[str, ...]
+) -> tuple[list[int], list[int], dict[str, float]]:
+    """True and predicted class indices of predicted clips (`emotions`: each clip's label), and their scores
+    (`eval/acc`, `eval/uar`, `eval/f1`: `emotion.metrics`). A silent clip counts with its most probable class."""
+    from emotion.metrics import scores
+
+    y_true = [classes.index(emotion) for emotion in emotions]
+    y_pred = predictions[[f"prob_{c}" for c in classes]].to_numpy().argmax(axis=1).tolist()
+    return y_true, y_pred, {f"eval/{name}": value for name, value in scores(y_true, y_pred).items()}
+
+
 def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     """Score the model on the corpus and log the evaluation run; (run ID, scores, printable summary)."""
     import mlflow
-    import numpy as np
 
-    from emotion.metrics import scores
-    from emotion.serving.files import predict
+    from emotion.serving.files import load_recognizer, predict
+    from emotion.serving.registry import require_store
     from emotion.tracking.evaluations import Evaluation
-    from emotion.tracking.registry import require_store
     from emotion.tracking.reports import log_test_report
 
     cfg = corpus_config(args.overrides)
@@ -183,15 +165,14 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
         require_store(args.tracking_uri)
     client = mlflow.MlflowClient(args.tracking_uri)
     source = resolve_source(client, args.model)
-    with tempfile.TemporaryDirectory() as folder:
-        scorer, classes = load_scorer(client, args.model, args.tracking_uri, Path(folder))
-        clips, dropped = labelled_clips(cfg, classes)
-        by_path = {str(Path(c.path)): c for c in clips}
-        predictions, skipped = predict(scorer, [Path(c.path) for c in clips], args.batch_size, cfg.data.on_bad_file)
-    y_true = [classes.index(by_path[f].emotion) for f in predictions["file"]]
-    y_pred = predictions[[f"prob_{c}" for c in classes]].to_numpy().argmax(axis=1).tolist()  # silent clips too
-    absent = [c for i, c in enumerate(classes) if i not in set(y_true)]
+    recognizer = load_recognizer(args.model, args.tracking_uri)
+    classes = recognizer.classes
+    clips, dropped = labelled_clips(cfg, classes)
+    by_path = {str(Path(c.path)): c for c in clips}
+    predictions, skipped = predict(recognizer, [Path(c.path) for c in clips], args.batch_size, cfg.data.on_bad_file)
     scored = [by_path[f] for f in predictions["file"]]
+    y_true, y_pred, result = scored_predictions(predictions, [clip.emotion for clip in scored], classes)
+    absent = [c for i, c in enumerate(classes) if i not in set(y_true)]
     heard = heard_speakers(client, source.run_id, cfg.data.name, scored)
     if heard:
         print(
@@ -199,7 +180,6 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
             "this is no held-out score, and emotion-promote --require-eval does not count it",
             file=sys.stderr,
         )
-    result = {f"eval/{name}": value for name, value in scores(np.array(y_true), np.array(y_pred)).items()}
     # MLflow's own `mlflow.models.evaluate` (classifier) logs accuracy and weighted/per-class scores but not
     # UAR over the classes present, and scores one model output column; the report and matrix are ours, as in
     # training runs, so an evaluation reads like a test report.
@@ -218,6 +198,7 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
         client.log_param(run_id, name, str(value))
     digest = log_dataset(tracking_uri=args.tracking_uri, run_id=run_id, corpus=corpus, clips=scored, classes=classes)
     log_test_report(client, run_id, y_true, y_pred, classes)
+    client.log_text(run_id, predictions.to_csv(index=False), PREDICTIONS_ARTIFACT)
     client.set_terminated(run_id)
     record = Evaluation(corpus, digest, result["eval/uar"], len(y_true), held_out=not heard, run_id=run_id)
     for name, value in record.tags().items():
@@ -233,9 +214,11 @@ def summary_text(
 ) -> str:
     """The evaluation as the user reads it: one line of scores, then what was left out and why."""
     version = f" (version {source.version}, run {source.run_id})" if source.version else f" (run {source.run_id})"
+    from emotion.metrics import METRICS
+
     lines = [
         f"{source.uri}{version} on {corpus}: {clips} clips",
-        f"  acc {result['eval/acc']:.3f}   UAR {result['eval/uar']:.3f}   macro-F1 {result['eval/f1']:.3f}",
+        "  " + "   ".join(f"{metric.label} {result[f'eval/{metric.key}']:.3f}" for metric in METRICS),
     ]
     if absent:
         lines.append(f"  classes absent from {corpus}: {', '.join(absent)} (UAR and F1 over the classes present)")

@@ -19,7 +19,7 @@ from emotion.cli import fail
 from emotion.config import logger_defaults
 from emotion.data.corpora import AUDIO_SUFFIXES
 from emotion.errors import EmotionError
-from emotion.serving.files import PartialPredictions, audio_files, load_model, predict
+from emotion.serving.files import PartialPredictions, audio_files, load_recognizer, predict
 
 if TYPE_CHECKING:  # MLflow and pandas are imported once the arguments are read: `--help` answers at once
     import pandas as pd
@@ -31,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="emotion-predict", description="Predict the emotion of audio files.")
     parser.add_argument("paths", nargs="+", type=Path, help=f"audio files or folders (searched for {AUDIO_SUFFIXES})")
     parser.add_argument(
-        "--model", default="models:/emotion@champion", help="any MLflow model URI (default: %(default)s)"
+        "--model",
+        default="models:/emotion@champion",
+        help="any MLflow model URI, or runs:/RUN_ID for a run's kept checkpoint (default: %(default)s)",
     )
     parser.add_argument("--tracking-uri", default=logger_defaults()["tracking_uri"], help="default: %(default)s")
     parser.add_argument("--format", choices=FORMATS, default="table", help="default: %(default)s")
@@ -97,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_writable(args.output)
         files = audio_files(args.paths)
-        model = load_model(args.model, args.tracking_uri)
-        predictions, skipped = predict(model, files, args.batch_size, args.on_bad_file)
+        recognizer = load_recognizer(args.model, args.tracking_uri)
+        predictions, skipped = predict(recognizer, files, args.batch_size, args.on_bad_file)
     except PartialPredictions as stopped:  # what was predicted before the failure is kept
         write(render(stopped.predictions, args.format), args.output, len(stopped.predictions))
         fail(str(stopped))

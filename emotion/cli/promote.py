@@ -21,9 +21,9 @@ if TYPE_CHECKING:  # MLflow is imported once the arguments are read: `--help` an
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
 
-    from emotion.tracking.registry import Ranking
+    from emotion.serving.registry import Ranking
 
-#: Aliases of `emotion.tracking.registry`, repeated here so that the help text needs no MLflow import.
+#: Aliases of `emotion.serving.registry`, repeated here so that the help text needs no MLflow import.
 CHAMPION, PREVIOUS = "champion", "previous"
 
 
@@ -100,7 +100,7 @@ def run_classes(run: Run) -> list[str]:
 
 def check_same_classes(best: Run, champion_run: Run | None, allowed: bool) -> None:
     """PromotionError if `best` has other classes than the champion's run, unless `allowed`."""
-    from emotion.tracking.registry import PromotionError
+    from emotion.serving.registry import PromotionError
 
     if champion_run is None or allowed or not run_classes(best) or run_classes(best) == run_classes(champion_run):
         return
@@ -113,7 +113,7 @@ def check_same_classes(best: Run, champion_run: Run | None, allowed: bool) -> No
 
 def retrain_hint(client: mlflow.MlflowClient, ranking: Ranking) -> str | None:
     """For a study whose trials are cross-validations, the command that trains its best trial once with cv=none."""
-    from emotion.tracking.registry import best_cross_validation
+    from emotion.serving.registry import best_cross_validation
 
     parent = best_cross_validation(client, ranking)
     if parent is None:
@@ -133,8 +133,8 @@ def retrain_hint(client: mlflow.MlflowClient, ranking: Ranking) -> str | None:
 
 def check_evaluated(run: Run, corpora: list[str]) -> None:
     """PromotionError unless `run` was evaluated (`emotion-evaluate`) on unheard speakers of each of `corpora`."""
+    from emotion.serving.registry import PromotionError
     from emotion.tracking.evaluations import held_out_on
-    from emotion.tracking.registry import PromotionError
 
     missing = [corpus for corpus in corpora if held_out_on(run.data.tags, corpus) is None]
     if missing:
@@ -147,7 +147,7 @@ def check_evaluated(run: Run, corpora: list[str]) -> None:
 
 def dry_run_plan(best: Run, what: str, args: argparse.Namespace, old: ModelVersion | None) -> str:
     """What a real promotion would do, said without doing it."""
-    from emotion.tracking.registry import PromotionError, check_promotable
+    from emotion.serving.registry import PromotionError, check_promotable
 
     try:
         check_promotable(best, args.allow_leaky)
@@ -162,7 +162,7 @@ def dry_run_plan(best: Run, what: str, args: argparse.Namespace, old: ModelVersi
 def run(args: argparse.Namespace) -> None:
     import mlflow
 
-    from emotion.tracking.registry import Ranking, current_champion, leaderboard, promote, require_store, study_names
+    from emotion.serving.registry import Ranking, current_champion, leaderboard, promote, require_store, study_names
 
     require_store(args.tracking_uri)
     client = mlflow.MlflowClient(args.tracking_uri)

@@ -10,7 +10,7 @@
 The feature cache, the datamodule, evaluation and the served model all call an `AudioFrontEnd`, so what a
 model is trained on and what it is served cannot drift apart. What follows is the model's (`EmotionClassifier`):
 standardisation with the training statistics kept in its checkpoint, the network, and the mean of the windows'
-class probabilities per clip (`EmotionClassifier.clip_logits`).
+class probabilities per clip (`EmotionClassifier.clip_log_probabilities`).
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ class AudioFrontEnd:
 
     def inputs(self, waves: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """A model's inputs for prepared clips (`prepare`): one row per clip (crop policy), or one per window of
-        each clip with `segments`, each window's clip (utterance policy), for `EmotionClassifier.clip_logits`."""
+        each clip with `segments`, each window's clip (utterance policy), for
+        `EmotionClassifier.clip_log_probabilities`."""
         if not self.features.window.whole_utterance:
             return self.features.of_clips(waves)
         windows, segments = stack_windows([self.windows(wave) for wave in waves])

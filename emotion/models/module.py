@@ -1,8 +1,7 @@
 """The LightningModule shared by every architecture: loss, optimiser, scheduler and metrics.
 
-It tracks accuracy, macro-F1 and unweighted average recall (UAR, the macro
-mean of per-class recalls, the usual headline metric of emotion recognition
-because it does not reward predicting the majority class).
+Each epoch it scores its clips with `emotion.metrics` (accuracy, and UAR and macro-F1 over the classes
+present): the same definitions as cross-validation's pooled scores and evaluations.
 
 Evaluation batches of whole utterances carry `segments` (the clip of each
 window): the module then scores each clip by the mean of its windows' class
@@ -17,10 +16,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from emotion.data.windows import average_over_windows
+from emotion.metrics import scores
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 NetFactory = Callable[..., nn.Module]
@@ -35,15 +33,27 @@ def count_trainable_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _metrics(num_classes: int, prefix: str) -> MetricCollection:
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-            "uar": MulticlassRecall(num_classes, average="macro"),
-        },
-        prefix=prefix,
-    )
+class EpochPredictions:
+    """The true and predicted class indices of one stage's epoch, scored at its end by `emotion.metrics`."""
+
+    def __init__(self) -> None:
+        self.targets: list[torch.Tensor] = []
+        self.predicted: list[torch.Tensor] = []
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.targets.append(targets.detach().cpu())
+        self.predicted.append(logits.detach().argmax(dim=1).cpu())
+
+    def collect(self, module: pl.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
+        """(true, predicted) of the epoch, of every process under DDP; then empty for the next epoch."""
+        y_true, y_pred = torch.cat(self.targets), torch.cat(self.predicted)
+        self.targets, self.predicted = [], []
+        if module.trainer.world_size > 1:  # each process saw a share of the clips
+            y_true, y_pred = (module.all_gather(t.to(module.device)).reshape(-1).cpu() for t in (y_true, y_pred))
+        return y_true, y_pred
+
+    def __bool__(self) -> bool:
+        return bool(self.targets)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -82,6 +92,11 @@ class EmotionClassifier(pl.LightningModule):
     training partition's) before they reach the network. `loss`: `label_smoothing`, `mixup_alpha` (> 0: mixup
     of training batches, weights ~ Beta(alpha, alpha)) and `class_weighting` (true: the loss weighs each class
     by its inverse frequency in the datamodule's training partition).
+
+    `recipe`: how to build this model again for inference, in plain values (the net's and the features' configs
+    with their `_target_`, the front end's duration limits: `emotion.pipeline.build.inference_recipe`). It is
+    saved with the checkpoint's hyperparameters, so that `emotion.serving.recognizer.EmotionRecognizer`
+    restores the trained model from the checkpoint alone.
     """
 
     def __init__(
@@ -93,6 +108,7 @@ class EmotionClassifier(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         loss: Mapping[str, Any] | None = None,
         scheduler_monitor: str = "val/loss",
+        recipe: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
@@ -107,11 +123,8 @@ class EmotionClassifier(pl.LightningModule):
         self.loss = nn.CrossEntropyLoss(label_smoothing=self.loss_settings["label_smoothing"])
         alpha = self.loss_settings["mixup_alpha"]
         self.mixup = torch.distributions.Beta(alpha, alpha) if alpha > 0 else None
-        self.train_metrics = _metrics(len(classes), "train/")
-        self.val_metrics = _metrics(len(classes), "val/")
-        self.test_metrics = _metrics(len(classes), "test/")
-        self.test_predictions: list[torch.Tensor] = []
-        self.test_targets: list[torch.Tensor] = []
+        self.epoch_predictions = {stage: EpochPredictions() for stage in ("train", "val", "test")}
+        self.last_test: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def setup(self, stage: str) -> None:
         """Before fitting with `model.loss.class_weighting`: weigh the loss by the training partition's class counts."""
@@ -123,13 +136,11 @@ class EmotionClassifier(pl.LightningModule):
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model({name: _channels_last(x) for name, x in self.standardizer(inputs).items()})
 
-    def clip_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits per clip; for windowed clips (`segments` given), the log of their windows' mean probabilities.
-
-        (Softmax of that log gives back the mean probabilities, so the loss and argmax need no special case.)
-        """
+    def clip_log_probabilities(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Log class probabilities per clip; for windowed clips (`segments` given), the log of the mean of their
+        windows' probabilities. (Cross-entropy and argmax take them as they take logits.)"""
         if "segments" not in inputs:
-            return self(inputs)
+            return self(inputs).float().log_softmax(dim=1)
         features = {name: x for name, x in inputs.items() if name != "segments"}
         segments = inputs["segments"]
         probabilities = self(features).float().softmax(dim=1)
@@ -144,7 +155,7 @@ class EmotionClassifier(pl.LightningModule):
             logits, loss = self._mixup_step(inputs, targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at epoch {self.current_epoch}")
-        self.train_metrics.update(logits, targets)
+        self.epoch_predictions["train"].update(logits, targets)
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(targets))
         return loss
 
@@ -156,50 +167,48 @@ class EmotionClassifier(pl.LightningModule):
         loss = weight * self.loss(logits, targets) + (1 - weight) * self.loss(logits, targets[partner])
         return logits, loss
 
+    def _log_epoch_scores(self, stage: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """`STAGE/acc`, `STAGE/uar`, `STAGE/f1` of the epoch's clips (`emotion.metrics`); their (true, predicted)."""
+        if not self.epoch_predictions[stage]:
+            return None
+        y_true, y_pred = self.epoch_predictions[stage].collect(self)
+        epoch_scores = scores(y_true.numpy(), y_pred.numpy())
+        self.log_dict({f"{stage}/{name}": value for name, value in epoch_scores.items()}, prog_bar=stage == "val")
+        return y_true, y_pred
+
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute())
-        self.train_metrics.reset()
+        self._log_epoch_scores("train")
         if hasattr(self.model, "layer_weights"):  # an SSL head: which upstream layers it listens to
             self.log_dict({f"layer_weight/{i:02d}": w for i, w in enumerate(self.model.layer_weights().tolist())})
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         inputs, targets = batch
-        logits = self.clip_logits(inputs)
-        self.val_metrics.update(logits, targets)
+        logits = self.clip_log_probabilities(inputs)
+        self.epoch_predictions["val"].update(logits, targets)
         self.log("val/loss", self.loss(logits, targets), prog_bar=True, batch_size=len(targets))
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self.val_metrics.compute()
-        self.log_dict(metrics, prog_bar=True)
-        self.val_metrics.reset()
-
-    def on_test_epoch_start(self) -> None:
-        self.test_predictions.clear()
-        self.test_targets.clear()
+        self._log_epoch_scores("val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         inputs, targets = batch
-        logits = self.clip_logits(inputs)
-        self.test_metrics.update(logits, targets)
+        logits = self.clip_log_probabilities(inputs)
+        self.epoch_predictions["test"].update(logits, targets)
         self.log("test/loss", self.loss(logits, targets), batch_size=len(targets))
-        self.test_predictions.append(logits.argmax(dim=1).cpu())
-        self.test_targets.append(targets.cpu())
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
-        # Under DDP each process tests a share of the clips: keep every process's predictions.
-        self.test_predictions = [self.all_gather(torch.cat(self.test_predictions)).reshape(-1).cpu()]
-        self.test_targets = [self.all_gather(torch.cat(self.test_targets)).reshape(-1).cpu()]
+        self.last_test = self._log_epoch_scores("test")
 
     def test_results(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """True and predicted class indices of the last test epoch."""
-        return torch.cat(self.test_targets), torch.cat(self.test_predictions)
+        """True and predicted class indices of the last test epoch (of every process under DDP)."""
+        if self.last_test is None:
+            raise RuntimeError("no test epoch has run")
+        return self.last_test
 
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Class probabilities of a batch (labels, if the batch has them, are ignored)."""
         inputs, _ = batch
-        return self.clip_logits(inputs).softmax(dim=1)
+        return self.clip_log_probabilities(inputs).exp()
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

@@ -60,10 +60,33 @@ def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier:
     if model.net.get("branch_checkpoints"):
         model = OmegaConf.merge(model, {"net": {"branch_checkpoints": local_checkpoints(model.net.branch_checkpoints)}})
     try:
-        return built(model, classes=list(cfg.data.classes), input_shapes=features.shapes(), _convert_="all")
+        module = built(model, classes=list(cfg.data.classes), input_shapes=features.shapes(), _convert_="all")
     except ConfigError as exc:
         network = cfg.model.net._target_.rsplit(".", 1)[-1]
         raise ConfigError(f"model {network} cannot take features={features.name}: {exc}") from None
+    # Set after instantiation: passed to `instantiate`, the recipe's own `_target_`s would be built.
+    module.hparams["recipe"] = inference_recipe(cfg)
+    return module
+
+
+def inference_recipe(cfg: DictConfig) -> dict[str, Any]:
+    """What the trained model needs to be built again from its checkpoint alone, in plain values: the net's and
+    the features' configs and the front end's duration limits (`EmotionClassifier`'s `recipe`).
+
+    A stacked fusion's net is recorded as end-to-end without branch checkpoints (the checkpoint holds every
+    weight), and an encoder's folder or weights file by its absolute path (the model may load elsewhere).
+    """
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    features = OmegaConf.to_container(cfg.features, resolve=True)
+    assert isinstance(net, dict) and isinstance(features, dict)
+    if net.get("mode") == "stacked":
+        net |= {"mode": "end_to_end", "branch_checkpoints": None}
+    for key in ("encoder", "checkpoint"):  # a pretrained encoder's folder or weights file
+        path = features.get(key)
+        if isinstance(path, str) and Path(path).expanduser().exists():
+            features[key] = str(Path(path).expanduser().resolve())
+    front_end = {"min_duration": float(cfg.data.min_duration), "max_duration": float(cfg.data.max_duration)}
+    return {"net": net, "features": features, "front_end": front_end}
 
 
 def local_checkpoints(sources: Any) -> list[str]:

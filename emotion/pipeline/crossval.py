@@ -8,10 +8,10 @@ from collections.abc import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.pipeline.build import build_logger, run_tags
-from emotion.pipeline.folds import FoldResult, cross_validate, summarize
+from emotion.pipeline.folds import cross_validate, summarize
 from emotion.sweep.trial import PrunedBetweenFolds, SweepTrial
 from emotion.tracking import reports, runs
-from emotion.tracking.cv import log_cross_validation
+from emotion.tracking.cv import FoldResult, log_cross_validation
 from emotion.tracking.names import CV_ROLE, CV_TAG, FOLD_TAG, ROLE_TAG
 
 log = logging.getLogger(__name__)

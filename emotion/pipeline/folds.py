@@ -25,34 +25,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.errors import ConfigError
-from emotion.metrics import scores, scores_by_corpus
+from emotion.metrics import METRIC_KEYS, scores, scores_by_corpus
 from emotion.sweep.trial import SweepTrial
+from emotion.tracking.cv import FoldResult
 
 log = logging.getLogger(__name__)
 
-#: The test metrics each fold reports and the parent aggregates.
-FOLD_METRICS = ("acc", "uar", "f1")
 CV_STRATEGIES = ("loso", "kfold", "loco")
-
-
-@dataclass
-class FoldResult:
-    """What one fold's run gives back: its metrics, test predictions (class indices) and partitions' speakers."""
-
-    fold: int
-    run_id: str
-    metrics: dict[str, float]
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    speakers: dict[str, list[str]]
-    corpora: list[str] = field(default_factory=list)  # the corpus of each test clip (data=mix)
 
 
 #: Trains and tests one fold's config as a child of the parent run; returns its result.
@@ -135,7 +120,7 @@ def pooled_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> 
 def summarize(results: list[FoldResult], monitor: str, num_classes: int) -> dict[str, float]:
     """Mean and population std over folds of each test metric and of `monitor`, and the pooled test metrics."""
     summary: dict[str, float] = {}
-    for name in [f"test/{m}" for m in FOLD_METRICS] + [monitor]:
+    for name in [f"test/{m}" for m in METRIC_KEYS] + [monitor]:
         values = np.array([r.metrics[name] for r in results])
         summary[f"{name}_mean"] = float(values.mean())
         summary[f"{name}_std"] = float(values.std())
@@ -150,11 +135,3 @@ def summarize(results: list[FoldResult], monitor: str, num_classes: int) -> dict
     summary[monitor] = summary[f"{monitor}_mean"]  # what a sweep's trial returns
     summary[f"{monitor}_best"] = summary[f"{monitor}_mean"]  # the mean of the folds' kept checkpoints' values
     return summary
-
-
-def fold_records(results: list[FoldResult]) -> list[dict]:
-    """One record per fold (speakers of each partition, run ID, scores): the parent's `cv_folds.json`."""
-    return [
-        {"fold": r.fold, "run_id": r.run_id, "speakers": r.speakers, "metrics": r.metrics, "test_clips": len(r.y_true)}
-        for r in results
-    ]

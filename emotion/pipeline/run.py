@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import lightning.pytorch as pl
 import mlflow
 import numpy as np
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.config import check_before_run, register_resolvers
@@ -31,9 +29,9 @@ from emotion.pipeline.build import (
     run_tags,
 )
 from emotion.pipeline.crossval import train_cross_validation
-from emotion.pipeline.folds import FoldResult
 from emotion.sweep.trial import SweepTrial
 from emotion.tracking import layer_weights, reports, runs
+from emotion.tracking.cv import FoldResult
 from emotion.tracking.names import FOLD_TAG, best_metric
 
 log = logging.getLogger(__name__)
@@ -65,17 +63,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return train_cross_validation(cfg, run_name, sweep_tags, trial, fit_fold)
 
 
-def log_trained_model(logger: Any, checkpoint: str, config: dict[str, Any]) -> None:
+def log_trained_model(logger: Any, checkpoint: str) -> None:
     """The run's pyfunc as its model `model` (MLflow's convention): `runs:/ID/model` predicts and serves.
 
     A fold of a cross-validation logs none: it is trained on a subset of the speakers and is never promoted.
     """
     from emotion.serving.pyfunc import log_pyfunc
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "config.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        log_pyfunc(logger.run_id, Path(checkpoint), path)
+    log_pyfunc(logger.run_id, Path(checkpoint))
 
 
 @dataclass
@@ -154,7 +149,7 @@ def _fit_and_test(
     if best:
         runs.log_checkpoint(logger, best)
         if logger.log_trained_model and FOLD_TAG not in logger.tags:
-            log_trained_model(logger, best, config)
+            log_trained_model(logger, best)
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}
     if hasattr(model, "layer_weights"):  # the kept checkpoint's, which the test ran with
         weights = model.layer_weights().detach().cpu().numpy()

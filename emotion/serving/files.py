@@ -1,11 +1,12 @@
-"""Predicting audio files with a logged model (`emotion-predict`, `emotion-evaluate`): find the files, load the
-model, predict in batches and keep going past bad files (or stop at the first, keeping what was predicted)."""
+"""Predicting audio files with a trained model (`emotion-predict`, `emotion-evaluate`): find the files, restore the
+model (`EmotionRecognizer`) from a URI, classify in batches and keep going past bad files (or stop at the first,
+keeping what was predicted)."""
 
 from __future__ import annotations
 
-import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,9 +14,10 @@ from typing import TYPE_CHECKING
 from emotion.data.corpora import AUDIO_SUFFIXES
 from emotion.errors import DataError, EmotionError
 
-if TYPE_CHECKING:  # MLflow and pandas load only when a model is loaded: the CLIs' `--help` answers at once
-    import mlflow
+if TYPE_CHECKING:  # torch, MLflow and pandas load only when a model is loaded: the CLIs' `--help` answers at once
     import pandas as pd
+
+    from emotion.serving.recognizer import EmotionRecognizer
 
 
 def audio_files(paths: Iterable[Path]) -> list[Path]:
@@ -34,40 +36,43 @@ def audio_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_model(uri: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
-    """The pyfunc at `uri`; EmotionError saying what is missing when it cannot be loaded."""
+def load_recognizer(uri: str, tracking_uri: str) -> EmotionRecognizer:
+    """The trained model at `uri`; EmotionError saying what is missing when it cannot be loaded.
+
+    `runs:/ID`: the run's kept checkpoint (promoted or not); any other MLflow model URI (`models:/NAME@ALIAS`,
+    `models:/NAME/VERSION`, `runs:/ID/model`, a folder): the model logged there, as the server loads it.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from emotion.tracking.registry import check_model_uri, require_store
+    from emotion.serving.recognizer import EmotionRecognizer
+    from emotion.serving.registry import check_model_uri, download_checkpoint, require_store
 
-    if re.fullmatch(r"runs:/[0-9a-f]{32}/?", uri):  # a run: the model it logged when it trained
-        uri = uri.rstrip("/") + "/model"
     if uri.startswith(("models:/", "runs:/")):  # looked up in the store, which must exist
         require_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    check_model_uri(mlflow.MlflowClient(tracking_uri), uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    run = re.fullmatch(r"runs:/(?P<run_id>[0-9a-f]{32})/?", uri)
     try:
-        return mlflow.pyfunc.load_model(uri)
+        if run:
+            with tempfile.TemporaryDirectory() as folder:
+                return EmotionRecognizer.from_checkpoint(download_checkpoint(client, run["run_id"], Path(folder)))
+        check_model_uri(client, uri)
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().recognizer
     except (MlflowException, OSError) as exc:
         raise EmotionError(f"cannot load model {uri} from {tracking_uri}: {exc}") from None
 
 
 def predict(
-    model: mlflow.pyfunc.PyFuncModel, files: list[Path], batch_size: int, on_bad_file: str = "error"
+    recognizer: EmotionRecognizer, files: list[Path], batch_size: int, on_bad_file: str = "error"
 ) -> tuple[pd.DataFrame, list[str]]:
-    """One row per readable file: `file`, then the model's columns; and one message per file skipped.
+    """One row per readable file: `file`, then the served model's columns; and one message per file skipped.
 
     A batch holding a bad file (undecodable, too short or too long) is predicted again file by file, so that
     under `on_bad_file="skip"` only the bad files are left out; under `"error"` the first one stops it.
-    The model reads the files by path: the folders that hold them are the ones it is allowed to read.
     """
     import pandas as pd
     from tqdm.auto import tqdm
-
-    from emotion.serving.pyfunc import AUDIO_DIRS
-
-    os.environ[AUDIO_DIRS] = os.pathsep.join(sorted({str(file.resolve().parent) for file in files}))
 
     frames: list[pd.DataFrame] = []
     skipped: list[str] = []
@@ -75,11 +80,11 @@ def predict(
         for start in range(0, len(files), batch_size):
             batch = files[start : start + batch_size]
             try:
-                frames.append(_predict_files(model, batch))
+                frames.append(_predict_files(recognizer, batch))
             except DataError:
                 for file in batch:
                     try:
-                        frames.append(_predict_files(model, [file]))
+                        frames.append(_predict_files(recognizer, [file]))
                     except DataError as exc:
                         if on_bad_file == "error":
                             made = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -92,17 +97,9 @@ def predict(
     return pd.concat(frames, ignore_index=True), skipped
 
 
-def _predict_files(model: mlflow.pyfunc.PyFuncModel, files: list[Path]) -> pd.DataFrame:
-    """The model's predictions of `files`; DataError with the model's message if it refuses one."""
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
-
-    try:
-        frame = model.predict(pd.DataFrame({"path": [str(p) for p in files]}))
-    except MlflowException as exc:
-        if exc.error_code != "INVALID_PARAMETER_VALUE":
-            raise
-        raise DataError(exc.message) from None
+def _predict_files(recognizer: EmotionRecognizer, files: list[Path]) -> pd.DataFrame:
+    """The model's predictions of `files`, a row each; DataError naming a file it cannot take."""
+    frame = recognizer.classify_files(files).frame()
     frame.insert(0, "file", [str(p) for p in files])
     return frame
 

@@ -6,8 +6,10 @@ read only under the folders its host allows (`EMOTION_AUDIO_DIRS`). At most `EMO
 (default 64) a request, and clips no longer than the training's `data.max_duration`; anything else is
 refused with one line (MLflow's INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
 Output: `emotion`, `confidence`, `silent` and one `prob_<class>` column per class; a clip quieter than
-`emotion.serving.predictor.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
-The model carries the run's config, its weights and the `emotion` package.
+`emotion.serving.recognizer.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
+The model carries the trained model's checkpoint (restored alone by `EmotionRecognizer.from_checkpoint`: the
+same object `emotion-predict` and `emotion-evaluate` classify with), optionally its encoder, and the `emotion`
+package.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, Schema
 
 import emotion
-from emotion.errors import DataError
-from emotion.serving.predictor import Predictor, inference_state
+from emotion.errors import DataError, EmotionError
+from emotion.serving.recognizer import EmotionRecognizer
 
 #: Packages the model imports, pinned to the versions it was logged with (and those of its feature set).
-REQUIREMENTS = ("torch", "torchaudio", "lightning", "torchmetrics", "hydra-core", "soundfile", "numpy", "pandas")
+REQUIREMENTS = ("torch", "torchaudio", "lightning", "hydra-core", "soundfile", "numpy", "pandas", "scikit-learn")
 FEATURE_REQUIREMENTS = {"egemaps": ("opensmile",), "ssl": ("transformers", "safetensors", "huggingface-hub")}
 
 #: Folders (separated by os.pathsep) whose files the model may read from a `path` column; unset or empty: none.
@@ -46,17 +48,25 @@ DEFAULT_MAX_ROWS = 64
 
 #: The columns a request's rows may hold (each row: `audio`, or `path`, or `waveform` with `sample_rate`).
 INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate")
-#: The `emotion` of a clip quieter than `emotion.serving.predictor.SILENCE_DBFS`.
-SILENCE = "silence"
+#: The artifacts of a model logged before checkpoints carried their recipe (refused at load: `StaleModel`).
+STALE_ARTIFACTS = ("config", "weights")
+
+
+class StaleModel(EmotionError):
+    """A model logged as `config.yaml` + `weights.pt`, before the trained model was one restorable object."""
 
 
 class EmotionModel(mlflow.pyfunc.PythonModel):
     """Decode, resample, crop or pad, featurise and classify: the whole pipeline of a trained run."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.predictor = Predictor.from_files(
-            context.artifacts["config"], context.artifacts["weights"], context.artifacts.get("upstream")
-        )
+        artifacts = context.artifacts
+        if "checkpoint" not in artifacts and set(STALE_ARTIFACTS) <= set(artifacts):
+            raise StaleModel(
+                "this model was logged by an older emotion (config.yaml and weights.pt, rebuilt from the config); "
+                "train its run again (its `overrides` tag holds the emotion-train arguments) and promote the new run"
+            )
+        self.recognizer = EmotionRecognizer.from_checkpoint(artifacts["checkpoint"], artifacts.get("upstream"))
 
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
@@ -68,19 +78,18 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
                 waveforms.append(self._waveform(row))
             except DataError as exc:
                 raise refusal(f"row {number}: {exc}" if len(rows) > 1 else str(exc)) from None
-        silent = [self.predictor.is_silent(wave) for wave in waveforms]
-        return predictions_frame(self.predictor.predict_proba(waveforms), self.predictor.classes, silent)
+        return self.recognizer.classify_waves(waveforms).frame()
 
     def _waveform(self, row: dict[str, Any]) -> torch.Tensor:
         audio, path, waveform, rate = row.get("audio"), row.get("path"), row.get("waveform"), row.get("sample_rate")
         if _given(audio):
-            return self.predictor.load(decode_base64(audio), name="the clip in `audio`")
+            return self.recognizer.decode(decode_base64(audio), name="the clip in `audio`")
         if _given(path):
-            return self.predictor.load(readable_path(path))
+            return self.recognizer.decode(readable_path(path))
         if waveform is not None and not _missing(rate):
             if not isinstance(rate, int | float) or isinstance(rate, bool):
                 raise DataError("`sample_rate` must be a number of samples a second")
-            return self.predictor.resample(waveform, int(rate))
+            return self.recognizer.from_samples(waveform, int(rate))
         raise DataError(
             "each input row needs `audio` (a file's bytes, base64), a `waveform` with its `sample_rate`, or a `path`"
         )
@@ -161,21 +170,9 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def predictions_frame(probabilities: torch.Tensor, classes: tuple[str, ...], silent: list[bool]) -> pd.DataFrame:
-    """One row per clip: the most probable emotion, its probability, whether the clip is silent, and every
-    class's probability. A silent clip's emotion is `silence`, at confidence 0: there was nothing to judge."""
-    probs = probabilities.double().numpy()
-    emotions = [SILENCE if quiet else classes[i] for i, quiet in zip(probs.argmax(axis=1), silent, strict=True)]
-    confidence = np.where(silent, 0.0, probs.max(axis=1))
-    frame = pd.DataFrame({"emotion": emotions, "confidence": confidence, "silent": silent})
-    for index, name in enumerate(classes):
-        frame[f"prob_{name}"] = probs[:, index]
-    return frame
-
-
 def signature(classes: tuple[str, ...]) -> ModelSignature:
     """The outputs' schema. The inputs have none here: MLflow would refuse a bad request with its own message
-    (a stack trace, Python objects); `checked_rows` and the predictor refuse it in one line instead."""
+    (a stack trace, Python objects); `checked_rows` and the recognizer refuse it in one line instead."""
     outputs = [ColSpec("string", "emotion"), ColSpec("double", "confidence"), ColSpec("boolean", "silent")]
     return ModelSignature(outputs=Schema(outputs + [ColSpec("double", f"prob_{c}") for c in classes]))
 
@@ -187,33 +184,33 @@ def input_example(sample_rate: int) -> pd.DataFrame:
     return pd.DataFrame({"waveform": [tone.tolist()], "sample_rate": [sample_rate]})
 
 
-def carry_encoder(predictor: Predictor, folder: Path) -> str:
-    """Save the predictor's encoder into `folder`, saying how large it is; returns the folder."""
+def carry_encoder(recognizer: EmotionRecognizer, folder: Path) -> str:
+    """Save the model's encoder into `folder`, saying how large it is; returns the folder."""
     folder.mkdir()
-    predictor.features.save_encoder(folder)
+    recognizer.features.save_encoder(folder)
     megabytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
-    print(f"the model carries the weights of its encoder {predictor.features.encoder.source}: {megabytes:.1f} MB")
+    print(f"the model carries the weights of its encoder {recognizer.features.encoder.source}: {megabytes:.1f} MB")
     return str(folder)
 
 
-def log_pyfunc(run_id: str, checkpoint: Path, config: Path, with_upstream: bool = False) -> str:
-    """Log the pyfunc of a run's checkpoint and config into that run; returns the model URI.
+def log_pyfunc(run_id: str, checkpoint: Path, with_upstream: bool = False) -> str:
+    """Log the pyfunc of a run's training checkpoint into that run; returns the model URI.
 
-    Only the network and standardisation weights are kept (no optimiser state), saved
-    with `torch.save` so that loading them needs no pickled code (`weights_only=True`).
-    An SSL model names its encoder (in its config); `with_upstream` adds the encoder itself as the
+    The model carries the checkpoint as `EmotionRecognizer.save` writes it (the network, the standardisation
+    and the recipe; no optimiser state), so loading it needs no pickled code (`weights_only=True`).
+    An SSL model names its encoder (in its recipe); `with_upstream` adds the encoder itself as the
     artifact folder `upstream`, and says how large it is.
     """
     # MLflow 3 creates the logged model in the *active* experiment, not the run's: without this, its files
     # would land in the Default experiment's artifact folder (`./mlruns/0` of whichever folder made the store).
     mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
+    recognizer = EmotionRecognizer.from_checkpoint(checkpoint)  # fails here, before logging, if it cannot load
     with tempfile.TemporaryDirectory() as folder:
-        weights = Path(folder) / "weights.pt"
-        torch.save(inference_state(checkpoint), weights)
-        predictor = Predictor.from_files(config, weights)  # fails here, before logging, if they do not fit
-        artifacts = {"config": str(config), "weights": str(weights)}
-        if with_upstream and hasattr(predictor.features, "save_encoder"):
-            artifacts["upstream"] = carry_encoder(predictor, Path(folder) / "upstream")
+        model_checkpoint = Path(folder) / "model.ckpt"
+        recognizer.save(model_checkpoint)
+        artifacts = {"checkpoint": str(model_checkpoint)}
+        if with_upstream and hasattr(recognizer.features, "save_encoder"):
+            artifacts["upstream"] = carry_encoder(recognizer, Path(folder) / "upstream")
         info = Model.log(
             artifact_path=None,
             name="model",
@@ -222,11 +219,11 @@ def log_pyfunc(run_id: str, checkpoint: Path, config: Path, with_upstream: bool 
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models from code: nothing unpickled
             artifacts=artifacts,
             code_paths=[str(Path(emotion.__file__).parent)],
-            signature=signature(predictor.classes),
-            input_example=input_example(predictor.sample_rate),
+            signature=signature(recognizer.classes),
+            input_example=input_example(recognizer.sample_rate),
             pip_requirements=[
                 f"{name}=={version(name)}"
-                for name in (*REQUIREMENTS, *FEATURE_REQUIREMENTS.get(predictor.features.name, ()))
+                for name in (*REQUIREMENTS, *FEATURE_REQUIREMENTS.get(recognizer.features.name, ()))
             ],
         )
     return info.model_uri

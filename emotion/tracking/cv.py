@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
 from matplotlib.figure import Figure
 
-from emotion.pipeline.folds import FOLD_METRICS, FoldResult, fold_records
+from emotion.metrics import METRIC_KEYS
 from emotion.tracking import layer_weights
 from emotion.tracking.reports import TIGHT, log_test_report
 from emotion.tracking.runs import log_json
 
-#: Marks a cross-validation's parent run (it holds no model of its own; its folds do).
+
+@dataclass
+class FoldResult:
+    """What one fold's run gives back: its metrics, test predictions (class indices) and partitions' speakers."""
+
+    fold: int
+    run_id: str
+    metrics: dict[str, float]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    speakers: dict[str, list[str]]
+    corpora: list[str] = field(default_factory=list)  # the corpus of each test clip (data=mix)
+
+
+def fold_records(results: Sequence[FoldResult]) -> list[dict]:
+    """One record per fold (speakers of each partition, run ID, scores): the parent's `cv_folds.json`."""
+    return [
+        {"fold": r.fold, "run_id": r.run_id, "speakers": r.speakers, "metrics": r.metrics, "test_clips": len(r.y_true)}
+        for r in results
+    ]
 
 
 def log_cross_validation(
@@ -22,7 +42,7 @@ def log_cross_validation(
     """Per-fold and aggregate metrics, `cv_folds.json`, `cv_folds.png` and the pooled test report."""
     client, run_id = logger.experiment, logger.run_id
     for step, result in enumerate(results):
-        for metric in FOLD_METRICS:
+        for metric in METRIC_KEYS:
             client.log_metric(run_id, f"fold/test/{metric}", result.metrics[f"test/{metric}"], step=step)
     for name, value in summary.items():
         client.log_metric(run_id, name, value)

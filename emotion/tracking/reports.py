@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import classification_report, confusion_matrix
 
-from emotion.metrics import scores_by_corpus
+from emotion.metrics import METRICS, scores_by_corpus
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
 
 #: Save figures with their legends and colour bars inside the image.
@@ -80,7 +80,7 @@ def ui_link(tracking_uri: str, run_id: str) -> str:
 
 def run_summary(tracking_uri: str, run_id: str, metrics: Mapping[str, float], checkpoint: str) -> str:
     """What a finished run printed last: its ID and UI page, its kept checkpoint, its test scores."""
-    scores = ", ".join(f"{name} {metrics[f'test/{key}']:.4f}" for key, name in TEST_NAMES if f"test/{key}" in metrics)
+    scores = ", ".join(f"{m.label} {metrics[f'test/{m.key}']:.4f}" for m in METRICS if f"test/{m.key}" in metrics)
     best = next((f"{name} {value:.4f}" for name, value in metrics.items() if name.endswith("_best")), "")
     lines = [f"run {run_id}: {ui_link(tracking_uri, run_id)}"]
     if checkpoint:
@@ -94,9 +94,9 @@ def run_summary(tracking_uri: str, run_id: str, metrics: Mapping[str, float], ch
 def cross_validation_summary(tracking_uri: str, run_id: str, summary: Mapping[str, float], folds: int) -> str:
     """What a finished cross-validation printed last: the parent run's ID and page, and its test scores."""
     scores = ", ".join(
-        f"{name} {summary[f'test/{key}_mean']:.4f} ± {summary[f'test/{key}_std']:.4f} "
-        f"(pooled {summary[f'test/{key}_pooled']:.4f})"
-        for key, name in TEST_NAMES
+        f"{m.label} {summary[f'test/{m.key}_mean']:.4f} ± {summary[f'test/{m.key}_std']:.4f} "
+        f"(pooled {summary[f'test/{m.key}_pooled']:.4f})"
+        for m in METRICS
     )
     return "\n".join(
         [
@@ -104,7 +104,3 @@ def cross_validation_summary(tracking_uri: str, run_id: str, summary: Mapping[st
             f"  test over folds: {scores}",
         ]
     )
-
-
-#: The test metrics a run's summary names, and how.
-TEST_NAMES = (("acc", "acc"), ("uar", "UAR"), ("f1", "macro-F1"))

@@ -152,11 +152,11 @@ def promote(
     if old is not None and old.run_id == run.info.run_id:
         return old, None
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint, config = download_checkpoint_and_config(client, run.info.run_id, Path(folder))
-        tags = version_tags(run, metric, yaml.safe_load(config.read_text()))
+        checkpoint = download_checkpoint(client, run.info.run_id, Path(folder))
+        tags = version_tags(run, metric, run_config(client, run.info.run_id, Path(folder)))
         model_uri = None if with_upstream else trained_model_uri(client, run)
         if model_uri is None:
-            model_uri = log_pyfunc(run.info.run_id, checkpoint, config, with_upstream)
+            model_uri = log_pyfunc(run.info.run_id, checkpoint, with_upstream)
     version = mlflow.register_model(model_uri, name, tags=tags)  # waits until the version is READY
     if version.status != "READY":
         raise PromotionError(
@@ -176,16 +176,24 @@ def trained_model_uri(client: mlflow.MlflowClient, run: Run) -> str | None:
     return f"models:/{found[0].model_id}" if found else None
 
 
-def download_checkpoint_and_config(client: mlflow.MlflowClient, run_id: str, folder: Path) -> tuple[Path, Path]:
+def download_checkpoint(client: mlflow.MlflowClient, run_id: str, folder: Path) -> Path:
+    """The run's kept checkpoint, downloaded into `folder`; PromotionError if it has none."""
     try:
         checkpoints = Path(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT_DIR, str(folder)))
-        config = Path(client.download_artifacts(run_id, "config.yaml", str(folder)))
     except (MlflowException, OSError) as exc:
-        raise PromotionError(f"run {run_id} lacks its checkpoint or config.yaml artifact: {exc}") from None
+        raise PromotionError(f"run {run_id} lacks its checkpoint artifact: {exc}") from None
     found = sorted(checkpoints.glob("*.ckpt"))
     if not found:
         raise PromotionError(f"run {run_id} has no .ckpt under {CHECKPOINT_ARTIFACT_DIR}/")
-    return found[0], config
+    return found[0]
+
+
+def run_config(client: mlflow.MlflowClient, run_id: str, folder: Path) -> dict:
+    """The run's resolved `config.yaml` (what its registered version's tags describe); empty if it has none."""
+    try:
+        return yaml.safe_load(Path(client.download_artifacts(run_id, "config.yaml", str(folder))).read_text())
+    except (MlflowException, OSError):
+        return {}
 
 
 def require_store(tracking_uri: str) -> None:

@@ -1,0 +1,157 @@
+"""The trained model as one object, restored from its checkpoint alone: `EmotionRecognizer`.
+
+    audio file, bytes or samples
+      -> front end (`emotion.data.frontend.AudioFrontEnd`: decode, duration policy, trim, window, features)
+      -> standardisation (the training statistics, in the checkpoint)
+      -> network
+      -> window pooling (the mean of a clip's windows' probabilities: `EmotionClassifier.clip_log_probabilities`)
+
+Training saves in each checkpoint's hyperparameters the recipe of what it trained (the net's and the
+features' configs, the front end's duration limits: `emotion.pipeline.build.inference_recipe`), so
+`EmotionRecognizer.from_checkpoint` needs nothing else: no run config, no project folder. `emotion-predict`,
+`emotion-evaluate`, the served model (`emotion.serving.pyfunc`) and the benchmarks all classify through it
+(`classify_files`, `classify_waves`, or SpeechBrain's `classify_batch(waves, lengths)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+
+from emotion.data.audio import MAX_DURATION
+from emotion.data.features import FeatureSet
+from emotion.data.frontend import AudioFrontEnd
+from emotion.encoders import saved_encoder_overrides
+from emotion.errors import EmotionError
+from emotion.models.module import EmotionClassifier
+from emotion.models.weights import NETWORK_PREFIX
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: A clip whose RMS level is below this (dB relative to full scale) is reported as silence, not as an emotion.
+SILENCE_DBFS = -60.0
+#: The `emotion` of a silent clip.
+SILENCE = "silence"
+#: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
+INFERENCE_PREFIXES = (NETWORK_PREFIX, "standardizer.")
+
+
+class StaleCheckpoint(EmotionError):
+    """A checkpoint saved before checkpoints carried their recipe: it cannot be restored alone."""
+
+
+@dataclass
+class Classification:
+    """Class probabilities (clips, classes) of some clips, and which of them are silent."""
+
+    probabilities: torch.Tensor
+    silent: list[bool]
+    classes: tuple[str, ...]
+
+    def frame(self) -> pd.DataFrame:
+        """One row per clip: the most probable emotion, its probability, whether the clip is silent, and every
+        class's probability. A silent clip's emotion is `silence`, at confidence 0: there was nothing to judge."""
+        import pandas as pd
+
+        probs = self.probabilities.double().numpy()
+        emotions = [
+            SILENCE if quiet else self.classes[i] for i, quiet in zip(probs.argmax(axis=1), self.silent, strict=True)
+        ]
+        frame = pd.DataFrame(
+            {"emotion": emotions, "confidence": np.where(self.silent, 0.0, probs.max(axis=1)), "silent": self.silent}
+        )
+        for index, name in enumerate(self.classes):
+            frame[f"prob_{name}"] = probs[:, index]
+        return frame
+
+
+def is_silent(wave: torch.Tensor) -> bool:
+    """True for a clip quieter than `SILENCE_DBFS` (its RMS level): nothing to judge an emotion from."""
+    rms = float(wave.double().square().mean().sqrt())
+    return rms == 0.0 or 20 * np.log10(rms) < SILENCE_DBFS
+
+
+class EmotionRecognizer:
+    """A trained classifier: waveforms or audio files in, class probabilities out, as its training saw them."""
+
+    def __init__(self, module: EmotionClassifier, front_end: AudioFrontEnd) -> None:
+        self.module = module.eval()
+        self.front_end = front_end
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, encoder: str | Path | None = None) -> EmotionRecognizer:
+        """The model a training checkpoint holds, loaded safely (`weights_only=True`).
+
+        `encoder`: the folder of an encoder carried with the model (`emotion-promote --with-upstream`), read
+        instead of the one the recipe names.
+        """
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        hyperparameters = checkpoint.get("hyper_parameters") or {}
+        recipe = hyperparameters.get("recipe")
+        if not recipe:
+            raise StaleCheckpoint(
+                f"{Path(path).name} was saved before checkpoints carried their recipe, so it cannot be restored "
+                "alone: train the run again (its `overrides` tag holds the emotion-train arguments) and promote that"
+            )
+        features_config = dict(recipe["features"])
+        if encoder is not None:
+            features_config |= saved_encoder_overrides(encoder)
+        features: FeatureSet = instantiate(features_config)
+        net = instantiate(recipe["net"])
+        module = EmotionClassifier(net, hyperparameters["classes"], input_shapes=features.shapes(), recipe=recipe)
+        state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(INFERENCE_PREFIXES)}
+        module.load_state_dict(state)  # strict: every tensor of the network and the standardiser
+        durations = recipe["front_end"]
+        front_end = AudioFrontEnd(
+            features, durations["min_duration"], durations.get("max_duration", MAX_DURATION), trained_model=True
+        )
+        return cls(module, front_end)
+
+    def save(self, path: str | Path) -> None:
+        """A checkpoint of what inference needs (no optimiser or loss state) that `from_checkpoint` restores."""
+        state = {k: v for k, v in self.module.state_dict().items() if k.startswith(INFERENCE_PREFIXES)}
+        torch.save({"state_dict": state, "hyper_parameters": dict(self.module.hparams)}, path)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.module.classes
+
+    @property
+    def features(self) -> FeatureSet:
+        return self.front_end.features
+
+    @property
+    def sample_rate(self) -> int:
+        return self.front_end.sample_rate
+
+    def decode(self, source: str | Path | bytes, name: str | None = None) -> torch.Tensor:
+        """A file (path, or its bytes) decoded and checked by the model's front end."""
+        return self.front_end.decode(source, name)
+
+    def from_samples(self, samples: Sequence[float] | np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Mono samples given at `sample_rate`, checked and resampled by the model's front end."""
+        return self.front_end.from_samples(samples, sample_rate)
+
+    @torch.no_grad()
+    def classify_waves(self, waves: Sequence[torch.Tensor]) -> Classification:
+        """Waveforms at the model's sample rate (any lengths), classified by the model's window policy."""
+        inputs = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
+        probabilities = self.module.clip_log_probabilities(inputs).exp()
+        return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes)
+
+    def classify_batch(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> Classification:
+        """A padded batch (clips, samples) at the model's sample rate; `lengths`: each clip's samples (else all)."""
+        if lengths is None:
+            return self.classify_waves(list(waves))
+        return self.classify_waves([wave[: int(n)] for wave, n in zip(waves, lengths, strict=True)])
+
+    def classify_files(self, paths: Sequence[str | Path]) -> Classification:
+        """Audio files (WAV, FLAC, OGG), decoded and checked by the front end; DataError naming a bad one."""
+        return self.classify_waves([self.decode(path) for path in paths])
