@@ -110,13 +110,6 @@ def log_fold(result: FoldResult, monitor: str) -> None:
     )
 
 
-def pooled_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Accuracy, UAR and macro-F1 of predictions pooled over folds, over the classes the test clips have."""
-    if int(np.max(y_true)) >= num_classes:
-        raise ValueError(f"class index {int(np.max(y_true))} outside the {num_classes} classes")
-    return scores(y_true, y_pred)
-
-
 def summarize(results: list[FoldResult], monitor: str, num_classes: int) -> dict[str, float]:
     """Mean and population std over folds of each test metric and of `monitor`, and the pooled test metrics."""
     summary: dict[str, float] = {}
@@ -126,7 +119,9 @@ def summarize(results: list[FoldResult], monitor: str, num_classes: int) -> dict
         summary[f"{name}_std"] = float(values.std())
     y_true = np.concatenate([r.y_true for r in results])
     y_pred = np.concatenate([r.y_pred for r in results])
-    for name, value in pooled_metrics(y_true, y_pred, num_classes).items():
+    if int(np.max(y_true)) >= num_classes:
+        raise ValueError(f"class index {int(np.max(y_true))} outside the {num_classes} classes")
+    for name, value in scores(y_true, y_pred).items():
         summary[f"test/{name}_pooled"] = value
     corpora = np.concatenate([np.asarray(r.corpora, dtype=str) for r in results])
     if len(corpora) == len(y_true) and len(set(corpora.tolist())) > 1:  # data=mix: pooled scores of each corpus
