@@ -11,9 +11,10 @@ import torch
 from hydra.utils import instantiate
 
 from emotion.models.fusion import Fusion
+from emotion.models.weights import network_state
 from emotion.pipeline import train
 from emotion.pipeline.build import build_module
-from emotion.tracking.checkpoints import load_model_state
+from emotion.tracking.checkpoints import resolve_checkpoint
 from tests.conftest import FEW_BATCHES, finished_runs
 
 REPORT_SETUPS = {
@@ -114,6 +115,6 @@ def test_stacked_fusion_loads_the_branch_weights_of_its_sources(make_config, tra
     )
     fusion: Fusion = build_module(cfg, instantiate(cfg.features)).model
 
-    source = load_model_state(mel_run)
+    source = network_state(resolve_checkpoint(mel_run))
     loaded = fusion.branches["logmel"].state_dict()
     assert all(torch.equal(loaded[k], source[k]) for k in loaded)

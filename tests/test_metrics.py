@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from emotion.cli.evaluate import scored_predictions
 from emotion.metrics import scores
-from emotion.models.linear import Linear
+from emotion.models.linear import SoftmaxRegression
 from emotion.models.module import EmotionClassifier
 from emotion.pipeline.folds import summarize
 from emotion.tracking.cv import FoldResult
@@ -33,7 +33,7 @@ def test_uar_averages_the_recall_of_the_classes_present_only() -> None:
 
 def test_the_lightning_modules_test_uar_is_the_same_quantity() -> None:
     """A module whose net passes one-hot inputs through, so it predicts `PREDICTED`, tested by a real Trainer."""
-    module = EmotionClassifier(partial(Linear), CLASSES, input_shapes={"x": (1, len(CLASSES))})
+    module = EmotionClassifier(partial(SoftmaxRegression), CLASSES, input_shapes={"x": (1, len(CLASSES))})
     with torch.no_grad():
         module.model.head[-1].weight.copy_(torch.eye(len(CLASSES)))
         module.model.head[-1].bias.zero_()

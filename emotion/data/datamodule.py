@@ -17,12 +17,12 @@ saying which clip a window belongs to, so the model averages over them.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -211,10 +211,13 @@ class EmotionDataModule(pl.LightningDataModule):
         return {name: t[rows] for name, t in self.table.tensors.items()}
 
     def class_weights(self) -> list[float]:
-        """Inverse-frequency weights of the training classes (mean 1)."""
-        labels = self.datasets["train"].labels.tolist()
-        counts = Counter(labels)
-        return [len(labels) / (len(self.classes) * counts.get(i, 1)) for i in range(len(self.classes))]
+        """Inverse-frequency weights of the training classes (scikit-learn's "balanced": mean 1 over them)."""
+        from sklearn.utils.class_weight import compute_class_weight
+
+        labels = self.datasets["train"].labels.numpy()
+        present = np.unique(labels)
+        weights = dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=labels), strict=True))
+        return [float(weights.get(i, 1.0)) for i in range(len(self.classes))]  # a class absent from training: 1
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """On the training device: features of on-the-fly waveforms, and SpecAugment masks on training batches."""

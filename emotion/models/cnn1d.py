@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from emotion.models.layers import make_activation, single_input
+from emotion.models.network import Network
 
 
-class CNN1D(nn.Module):
+class CNN1D(Network):
     """1D CNN classifier over a (channels, length) input."""
 
     arch = "cnn1d"

@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from emotion.models.layers import make_activation, single_input
+from emotion.models.network import Network
 
 
-class CNN2D(nn.Module):
+class CNN2D(Network):
     """2D CNN classifier; `embed` gives the Dense-64 embedding that the fusion model reuses."""
 
     arch = "cnn2d"

@@ -17,12 +17,13 @@ from torch import nn
 from emotion.errors import ConfigError
 from emotion.models.cnn2d import CNN2D
 from emotion.models.layers import make_activation
+from emotion.models.network import Network
 from emotion.models.weights import network_state
 
 BRANCH_INPUTS = ("logmel", "mfcc")
 
 
-class Fusion(nn.Module):
+class Fusion(Network):
     """Two CNN2D branches (log-mel and MFCC) joined by a two-layer head."""
 
     arch = "fusion"

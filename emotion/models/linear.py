@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from emotion.models.layers import make_activation
+from emotion.models.network import Network
 
 
-class Linear(nn.Module):
-    """Softmax regression; `hidden` > 0 adds one hidden layer (a small MLP)."""
+class SoftmaxRegression(Network):
+    """Softmax regression (one linear layer); `hidden` > 0 adds one hidden layer: a small MLP."""
 
     arch = "linear"
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from emotion.data.windows import average_over_windows
 from emotion.metrics import scores
+from emotion.models.network import layer_weights_of
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 NetFactory = Callable[..., nn.Module]
@@ -178,8 +179,9 @@ class EmotionClassifier(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_scores("train")
-        if hasattr(self.model, "layer_weights"):  # an SSL head: which upstream layers it listens to
-            self.log_dict({f"layer_weight/{i:02d}": w for i, w in enumerate(self.model.layer_weights().tolist())})
+        weights = layer_weights_of(self.model)  # an SSL head: which upstream layers it listens to
+        if weights is not None:
+            self.log_dict({f"layer_weight/{i:02d}": w for i, w in enumerate(weights.tolist())})
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         inputs, targets = batch

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from emotion.models.layers import single_input
+from emotion.models.network import Network
 
 
-class WeightedLayers(nn.Module):
+class WeightedLayers(Network):
     """Softmax-weighted sum of the encoder's layers, then Linear, ReLU, Dropout, Linear (or one Linear: hidden=0)."""
 
     arch = "ssl_head"
@@ -45,6 +46,7 @@ class WeightedLayers(nn.Module):
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))
 
     def layer_weights(self) -> torch.Tensor:
+        """The softmax of the learned layer logits."""
         return self.layer_logits.softmax(dim=0)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

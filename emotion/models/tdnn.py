@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from emotion.models.layers import single_input
+from emotion.models.network import Network
 
 
 def frame_mask(lengths: torch.Tensor | None, batch: int, frames: int, device: torch.device) -> torch.Tensor:
@@ -81,7 +82,7 @@ class AttentiveStatisticsPooling(nn.Module):
         return torch.cat([mean, variance.clamp_min(1e-6).sqrt()], dim=1)
 
 
-class CompactTDNN(nn.Module):
+class CompactTDNN(Network):
     """ECAPA-style TDNN: stem, dilated residual SE blocks, aggregation, attentive statistics pooling, head."""
 
     arch = "tdnn"

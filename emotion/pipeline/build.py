@@ -20,6 +20,7 @@ from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
 from emotion.errors import ConfigError, EmotionError
 from emotion.models.module import EmotionClassifier
+from emotion.models.network import architecture_name
 from emotion.tracking.checkpoints import resolve_checkpoint
 from emotion.tracking.names import OVERRIDES_TAG
 
@@ -96,8 +97,7 @@ def local_checkpoints(sources: Any) -> list[str]:
 
 def architecture(cfg: DictConfig) -> str:
     """The net's `arch` name (`cnn2d`), else its class name."""
-    target = cfg.model.net._target_
-    return getattr(get_class(target), "arch", target.rsplit(".", 1)[-1])
+    return architecture_name(get_class(cfg.model.net._target_))
 
 
 def build_callbacks(cfg: DictConfig) -> tuple[ModelCheckpoint, list[pl.Callback]]:

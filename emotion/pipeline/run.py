@@ -18,6 +18,7 @@ from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS
 from emotion.models.module import EmotionClassifier, count_trainable_params
+from emotion.models.network import layer_weights_of
 from emotion.pipeline.build import (
     base_run_name,
     build_callbacks,
@@ -151,8 +152,9 @@ def _fit_and_test(
         if logger.log_trained_model and FOLD_TAG not in logger.tags:
             log_trained_model(logger, best)
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    if hasattr(model, "layer_weights"):  # the kept checkpoint's, which the test ran with
-        weights = model.layer_weights().detach().cpu().numpy()
+    weights = layer_weights_of(model)  # the kept checkpoint's, which the test ran with
+    if weights is not None:
+        weights = weights.detach().cpu().numpy()
         layer_weights.log(logger.experiment, logger.run_id, weights, "layer weights of the kept checkpoint")
         results |= layer_weights.as_metrics(weights)
     if checkpoint.best_model_score is not None:

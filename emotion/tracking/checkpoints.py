@@ -5,10 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
-
 from emotion.errors import ConfigError
-from emotion.models.weights import network_state
 
 CHECKPOINT_ARTIFACT_DIR = "checkpoints"
 _RUN_ID = re.compile(r"^(runs:/)?(?P<run_id>[0-9a-f]{32})/?$")
@@ -32,8 +29,3 @@ def resolve_checkpoint(source: str) -> Path:
     if not checkpoints:
         raise ConfigError(f"MLflow run {match['run_id']} has no .ckpt under {CHECKPOINT_ARTIFACT_DIR}/")
     return checkpoints[0]
-
-
-def load_model_state(source: str) -> dict[str, torch.Tensor]:
-    """The network weights of a checkpoint file or of an MLflow run's kept checkpoint."""
-    return network_state(resolve_checkpoint(source))

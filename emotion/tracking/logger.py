@@ -71,25 +71,6 @@ def artifact_uri(location: str) -> str:
     return location if "://" in location else Path(location).expanduser().resolve().as_uri()
 
 
-def make_logger(
-    tracking_uri: str,
-    experiment_name: str,
-    artifact_location: str,
-    run_name: str | None = None,
-    tags: Mapping[str, str] | None = None,
-) -> MLFlowLogger:
-    """A Lightning MLFlowLogger; a new experiment stores its artifacts under `artifact_location`."""
-    check_server_access(tracking_uri)
-    return MLFlowLogger(
-        experiment_name=experiment_name,
-        tracking_uri=tracking_uri,
-        run_name=run_name,
-        tags=dict(tags or {}),
-        artifact_location=experiment_artifact_location(tracking_uri, artifact_location),
-        log_model=False,
-    )
-
-
 #: The password of a URL (`scheme://user:password@host`).
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^@/\s]+@", re.IGNORECASE)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
 from emotion.metrics import METRICS, scores_by_corpus
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
@@ -21,28 +21,14 @@ TIGHT = {"bbox_inches": "tight", "dpi": 110}
 
 def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> Figure:
     """Counts and row-normalised (recall) confusion matrices side by side."""
-    counts = confusion_matrix(y_true, y_pred, labels=range(len(classes)))
-    recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     figure = Figure(figsize=(12, 5.2), constrained_layout=True)
-    axes = figure.subplots(1, 2)
-    for ax, matrix, title, fmt in ((axes[0], counts, "counts", "d"), (axes[1], recall, "row-normalised", ".2f")):
-        image = ax.imshow(matrix, cmap="Blues", vmin=0)
-        ax.set(
-            xticks=range(len(classes)),
-            yticks=range(len(classes)),
-            xticklabels=classes,
-            yticklabels=classes,
-            xlabel="predicted",
-            ylabel="true",
-            title=f"Confusion matrix ({title})",
-        )
-        ax.tick_params(axis="x", rotation=45)
-        threshold = matrix.max() / 2
-        for (row, col), value in np.ndenumerate(matrix):
-            ax.text(
-                col, row, format(value, fmt), ha="center", va="center", color="white" if value > threshold else "black"
-            )
-        figure.colorbar(image, ax=ax, shrink=0.8)
+    for ax, normalize, title, fmt in zip(figure.subplots(1, 2), (None, "true"), ("counts", "row-normalised"),
+                                         ("d", ".2f"), strict=True):  # fmt: skip
+        ConfusionMatrixDisplay.from_predictions(
+            y_true, y_pred, labels=range(len(classes)), display_labels=classes, normalize=normalize,
+            ax=ax, cmap="Blues", values_format=fmt, xticks_rotation=45, im_kw={"vmin": 0},
+        )  # fmt: skip
+        ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix ({title})")
     return figure
 
 
