@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import recall_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -33,8 +32,9 @@ from emotion.data.cache import FeatureCache
 from emotion.data.corpora import EMOTIONS, read_corpus
 from emotion.data.features import Spectral
 from emotion.data.frontend import AudioFrontEnd
-from emotion.data.splits import split_manifest
+from emotion.data.splits import LeaveOneSpeakerOut
 from emotion.data.ssl import SSLLayers
+from emotion.metrics import unweighted_average_recall
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "layer_probes.json"
@@ -48,19 +48,19 @@ def loso_uar(features: np.ndarray, labels: np.ndarray, speakers: np.ndarray) -> 
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         probe.fit(features[~test], labels[~test])
         predicted[test] = probe.predict(features[test])
-    return float(recall_score(labels, predicted, average="macro"))
+    return unweighted_average_recall(labels, predicted)
 
 
 def head_speakers_uar(features: np.ndarray, labels: np.ndarray, clips: list, seed: int = 42) -> float:
     """Pooled UAR of the same probe trained on the speakers the learned head trains on in each LOSO fold:
-    every other speaker but those the split holds out for validation (`data.split`, seeded as training is)."""
+    every other speaker but those the split holds out for validation (`split=loso`, seeded as training is)."""
     predicted = np.empty_like(labels)
     for fold in range(len({c.speaker for c in clips})):
-        split = split_manifest(clips, strategy="loso", fold=fold, seed=seed)
+        split = LeaveOneSpeakerOut(seed=seed).split(clips, fold)
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         probe.fit(features[split.train], labels[split.train])
         predicted[split.test] = probe.predict(features[split.test])
-    return float(recall_score(labels, predicted, average="macro"))
+    return unweighted_average_recall(labels, predicted)
 
 
 def probe_layers(corpus: Path, reader: str, encoder: str, whisper_input: str, cache_dir: Path) -> dict:

@@ -33,28 +33,28 @@ EXPERIMENT = "real-corpora"
 #: Where each corpus lies under `--data`, and its reader; `mix` is both at once (data=mix).
 CORPORA = {"emodb": "emodb/wav", "savee": "savee"}
 
-#: Row name -> (what it measures, overrides). `cv=none` rows are single runs.
+#: Row name -> (what it measures, overrides). `split=speaker` rows are single runs.
 ROWS: dict[str, tuple[str, list[str]]] = {
-    "egemaps_linear": ("eGeMAPS (88 functionals) + softmax regression", ["experiment=egemaps_linear", "cv=loso"]),
-    "report_cnn1d_mel": ("report 1D CNN, mean log-mel, centre crop", ["experiment=report_cnn1d_mel", "cv=loso"]),
-    "report_cnn2d_mel": ("report 2D CNN, log-mel, centre crop", ["experiment=report_cnn2d_mel", "cv=loso"]),
+    "egemaps_linear": ("eGeMAPS (88 functionals) + softmax regression", ["experiment=egemaps_linear", "split=loso"]),
+    "report_cnn1d_mel": ("report 1D CNN, mean log-mel, centre crop", ["experiment=report_cnn1d_mel", "split=loso"]),
+    "report_cnn2d_mel": ("report 2D CNN, log-mel, centre crop", ["experiment=report_cnn2d_mel", "split=loso"]),
     "cnn2d_mel_utterance": (
         "report 2D CNN, log-mel, whole utterance",
-        ["experiment=report_cnn2d_mel", "features/window=utterance", "cv=loso"],
+        ["experiment=report_cnn2d_mel", "features/window=utterance", "split=loso"],
     ),
     "report_protocol_cnn2d_mel": (
         "report 2D CNN, log-mel, the report's protocol: noise copies, then a random clip split (leaky)",
-        ["experiment=report_cnn2d_mel", "data.split.strategy=clip", "augment=noise", "augment.before_split=true"],
+        ["experiment=report_cnn2d_mel", "split=clip", "augment=noise", "augment.before_split=true"],
     ),
-    "report_cnn2d_mfcc": ("report 2D CNN, MFCC, centre crop", ["experiment=report_cnn2d_mfcc", "cv=loso"]),
-    "report_fusion": ("report fusion (log-mel + MFCC), centre crop", ["experiment=report_fusion", "cv=loso"]),
+    "report_cnn2d_mfcc": ("report 2D CNN, MFCC, centre crop", ["experiment=report_cnn2d_mfcc", "split=loso"]),
+    "report_fusion": ("report fusion (log-mel + MFCC), centre crop", ["experiment=report_fusion", "split=loso"]),
     "compact_tdnn": (
         "compact TDNN (0.68 M), log-mel minus its clip mean, whole utterance",
-        ["experiment=compact_tdnn", "cv=loso"],
+        ["experiment=compact_tdnn", "split=loso"],
     ),
     "compact_tdnn_crop": (
         "compact TDNN (0.68 M), log-mel minus its clip mean, centre crop",
-        ["experiment=compact_tdnn", "features/window=crop", "cv=loso"],
+        ["experiment=compact_tdnn", "features/window=crop", "split=loso"],
     ),
     "compact_tdnn_tuned": (
         "compact TDNN (0.68 M), log-mel minus its clip mean, whole utterance, tuned on SAVEE (sweep=compact_tdnn)",
@@ -65,16 +65,21 @@ ROWS: dict[str, tuple[str, list[str]]] = {
             "model.net.dropout=0.49",
             "model.loss.mixup_alpha=0",
             "augment.spec.freq_mask=8",
-            "cv=loso",
+            "split=loso",
         ],
     ),
     "ssl_wavlm_base_plus": (
         "frozen WavLM Base+ (pretrained), every layer mean-pooled, weighted sum and small head",
-        ["features=ssl", "features.encoder=WAVLM_BASE_PLUS", "model=ssl_head", "cv=loso"],
+        ["features=ssl", "features.encoder=WAVLM_BASE_PLUS", "model=ssl_head", "split=loso"],
     ),
     "whisper_base_cut": (
         "frozen Whisper base (pretrained), its 7 layers mean-pooled (cut input), weighted sum, softmax regression",
-        ["experiment=whisper_base", "features.encoder={models}/whisper-base", "features.whisper_input=cut", "cv=loso"],
+        [
+            "experiment=whisper_base",
+            "features.encoder={models}/whisper-base",
+            "features.whisper_input=cut",
+            "split=loso",
+        ],
     ),
     "whisper_base_pad30": (
         "frozen Whisper base (pretrained), its 7 layers mean-pooled (30 s input), weighted sum, softmax regression",
@@ -82,16 +87,16 @@ ROWS: dict[str, tuple[str, list[str]]] = {
             "experiment=whisper_base",
             "features.encoder={models}/whisper-base",
             "features.whisper_input=pad30",
-            "cv=loso",
+            "split=loso",
         ],
     ),
     "compact_tdnn_raw": (
         "compact TDNN (0.68 M), log-mel, whole utterance",
-        ["experiment=compact_tdnn", "model.net.utterance_mean_norm=false", "cv=loso"],
+        ["experiment=compact_tdnn", "model.net.utterance_mean_norm=false", "split=loso"],
     ),
     "compact_tdnn_raw_crop": (
         "compact TDNN (0.68 M), log-mel, centre crop",
-        ["experiment=compact_tdnn", "model.net.utterance_mean_norm=false", "features/window=crop", "cv=loso"],
+        ["experiment=compact_tdnn", "model.net.utterance_mean_norm=false", "features/window=crop", "split=loso"],
     ),
 }
 
@@ -99,11 +104,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
 MIX_ROWS: dict[str, tuple[str, list[str]]] = {
     "egemaps_linear_loco": (
         "eGeMAPS + softmax regression, trained on the other corpus (leave one corpus out)",
-        ["experiment=egemaps_linear", "cv=loco"],
+        ["experiment=egemaps_linear", "split=loco"],
     ),
     "egemaps_linear_mixed": (
         "eGeMAPS + softmax regression, trained on both (5 speaker folds over both corpora)",
-        ["experiment=egemaps_linear", "cv=kfold", "cv.n_folds=5"],
+        ["experiment=egemaps_linear", "split=kfold", "split.n_folds=5"],
     ),
 }
 

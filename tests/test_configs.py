@@ -24,7 +24,7 @@ from emotion.data.augment import Augmentation
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
 from emotion.models.module import EmotionClassifier
-from emotion.pipeline.build import build_callbacks, build_datamodule, build_module, split_options
+from emotion.pipeline.build import build_callbacks, build_datamodule, build_module
 from emotion.sweep.search_space import parse_search_space
 from emotion.tracking.logger import RunLogger
 from tests.test_real_corpora import EMODB, SAVEE
@@ -92,7 +92,7 @@ def built_module(cfg: DictConfig) -> EmotionClassifier:
 
 def built_datamodule(cfg: DictConfig) -> EmotionDataModule:
     datamodule = build_datamodule(cfg, instantiate(cfg.features))
-    assert datamodule.split_options == split_options(cfg)
+    assert datamodule.splitter.name == instantiate(cfg.split).name
     return datamodule
 
 
@@ -144,11 +144,12 @@ def build_trainer(tmp_path: Path, option: str) -> None:
     assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
 
 
-def build_cv(tmp_path: Path, option: str) -> None:
+def build_split(tmp_path: Path, option: str) -> None:
     data = ["data=mix", *DATA_OF["mix"]] if option == "loco" else []
-    cfg = composed(tmp_path, f"cv={option}", *data)
-    assert split_options(cfg)["strategy"] == (cfg.data.split.strategy if option == "none" else option)
-    built_datamodule(cfg)
+    cfg = composed(tmp_path, f"split={option}", *data)
+    splitter = instantiate(cfg.split)
+    assert splitter.name == option and splitter.cross_validates == (option in ("kfold", "loso", "loco"))
+    assert built_datamodule(cfg).splitter.name == option
 
 
 def build_callbacks_option(tmp_path: Path, option: str) -> None:
@@ -220,7 +221,7 @@ BUILDERS: dict[str, Callable[[Path, str, str], None]] = {
     "scheduler": build_training_part,
     "loss": build_training_part,
     "trainer": lambda t, g, o: build_trainer(t, o),
-    "cv": lambda t, g, o: build_cv(t, o),
+    "split": lambda t, g, o: build_split(t, o),
     "callbacks": lambda t, g, o: build_callbacks_option(t, o),
     "logger": lambda t, g, o: build_logger(t, o),
     "paths": lambda t, g, o: build_paths(t, o),

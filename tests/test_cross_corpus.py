@@ -14,7 +14,7 @@ import pytest
 
 from emotion.cli import evaluate, promote
 from emotion.data.corpora import read_corpora
-from emotion.data.splits import PARTITIONS, split_manifest
+from emotion.data.splits import PARTITIONS, LeaveOneCorpusOut
 from emotion.pipeline import train
 from emotion.tracking.evaluations import evaluations, held_out_on
 from tests.conftest import FEW_BATCHES, compose_config
@@ -139,7 +139,7 @@ def test_leave_one_corpus_out_tests_on_a_whole_corpus_and_trains_on_the_other_sp
     clips = read_corpora(ROOTS).clips
     assert {c.speaker.split(":")[0] for c in clips} == {"emodb", "savee"}  # speakers kept apart per corpus
     for fold, corpus in enumerate(sorted(ROOTS)):
-        split = split_manifest(clips, strategy="loco", fold=fold)
+        split = LeaveOneCorpusOut().split(clips, fold)
         assert {clips[i].corpus for i in split.test} == {corpus}
         assert len(split.test) == sum(c.corpus == corpus for c in clips)
         assert {clips[i].corpus for i in split.train + split.val} == set(ROOTS) - {corpus}
@@ -179,7 +179,7 @@ def test_a_run_on_both_corpora_logs_each_corpus_test_scores_and_keeps_their_spea
 def test_a_leave_one_corpus_out_cross_validation_scores_each_corpus_by_a_model_of_the_other(
     tmp_path: Path, cache_dir: Path
 ) -> None:
-    client = train_mixed(tmp_path, cache_dir, "cv=loco")
+    client = train_mixed(tmp_path, cache_dir, "split=loco")
     runs = client.search_runs([client.get_experiment_by_name("emotion").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("role") == "cv"]
     folds = json.loads(Path(client.download_artifacts(parent.info.run_id, "cv_folds.json", str(tmp_path))).read_text())

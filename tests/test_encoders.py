@@ -191,7 +191,7 @@ def test_whisper_trains_cross_validates_promotes_with_its_encoder_and_predicts_w
     link.symlink_to(WHISPER, target_is_directory=True)
     run = ["experiment=whisper_base", f"features.encoder={link}", "features.whisper_input=cut", *FEW_BATCHES]
     cv_store = f"sqlite:///{tmp_path / 'cv.db'}"
-    train(make_config(*run, "cv=kfold", "cv.n_folds=2", f"logger.tracking_uri={cv_store}"))
+    train(make_config(*run, "split=kfold", "split.n_folds=2", f"logger.tracking_uri={cv_store}"))
     train(make_config(*run))
 
     parent = next(r for r in finished_runs(cv_store) if r.data.tags.get("role") == "cv")

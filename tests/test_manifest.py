@@ -1,7 +1,7 @@
 """A corpus of one's own, described by a manifest (data=manifest): rows, bad rows, and a LOSO study in one command.
 
 The last test describes SAVEE in `../shared/data` by a CSV manifest in the style of IEMOCAP's label files
-(codes of its own, an extra column, paths relative to the manifest) and cross-validates it with `cv=loso`.
+(codes of its own, an extra column, paths relative to the manifest) and cross-validates it with `split=loso`.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def test_a_corpus_described_by_a_csv_manifest_is_cross_validated_leaving_one_spe
             "data=manifest",
             f"data.root={manifest}",
             "data.reader_options.labels={ang:angry,dis:disgust,fea:fear,hap:happy,neu:neutral,sad:sad}",
-            "cv=loso",
+            "split=loso",
             "model=cnn1d",
             "features=mel_mean",
             "trainer.max_epochs=1",

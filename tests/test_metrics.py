@@ -16,7 +16,7 @@ from emotion.cli.evaluate import scored_predictions
 from emotion.metrics import scores
 from emotion.models.linear import SoftmaxRegression
 from emotion.models.module import EmotionClassifier
-from emotion.pipeline.folds import summarize
+from emotion.pipeline.crossval import summarize
 from emotion.tracking.cv import FoldResult
 
 CLASSES = ("angry", "happy", "sad")

@@ -70,7 +70,7 @@ def test_dry_run_prints_the_leaderboard_and_changes_nothing(store: Store, capsys
 
 
 def test_a_leaky_run_is_refused_unless_forced(store: Store, capsys) -> None:
-    leaky = store.train("leaky", "augment=noise", "augment.before_split=true", "data.split.strategy=clip")
+    leaky = store.train("leaky", "augment=noise", "augment.before_split=true", "split=clip")
     assert store.client.get_run(leaky).data.tags["leaky"] == "true"
     store.score(leaky, 0.999)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from emotion.data.corpora import EMOTIONS, read_corpus
-from emotion.data.splits import split_manifest
+from emotion.data.splits import LeaveOneSpeakerOut
 from emotion.pipeline import train
 
 SHARED_DATA = Path(os.environ.get("EMOTION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -71,7 +71,7 @@ def test_loso_folds_are_speaker_disjoint_and_test_every_clip_exactly_once() -> N
     assert n_folds == 10
     tested: Counter[int] = Counter()
     for fold in range(n_folds):
-        split = split_manifest(clips, "loso", fold=fold, seed=42)
+        split = LeaveOneSpeakerOut(seed=42).split(clips, fold)
         speakers = {p: {clips[i].speaker for i in split.partition(p)} for p in ("train", "val", "test")}
         assert len(speakers["test"]) == 1
         assert not speakers["train"] & speakers["val"]
@@ -86,7 +86,7 @@ def test_a_loso_cross_validation_logs_the_mean_of_its_folds_and_a_pooled_matrix_
     cfg = make_config(
         "data=savee",
         f"data.root={SAVEE}",
-        "cv=loso",
+        "split=loso",
         "model=cnn1d",
         "features=mel_mean",
         "trainer.max_epochs=1",

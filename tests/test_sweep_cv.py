@@ -31,8 +31,8 @@ def cv_trial_runs(tmp_path: Path, study: str) -> dict[int, tuple[mlflow.entities
 
 CV_SWEEP = [
     "sweep=cnn2d_logmel",
-    "cv=kfold",
-    "cv.n_folds=2",
+    "split=kfold",
+    "split.n_folds=2",
     "trainer.max_epochs=1",
     "+trainer.limit_train_batches=2",
     "hydra.sweeper.n_trials=2",
@@ -65,7 +65,7 @@ def test_a_cross_validated_trial_returns_the_mean_validation_uar_of_its_folds(
     err = capsys.readouterr().err
     assert "trials are cross-validations, whose parent runs hold no model" in err
     command = next(line.strip() for line in err.splitlines() if line.strip().startswith("emotion-train "))
-    assert "cv=none" in command and "+logger.tags.study=cnn2d_logmel" in command and "cv=kfold" not in command
+    assert "split=speaker" in command and "+logger.tags.study=cnn2d_logmel" in command and "split=kfold" not in command
     arguments = shlex.split(command)[1:]
     env = environment(tmp_path, cache_dir)
     retrain = subprocess.run([sys.executable, "-m", "emotion.cli.train", *arguments], cwd=tmp_path, env=env,

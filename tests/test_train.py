@@ -110,7 +110,7 @@ def test_the_split_is_logged_per_partition(make_config, tracking_uri: str, tmp_p
         (["model=cnn3d"], "error: In 'config': Could not find 'model/cnn3d' Available options in 'model': cnn1d"),
         (["trainer.max_epochz=3"], "error: Could not override 'trainer.max_epochz'. To append to your config use"),
         (["model=cnn1d"], "error: model CNN1D cannot take features=logmel: model cnn1d takes one input shaped"),
-        (["data.split.strategy=by_age"], "error: unknown split strategy 'by_age'"),
+        (["split=by_age"], "error: In 'config': Could not find 'split/by_age' Available options in 'split': clip"),
         (["features=mfcc", "features.n_mfcc=abc"], "error: features.n_mfcc='abc': an integer is needed"),
         (["model.optimizer.lr=fast"], "error: model.optimizer.lr='fast': a number is needed"),
         (["data.batch_size=1.5"], "error: data.batch_size=1.5: an integer is needed"),

@@ -112,15 +112,20 @@ def check_same_classes(best: Run, champion_run: Run | None, allowed: bool) -> No
 
 
 def retrain_hint(client: mlflow.MlflowClient, ranking: Ranking) -> str | None:
-    """For a study whose trials are cross-validations, the command that trains its best trial once with cv=none."""
+    """For a study whose trials are cross-validations, the command that trains its best trial once on a speaker
+    split (`split=speaker`)."""
     from emotion.serving.registry import best_cross_validation
 
     parent = best_cross_validation(client, ranking)
     if parent is None:
         return None
     tags = parent.data.tags
-    overrides = [o for o in shlex.split(tags.get(OVERRIDES_TAG, "")) if not o.startswith(("cv=", "cv.", "+trial."))]
-    command = shlex.join(["emotion-train", *overrides, "cv=none", f"+logger.tags.study={ranking.study}",
+    overrides = [
+        o
+        for o in shlex.split(tags.get(OVERRIDES_TAG, ""))
+        if not o.startswith(("split=", "split.", "cv=", "cv.", "+trial."))
+    ]
+    command = shlex.join(["emotion-train", *overrides, "split=speaker", f"+logger.tags.study={ranking.study}",
                           f"+logger.tags.trial_number={tags.get('trial_number', '')}"])  # fmt: skip
     return (
         f"study {ranking.study!r}'s trials are cross-validations, whose parent runs hold no model (their folds "

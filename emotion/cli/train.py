@@ -3,7 +3,7 @@
 emotion-train                                  # the report's 2D CNN on the embedded corpus
 emotion-train experiment=report_cnn1d_mel      # another of the report's setups
 emotion-train data=crema_d data.root=/data/CREMA-D trainer.max_epochs=30
-emotion-train data=emodb data.root=/data/emodb/wav cv=loso   # leave-one-speaker-out, one run per fold
+emotion-train data=emodb data.root=/data/emodb/wav split=loso   # leave-one-speaker-out, one run per fold
 
 This module stays light: Hydra reads the arguments and composes the config before torch,
 Lightning and MLflow are imported (`emotion.pipeline`), so `--help` and a mistyped override

@@ -33,7 +33,7 @@ from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, 
 from emotion.data.datasets import Batch, FeatureDataset, WaveformDataset, WindowedDataset, collate_windows
 from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
-from emotion.data.splits import PARTITIONS, SPEAKER_INDEPENDENT, Split, check_no_leakage, split_manifest
+from emotion.data.splits import PARTITIONS, SpeakerHoldOut, Split, Splitter, check_no_leakage
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from emotion.errors import ConfigError
 
@@ -53,7 +53,8 @@ class EmotionDataModule(pl.LightningDataModule):
         reader_options: dict[str, Any] | None = None,
         synthetic: dict[str, Any] | None = None,
         classes: Sequence[str] = EMOTIONS,
-        split: dict[str, Any] | None = None,
+        split: Splitter | None = None,
+        fold: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
         on_bad_name: BadFilePolicy = "skip",
@@ -86,7 +87,8 @@ class EmotionDataModule(pl.LightningDataModule):
         self.reader_options = dict(reader_options or {})
         self.synthetic = SyntheticCorpusConfig(**synthetic) if synthetic is not None else None
         self.classes = tuple(classes)
-        self.split_options = dict(split or {})
+        self.splitter = split or SpeakerHoldOut()
+        self.fold = fold
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.on_bad_name = on_bad_name
@@ -102,7 +104,7 @@ class EmotionDataModule(pl.LightningDataModule):
     @property
     def leaky(self) -> bool:
         """True when augmented copies of one clip may sit in different partitions (the report's protocol)."""
-        return self.augmentation.before_split and self.split_options.get("strategy", "speaker") == "clip"
+        return self.augmentation.before_split and not self.splitter.speaker_independent
 
     def corpus_root(self) -> Path:
         """The corpus folder (or manifest file): the user's `root`, or the synthetic corpus generated into the cache.
@@ -137,9 +139,9 @@ class EmotionDataModule(pl.LightningDataModule):
         aug = self.augmentation
         if aug.before_split:  # the report's protocol: copies of every clip, then the split
             table = _concat(originals, cache.table(aug.copies_of(originals.clips), "skip", aug.wave))
-            self.split = split_manifest(table.clips, **self.split_options)
+            self.split = self.splitter.split(table.clips, self.fold)
         else:
-            self.split = split_manifest(originals.clips, **self.split_options)
+            self.split = self.splitter.split(originals.clips, self.fold)
             train_clips = [originals.clips[i] for i in self.split.train]
             table = originals
             if aug.mode == "copies" and aug.copies:
@@ -148,7 +150,7 @@ class EmotionDataModule(pl.LightningDataModule):
                 self.split = Split(
                     self.split.train + list(range(first, len(table.clips))), self.split.val, self.split.test
                 )
-        if self.split_options.get("strategy", "speaker") in SPEAKER_INDEPENDENT:
+        if self.splitter.speaker_independent:
             check_no_leakage(table.clips, self.split)  # again, with the augmented copies
         self.table = table
         labels = torch.tensor([self.classes.index(c.emotion) for c in table.clips])
@@ -157,7 +159,7 @@ class EmotionDataModule(pl.LightningDataModule):
             self.datasets[partition] = FeatureDataset({n: t[rows] for n, t in table.tensors.items()}, labels[rows])
         if aug.mode == "on_the_fly" and aug.wave is not None:
             self.datasets["train"] = self._waveform_dataset(self.split.train, labels)
-        log.info("split %s: %s", self.split_options.get("strategy", "speaker"), self._sizes())
+        log.info("split %s: %s", self.splitter.name, self._sizes())
 
     def _waveform_dataset(self, rows: list[int], labels: torch.Tensor) -> WaveformDataset:
         assert self.table is not None and self.augmentation.wave is not None
@@ -176,7 +178,7 @@ class EmotionDataModule(pl.LightningDataModule):
             )
         kept, self.waves, skipped = self.front_end.clips(clips, self.on_bad_file)
         self.table = FeatureTable(clips=kept, tensors={}, skipped=skipped)
-        self.split = split_manifest(kept, **self.split_options)
+        self.split = self.splitter.split(kept, self.fold)
         labels = torch.tensor([self.classes.index(c.emotion) for c in kept])
         n_samples = self.features.n_samples
         train = self.split.train
@@ -186,7 +188,7 @@ class EmotionDataModule(pl.LightningDataModule):
         for partition in ("val", "test"):
             rows = self.split.partition(partition)
             self.datasets[partition] = WindowedDataset([self.waves[i] for i in rows], labels[rows], self.front_end)
-        log.info("split %s (whole utterances): %s", self.split_options.get("strategy", "speaker"), self._sizes())
+        log.info("split %s (whole utterances): %s", self.splitter.name, self._sizes())
 
     def _sizes(self) -> dict[str, int]:
         return {p: len(d) for p, d in self.datasets.items()}

@@ -1,15 +1,19 @@
-"""Partitioning a manifest into train, validation and test sets.
+"""How clips are split into train, validation and test partitions, and folded: the `split` config group.
 
-`speaker` (the default) keeps every speaker in one partition, so test scores
-measure how a model does on voices it never heard. `kfold` does the same with
-fold `fold` of `n_folds` speaker folds as the test set, and `loso` (leave one
-speaker out) tests on the `fold`-th speaker in sorted order, for small corpora
-whose scores should be averaged over folds (see `emotion.pipeline.folds`). In every
-fold the validation partition is made of training speakers: the test speakers
-never choose a checkpoint. `clip` splits clips at random, as the report did; its
-scores are optimistic because a speaker's other clips sit in training. With several
-corpora (`data=mix`), partitions are stratified by corpus and class, and `loco` (leave
-one corpus out) tests on the `fold`-th corpus in sorted order.
+One concept for one split and for a cross-validation's folds, on scikit-learn's group splitters:
+
+- `speaker` (`SpeakerHoldOut`, the default): about `test_fraction` of the speakers test, the rest train
+  and validate; test scores measure how a model does on voices it never heard.
+- `kfold` (`SpeakerKFold`): `n_folds` folds of speakers (`StratifiedGroupKFold`), each tested in turn.
+- `loso` (`LeaveOneSpeakerOut`): one fold per speaker (`LeaveOneGroupOut`), in sorted order.
+- `loco` (`LeaveOneCorpusOut`, `data=mix`): one fold per corpus (`LeaveOneGroupOut`), in sorted order.
+- `clip` (`ClipHoldOut`): clips at random, as the report did; optimistic, because a speaker's other
+  clips sit in training (such runs are tagged leaky).
+
+A split with folds cross-validates: one run per fold, as children of one parent run
+(`emotion.pipeline.crossval`); `fold` names one fold to run alone, `folds` a subset. In every fold the
+validation partition is made of training speakers (class- and corpus-stratified): the test speakers
+never choose a checkpoint.
 """
 
 from __future__ import annotations
@@ -17,18 +21,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, train_test_split
 
 from emotion.data.corpora import Clip
-from emotion.errors import DataError
+from emotion.errors import ConfigError, DataError
 
 PARTITIONS = ("train", "val", "test")
-SplitStrategy = Literal["speaker", "kfold", "loso", "loco", "clip"]
-#: Strategies whose partitions must not share a speaker or a source clip.
-SPEAKER_INDEPENDENT = ("speaker", "kfold", "loso", "loco")
 
 
 @dataclass(frozen=True)
@@ -54,32 +54,200 @@ class Split:
         }
 
 
-def split_manifest(
-    clips: Sequence[Clip],
-    strategy: SplitStrategy = "speaker",
-    val_fraction: float = 0.167,
-    test_fraction: float = 0.167,
-    seed: int = 0,
-    n_folds: int = 5,
-    fold: int = 0,
-) -> Split:
-    """Split `clips` into train/val/test, class-stratified and seeded; speaker-independent strategies are checked."""
-    if strategy == "speaker":
-        split = _split_by_speaker(clips, val_fraction, test_fraction, seed)
-    elif strategy == "kfold":
-        if not 0 <= fold < n_folds:
-            raise DataError(f"data.split.fold={fold} is outside 0..{n_folds - 1} (data.split.n_folds={n_folds})")
-        split = _split_by_speaker(clips, val_fraction, 1 / n_folds, seed, fold=fold)
-    elif strategy == "loso":
-        split = _leave_one_speaker_out(clips, val_fraction, seed, fold)
-    elif strategy == "loco":
-        split = _leave_one_corpus_out(clips, val_fraction, seed, fold)
-    elif strategy == "clip":
-        return _split_by_clip(clips, val_fraction, test_fraction, seed)
-    else:
-        raise DataError(f"unknown split strategy {strategy!r}: choose 'speaker', 'kfold', 'loso', 'loco' or 'clip'")
-    check_no_leakage(clips, split)
-    return split
+class Splitter:
+    """A split of a corpus's clips into train, validation and test partitions: one, or one per fold.
+
+    `val_fraction`: about that share of the clips' speakers validate; `seed`: the stratified shuffles' seed.
+    """
+
+    #: The split's name in run tags (`split`) and configs (`split=NAME`).
+    name: str
+    #: Whether its partitions never share a speaker (checked for each split).
+    speaker_independent = True
+
+    def __init__(self, val_fraction: float = 0.167, seed: int = 0) -> None:
+        self.val_fraction = float(val_fraction)
+        self.seed = int(seed)
+
+    def n_folds(self, clips: Sequence[Clip]) -> int:
+        """How many folds the clips make (1: a single split)."""
+        return 1
+
+    def folds_to_run(self, clips: Sequence[Clip]) -> list[int]:
+        """The folds a run (one fold) or a cross-validation (several) trains."""
+        return [0]
+
+    @property
+    def cross_validates(self) -> bool:
+        """True if a run of this split is a cross-validation (every fold, or a subset, as child runs)."""
+        return False
+
+    def split(self, clips: Sequence[Clip], fold: int = 0) -> Split:
+        """The partitions of fold `fold`; DataError if the clips cannot be split so, or a speaker would leak."""
+        split = self._split(clips, fold)
+        if self.speaker_independent:
+            check_no_leakage(clips, split)
+        return split
+
+    def _split(self, clips: Sequence[Clip], fold: int) -> Split:
+        raise NotImplementedError
+
+    def _with_validation(self, clips: Sequence[Clip], is_test: np.ndarray, val_share: float) -> Split:
+        """The `is_test` clips test; about `val_share` of the other clips' speakers validate, the rest train."""
+        indices = np.arange(len(clips))
+        train, val = hold_out_speakers(clips, indices[~is_test], val_share, self.seed + 1)
+        return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=indices[is_test].tolist())
+
+
+class SpeakerHoldOut(Splitter):
+    """About `test_fraction` of the speakers test, `val_fraction` validate, the rest train."""
+
+    name = "speaker"
+
+    def __init__(self, val_fraction: float = 0.167, test_fraction: float = 0.167, seed: int = 0) -> None:
+        super().__init__(val_fraction, seed)
+        self.test_fraction = float(test_fraction)
+
+    def _split(self, clips: Sequence[Clip], fold: int) -> Split:
+        require_speakers(clips, 3, "a speaker-independent split")
+        _, test = hold_out_speakers(clips, np.arange(len(clips)), self.test_fraction, self.seed)
+        is_test = np.isin(np.arange(len(clips)), test)
+        return self._with_validation(clips, is_test, self.val_fraction / (1 - self.test_fraction))
+
+
+class FoldedSplitter(Splitter):
+    """A split with folds: a run cross-validates over them, unless `fold` names the one to run."""
+
+    def __init__(
+        self, val_fraction: float = 0.167, seed: int = 0, fold: int | None = None, folds: Sequence[int] | None = None
+    ) -> None:
+        super().__init__(val_fraction, seed)
+        self.fold = fold
+        self.folds = None if folds is None else [int(f) for f in folds]
+
+    @property
+    def cross_validates(self) -> bool:
+        return self.fold is None
+
+    def folds_to_run(self, clips: Sequence[Clip]) -> list[int]:
+        """`fold` alone, or every fold (or the subset `folds`, a cheaper estimate in sweeps); checked."""
+        n_folds = self.n_folds(clips)
+        if self.fold is not None:
+            chosen, key = [int(self.fold)], "split.fold"
+        else:
+            chosen, key = (list(range(n_folds)) if self.folds is None else self.folds), "split.folds"
+        if not chosen or any(not 0 <= f < n_folds for f in chosen):
+            raise ConfigError(f"{key}={chosen if key == 'split.folds' else chosen[0]} must be within 0..{n_folds - 1}")
+        return chosen
+
+
+class SpeakerKFold(FoldedSplitter):
+    """`n_folds` class-stratified folds of speakers, each tested in turn."""
+
+    name = "kfold"
+
+    def __init__(
+        self,
+        n_folds: int = 5,
+        val_fraction: float = 0.167,
+        seed: int = 0,
+        fold: int | None = None,
+        folds: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(val_fraction, seed, fold, folds)
+        self.folds_count = int(n_folds)
+
+    def n_folds(self, clips: Sequence[Clip]) -> int:
+        return self.folds_count
+
+    def _split(self, clips: Sequence[Clip], fold: int) -> Split:
+        require_speakers(clips, 3, "a speaker-independent split")
+        if not 0 <= fold < self.folds_count:
+            last = self.folds_count - 1
+            raise DataError(f"split.fold={fold} is outside 0..{last} (split.n_folds={self.folds_count})")
+        _, test = hold_out_speakers(clips, np.arange(len(clips)), 1 / self.folds_count, self.seed, fold)
+        is_test = np.isin(np.arange(len(clips)), test)
+        return self._with_validation(clips, is_test, self.val_fraction / (1 - 1 / self.folds_count))
+
+
+class LeaveOneGroupOutSplitter(FoldedSplitter):
+    """One fold per group of clips (sorted), tested on that group alone."""
+
+    what = "speaker"
+
+    def groups(self, clips: Sequence[Clip]) -> np.ndarray:
+        raise NotImplementedError
+
+    def n_folds(self, clips: Sequence[Clip]) -> int:
+        return len(set(self.groups(clips).tolist()))
+
+    def _test_fold(self, clips: Sequence[Clip], fold: int) -> np.ndarray:
+        """The clips of the `fold`-th group (sorted), as booleans."""
+        groups = self.groups(clips)
+        if not 0 <= fold < self.n_folds(clips):
+            names = sorted(set(groups.tolist()))
+            raise DataError(f"split.fold={fold} is outside 0..{len(names) - 1} (one fold per {self.what}: {names})")
+        _, test = list(LeaveOneGroupOut().split(np.zeros(len(groups)), groups=groups))[fold]
+        return np.isin(np.arange(len(clips)), test)
+
+
+class LeaveOneSpeakerOut(LeaveOneGroupOutSplitter):
+    """Leave one speaker out: each fold tests one speaker; about `val_fraction` of the clips' speakers validate."""
+
+    name = "loso"
+
+    def groups(self, clips: Sequence[Clip]) -> np.ndarray:
+        return np.array([c.speaker for c in clips])
+
+    def _split(self, clips: Sequence[Clip], fold: int) -> Split:
+        require_speakers(clips, 3, "leave-one-speaker-out")
+        n_speakers = self.n_folds(clips)
+        return self._with_validation(clips, self._test_fold(clips, fold), self.val_fraction / (1 - 1 / n_speakers))
+
+
+class LeaveOneCorpusOut(LeaveOneGroupOutSplitter):
+    """Leave one corpus out (`data=mix`): each fold tests one corpus; speakers of the others train and validate."""
+
+    name = "loco"
+    what = "corpus"
+
+    def groups(self, clips: Sequence[Clip]) -> np.ndarray:
+        return np.array([c.corpus for c in clips])
+
+    def _split(self, clips: Sequence[Clip], fold: int) -> Split:
+        corpora = sorted({c.corpus for c in clips})
+        if len(corpora) < 2:
+            raise DataError(f"leave-one-corpus-out needs at least 2 corpora (data=mix), got {corpora}")
+        return self._with_validation(clips, self._test_fold(clips, fold), self.val_fraction)
+
+
+class ClipHoldOut(Splitter):
+    """The report's protocol: clips split at random (class-stratified); a speaker's clips land in every partition."""
+
+    name = "clip"
+    speaker_independent = False
+
+    def __init__(self, val_fraction: float = 0.167, test_fraction: float = 0.167, seed: int = 0) -> None:
+        super().__init__(val_fraction, seed)
+        self.test_fraction = float(test_fraction)
+
+    def _split(self, clips: Sequence[Clip], fold: int) -> Split:
+        indices = np.arange(len(clips))
+        labels = np.array([c.emotion for c in clips])
+        rest, test = train_test_split(indices, test_size=self.test_fraction, stratify=labels, random_state=self.seed)
+        train, val = train_test_split(
+            rest,
+            test_size=self.val_fraction / (1 - self.test_fraction),
+            stratify=labels[rest],
+            random_state=self.seed,
+        )
+        return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=sorted(test.tolist()))
+
+
+def require_speakers(clips: Sequence[Clip], least: int, what: str) -> None:
+    speakers = {c.speaker for c in clips}
+    if len(speakers) < least:
+        raise DataError(f"{what} needs at least {least} speakers, the corpus has {len(speakers)}")
 
 
 def check_no_leakage(clips: Sequence[Clip], split: Split) -> None:
@@ -94,65 +262,14 @@ def check_no_leakage(clips: Sequence[Clip], split: Split) -> None:
                     raise DataError(f"leak: {what} {value} is in both the {first} and {name} partitions")
 
 
-def _split_by_speaker(
-    clips: Sequence[Clip], val_fraction: float, test_fraction: float, seed: int, fold: int = 0
-) -> Split:
-    speakers = sorted({c.speaker for c in clips})
-    if len(speakers) < 3:
-        raise DataError(f"a speaker-independent split needs at least 3 speakers, the corpus has {len(speakers)}")
-    indices = np.arange(len(clips))
-    rest, test = _hold_out_speakers(clips, indices, test_fraction, seed, fold)
-    train, val = _hold_out_speakers(clips, rest, val_fraction / (1 - test_fraction), seed + 1)
-    return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=sorted(test.tolist()))
-
-
-def _leave_one_speaker_out(clips: Sequence[Clip], val_fraction: float, seed: int, fold: int) -> Split:
-    """The `fold`-th speaker (sorted) is the test set; about `val_fraction` of the clips' speakers validate."""
-    speakers = sorted({c.speaker for c in clips})
-    if len(speakers) < 3:
-        raise DataError(f"leave-one-speaker-out needs at least 3 speakers, the corpus has {len(speakers)}")
-    if not 0 <= fold < len(speakers):
-        raise DataError(f"data.split.fold={fold} is outside 0..{len(speakers) - 1} (one fold per speaker)")
-    is_test = np.array([c.speaker == speakers[fold] for c in clips])
-    return _test_and_held_out_speakers(clips, is_test, val_fraction / (1 - 1 / len(speakers)), seed)
-
-
-def _leave_one_corpus_out(clips: Sequence[Clip], val_fraction: float, seed: int, fold: int) -> Split:
-    """The `fold`-th corpus (sorted) is the test set; speakers of the other corpora train and validate."""
-    corpora = sorted({c.corpus for c in clips})
-    if len(corpora) < 2:
-        raise DataError(f"leave-one-corpus-out needs at least 2 corpora (data=mix), got {corpora}")
-    if not 0 <= fold < len(corpora):
-        raise DataError(f"data.split.fold={fold} is outside 0..{len(corpora) - 1} (one fold per corpus: {corpora})")
-    is_test = np.array([c.corpus == corpora[fold] for c in clips])
-    return _test_and_held_out_speakers(clips, is_test, val_fraction, seed)
-
-
-def _test_and_held_out_speakers(clips: Sequence[Clip], is_test: np.ndarray, val_fraction: float, seed: int) -> Split:
-    """The `is_test` clips test; about `val_fraction` of the other clips' speakers validate, the rest train."""
-    indices = np.arange(len(clips))
-    train, val = _hold_out_speakers(clips, indices[~is_test], val_fraction, seed + 1)
-    return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=indices[is_test].tolist())
-
-
-def _hold_out_speakers(
+def hold_out_speakers(
     clips: Sequence[Clip], indices: np.ndarray, fraction: float, seed: int, fold: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out about `fraction` of the speakers of `indices`, keeping the proportions of each corpus's classes
-    (fold `fold` of K)."""
+    """Hold out about `fraction` of the speakers of `indices` (fold `fold` of `StratifiedGroupKFold`), keeping the
+    proportions of each corpus's classes."""
     groups = np.array([clips[i].speaker for i in indices])
     n_splits = min(max(2, round(1 / fraction)), len(set(groups)))
     labels = np.array([f"{clips[i].corpus}/{clips[i].emotion}" for i in indices])
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     keep, held = list(folds.split(indices, labels, groups))[fold]
     return indices[keep], indices[held]
-
-
-def _split_by_clip(clips: Sequence[Clip], val_fraction: float, test_fraction: float, seed: int) -> Split:
-    indices = np.arange(len(clips))
-    labels = np.array([c.emotion for c in clips])
-    rest, test = train_test_split(indices, test_size=test_fraction, stratify=labels, random_state=seed)
-    train, val = train_test_split(
-        rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest], random_state=seed
-    )
-    return Split(train=sorted(train.tolist()), val=sorted(val.tolist()), test=sorted(test.tolist()))

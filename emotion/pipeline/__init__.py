@@ -2,7 +2,8 @@
 
 `train(cfg)` takes the config `emotion-train` composes (see `emotion.cli.train`, the thin Hydra app) and
 returns the run's results; tests and notebooks call it with configs of their own. `build` makes every object
-of a run from its config group's `_target_`; `run` fits and tests one run; `crossval` runs the folds.
+of a run from its config group's `_target_`; `fit` fits and tests one run; `crossval` runs the folds; `run`
+chooses between them.
 """
 
 from emotion.pipeline.run import train

@@ -36,20 +36,13 @@ def built(node: Any, **kwargs: Any) -> Any:
         raise
 
 
-def split_options(cfg: DictConfig) -> dict[str, Any]:
-    """The split a run trains on: `data.split`, or the fold `cv.fold` of the cross-validation `cv` derives."""
-    split = OmegaConf.to_container(cfg.data.split, resolve=True)
-    assert isinstance(split, dict)
-    if cfg.cv.strategy == "none":
-        return split
-    folds = {"n_folds": cfg.cv.n_folds} if "n_folds" in cfg.cv else {}
-    return split | {"strategy": cfg.cv.strategy, "fold": int(cfg.cv.get("fold") or 0)} | folds
-
-
 def build_datamodule(cfg: DictConfig, features: FeatureSet) -> EmotionDataModule:
-    """`data`, reading with `features` into `paths.cache_dir`, augmented by `augment`, on the run's split."""
+    """`data`, reading with `features` into `paths.cache_dir`, augmented by `augment`, split by `split` (its fold
+    `split.fold`, or the first)."""
     augment = built(cfg.augment, _convert_="all") if cfg.augment else None
-    return built(cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=augment, split=split_options(cfg))
+    split = built(cfg.split)
+    fold = int(cfg.split.get("fold") or 0)
+    return built(cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=augment, split=split, fold=fold)
 
 
 def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier:
@@ -138,7 +131,7 @@ def run_tags(cfg: DictConfig, leaky: bool) -> dict[str, str]:
             "architecture": architecture(cfg),
             "features": get_class(cfg.features._target_).name,
             "data": cfg.data.name,
-            "split": split_options(cfg)["strategy"],
+            "split": built(cfg.split).name,
             "window": cfg.features.window.mode,
             "augmentation": cfg.augment.get("name", "none") if cfg.augment else "none",
             "leaky": str(leaky).lower(),

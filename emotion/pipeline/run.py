@@ -1,41 +1,19 @@
-"""Training one run, or one run per fold of a cross-validation: build, fit, test and log to MLflow."""
+"""Training as `emotion-train` runs it: one run, or a cross-validation when the split has folds (`split`)."""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import lightning.pytorch as pl
 import mlflow
-import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from emotion.config import check_before_run, register_resolvers
-from emotion.data.datamodule import EmotionDataModule
-from emotion.data.features import FeatureSet
-from emotion.data.splits import PARTITIONS
-from emotion.models.module import EmotionClassifier, count_trainable_params
-from emotion.models.network import layer_weights_of
-from emotion.pipeline.build import (
-    base_run_name,
-    build_callbacks,
-    build_datamodule,
-    build_logger,
-    build_module,
-    built,
-    checkpoint_epoch,
-    run_tags,
-)
+from emotion.pipeline.build import base_run_name, built
 from emotion.pipeline.crossval import train_cross_validation
+from emotion.pipeline.fit import fit_run
 from emotion.sweep.trial import SweepTrial
-from emotion.tracking import layer_weights, reports, runs
-from emotion.tracking.cv import FoldResult
-from emotion.tracking.names import FOLD_TAG, best_metric
+from emotion.tracking import reports
 
-log = logging.getLogger(__name__)
 register_resolvers()
 # Lightning advertises its cloud logger on every Trainer it builds; runs here log to MLflow.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
@@ -44,7 +22,8 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train, test and log one run, or one run per fold of a cross-validation (`cv`); returns the results.
+    """Train, test and log one run, or one run per fold of a cross-validation (a `split` with folds); returns the
+    results.
 
     The results hold the best monitored value (the kept checkpoint's, or its mean over folds) under its own name.
     """
@@ -53,112 +32,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trial = SweepTrial.of(cfg)  # a job of an Optuna sweep
     sweep_tags = trial.tags() if trial else {}
     run_name = trial.run_name(base_run_name(cfg)) if trial else base_run_name(cfg)
-    if cfg.cv.strategy == "none":
-        outcome = fit_run(cfg, run_name, sweep_tags, trial)
-        print(reports.run_summary(cfg.logger.tracking_uri, outcome.run_id, outcome.metrics, outcome.checkpoint))
-        return outcome.metrics
-
-    def fit_fold(fold_cfg: DictConfig, name: str, tags: dict[str, str]) -> FoldResult:
-        return fit_run(fold_cfg, name, tags, trial=None).fold_result(int(fold_cfg.cv.fold))
-
-    return train_cross_validation(cfg, run_name, sweep_tags, trial, fit_fold)
-
-
-def log_trained_model(logger: Any, checkpoint: str) -> None:
-    """The run's pyfunc as its model `model` (MLflow's convention): `runs:/ID/model` predicts and serves.
-
-    A fold of a cross-validation logs none: it is trained on a subset of the speakers and is never promoted.
-    """
-    from emotion.serving.pyfunc import log_pyfunc
-
-    log_pyfunc(logger.run_id, Path(checkpoint))
-
-
-@dataclass
-class RunOutcome:
-    """One run's results: its metrics, test predictions (class indices) and the speakers of each partition."""
-
-    run_id: str
-    metrics: dict[str, float]
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    speakers: dict[str, list[str]]
-    corpora: list[str]  # the corpus of each test clip (data=mix), else empty names
-    checkpoint: str = ""  # the kept checkpoint's file
-
-    def fold_result(self, fold: int) -> FoldResult:
-        return FoldResult(fold, self.run_id, self.metrics, self.y_true, self.y_pred, self.speakers, self.corpora)
-
-
-def fit_run(cfg: DictConfig, run_name: str, extra_tags: dict[str, str], trial: SweepTrial | None) -> RunOutcome:
-    """Train and test one model on one split of the corpus, logged as one MLflow run."""
-    pl.seed_everything(cfg.seed, workers=True)
-    features: FeatureSet = built(cfg.features)
-    module = build_module(cfg, features)  # before the datamodule reads: the net's initial weights follow the seed
-    datamodule = build_datamodule(cfg, features)
-    datamodule.setup()
-    logger = build_logger(cfg, run_name, run_tags(cfg, datamodule.leaky) | extra_tags)
-    with runs.run_status(logger, trial=trial is not None):
-        return _fit_and_test(cfg, module, features, datamodule, logger, trial)
-
-
-def _fit_and_test(
-    cfg: DictConfig,
-    module: EmotionClassifier,
-    features: FeatureSet,
-    datamodule: EmotionDataModule,
-    logger: Any,
-    trial: SweepTrial | None,
-) -> RunOutcome:
-    config = OmegaConf.to_container(cfg, resolve=True)
-    runs.log_config(logger, config)
-    table, split = datamodule.table, datamodule.split
-    assert table is not None and split is not None
-    model = module.model
-    trainable = count_trainable_params(model)
-    speakers = {p: sorted({datamodule.clips[i].speaker for i in split.partition(p)}) for p in PARTITIONS}
-    logger.log_hyperparams(
-        {
-            "trainable_params": trainable,
-            "features_computed": table.computed,
-            "features_cached": table.cached,
-            "clips_skipped": len(table.skipped),
-            "names_skipped": datamodule.bad_names,
-            "dropped_classes": json.dumps(datamodule.dropped_classes, sort_keys=True),
-            **{f"split.{p}_speakers": ",".join(speakers[p]) for p in PARTITIONS},
-            **{f"split.{p}_clips": len(split.partition(p)) for p in PARTITIONS},
-        }
-    )
-    runs.log_json(logger, split.summary(datamodule.clips), "split.json")
-
-    module.standardizer.fit(datamodule.clean_train_features())
-    checkpoint, callbacks = build_callbacks(cfg)
-    callbacks += trial.callbacks(cfg.monitor) if trial else []
-    trainer: pl.Trainer = built(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir)
-    trainer.fit(module, datamodule=datamodule)
-    best = checkpoint.best_model_path
-    if checkpoint.best_model_score is not None:
-        runs.log_best(logger, cfg.monitor, float(checkpoint.best_model_score), checkpoint_epoch(best))
-    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-    y_true, y_pred = (t.numpy() for t in module.test_results())
-    reports.log_test_report(logger.experiment, logger.run_id, y_true, y_pred, cfg.data.classes)
-    corpora = [datamodule.clips[i].corpus for i in datamodule.split.test]
-    if len(set(corpora)) > 1 and len(corpora) == len(y_true):  # data=mix: each corpus's test scores too
-        logger.log_metrics(reports.per_corpus_scores(y_true, y_pred, corpora))
-    elif len(set(corpora)) > 1:
-        log.warning("no per-corpus test scores: %d of %d test clips were tested", len(y_true), len(corpora))
-    if best:
-        runs.log_checkpoint(logger, best)
-        if logger.log_trained_model and FOLD_TAG not in logger.tags:
-            log_trained_model(logger, best)
-    results = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    weights = layer_weights_of(model)  # the kept checkpoint's, which the test ran with
-    if weights is not None:
-        weights = weights.detach().cpu().numpy()
-        layer_weights.log(logger.experiment, logger.run_id, weights, "layer weights of the kept checkpoint")
-        results |= layer_weights.as_metrics(weights)
-    if checkpoint.best_model_score is not None:
-        results[cfg.monitor] = float(checkpoint.best_model_score)
-        results[best_metric(cfg.monitor)] = float(checkpoint.best_model_score)
-    metrics = results | {"trainable_params": float(trainable)}
-    return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers, corpora, best)
+    if built(cfg.split).cross_validates:
+        return train_cross_validation(cfg, run_name, sweep_tags, trial)
+    outcome = fit_run(cfg, run_name, sweep_tags, trial)
+    print(reports.run_summary(cfg.logger.tracking_uri, outcome.run_id, outcome.metrics, outcome.checkpoint))
+    return outcome.metrics
