@@ -5,6 +5,7 @@ probabilities for the same clips."""
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 from pathlib import Path
 
@@ -12,11 +13,22 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 import soundfile as sf
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from mlflow.models import Model
+from omegaconf import OmegaConf
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from emotion.cli import evaluate, predict
+from emotion.config import CONFIG_DIR
+from emotion.data.corpora import read_corpus
+from emotion.data.frontend import AudioFrontEnd
+from emotion.models.estimator import EstimatorHead, UntrustedFile
 from emotion.serving import pyfunc
 from emotion.serving.recognizer import EmotionRecognizer, StaleCheckpoint
 from tests.conftest import TINY_CORPUS
@@ -110,3 +122,34 @@ def test_a_model_registered_before_the_recognizer_is_refused_in_one_line_saying_
     assert exited.value.code == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "older emotion" in error and "train its run again" in error
+
+
+def test_a_scikit_learn_head_is_saved_with_skops_restored_alone_and_classifies_as_its_estimator(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        features_config = OmegaConf.to_container(compose("config", ["features=mel_mean"]).features, resolve=True)
+    recipe = {"features": features_config, "front_end": {"min_duration": 0.25, "max_duration": 300.0}}
+    front_end = AudioFrontEnd(instantiate(features_config))
+    clips = read_corpus(tiny_corpus).clips
+    classes = sorted({c.emotion for c in clips})
+    inputs = front_end.inputs([front_end.prepare(front_end.decode(c.path)) for c in clips])
+    head = EstimatorHead(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)), classes, list(inputs))
+    head.estimator.fit(head.rows(inputs), [classes.index(c.emotion) for c in clips])
+    trained = EmotionRecognizer(head, front_end, recipe)
+    trained.save(tmp_path / trained.file_name)
+
+    restored = EmotionRecognizer.from_checkpoint(tmp_path / "model.skops")
+    expected = head.estimator.predict_proba(head.rows(inputs))[:5]
+    classified = restored.classify_files([c.path for c in clips[:5]])
+    np.testing.assert_allclose(classified.probabilities.numpy(), expected, atol=1e-6)
+    assert restored.classes == tuple(classes) and classified.frame()["emotion"].isin(classes).all()
+
+
+def test_a_skops_file_that_names_code_to_run_is_refused_unread(tmp_path: Path) -> None:
+
+    state = {"estimator": FunctionTransformer(func=os.system), "classes": [], "input_names": [], "recipe": {}}
+    skops.io.dump(state, tmp_path / "evil.skops")
+    with pytest.raises(UntrustedFile, match=r"evil\.skops holds types skops does not trust \(posix\.system\)"):
+        EmotionRecognizer.from_checkpoint(tmp_path / "evil.skops")

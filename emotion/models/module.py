@@ -147,6 +147,10 @@ class EmotionClassifier(pl.LightningModule):
         probabilities = self(features).float().softmax(dim=1)
         return average_over_windows(probabilities, segments, int(segments.max()) + 1).clamp_min(1e-12).log()
 
+    def probabilities(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class probabilities per clip (windows averaged): what the trained model serves."""
+        return self.clip_log_probabilities(inputs).exp()
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
         if self.mixup is None:
@@ -210,7 +214,7 @@ class EmotionClassifier(pl.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Class probabilities of a batch (labels, if the batch has them, are ignored)."""
         inputs, _ = batch
-        return self.clip_log_probabilities(inputs).exp()
+        return self.probabilities(inputs)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

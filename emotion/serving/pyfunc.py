@@ -37,7 +37,17 @@ from emotion.errors import DataError, EmotionError
 from emotion.serving.recognizer import EmotionRecognizer
 
 #: Packages the model imports, pinned to the versions it was logged with (and those of its feature set).
-REQUIREMENTS = ("torch", "torchaudio", "lightning", "hydra-core", "soundfile", "numpy", "pandas", "scikit-learn")
+REQUIREMENTS = (
+    "torch",
+    "torchaudio",
+    "lightning",
+    "hydra-core",
+    "soundfile",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "skops",
+)
 FEATURE_REQUIREMENTS = {"egemaps": ("opensmile",), "ssl": ("transformers", "safetensors", "huggingface-hub")}
 
 #: Folders (separated by os.pathsep) whose files the model may read from a `path` column; unset or empty: none.
@@ -194,10 +204,11 @@ def carry_encoder(recognizer: EmotionRecognizer, folder: Path) -> str:
 
 
 def log_pyfunc(run_id: str, checkpoint: Path, with_upstream: bool = False) -> str:
-    """Log the pyfunc of a run's training checkpoint into that run; returns the model URI.
+    """Log the pyfunc of a run's trained model (its checkpoint, or an estimator's skops file) into that run;
+    returns the model URI.
 
-    The model carries the checkpoint as `EmotionRecognizer.save` writes it (the network, the standardisation
-    and the recipe; no optimiser state), so loading it needs no pickled code (`weights_only=True`).
+    The model carries the file `EmotionRecognizer.save` writes (the network and the standardisation with the
+    recipe, no optimiser state; or the estimator's skops file), so loading it unpickles no code.
     An SSL model names its encoder (in its recipe); `with_upstream` adds the encoder itself as the
     artifact folder `upstream`, and says how large it is.
     """
@@ -206,9 +217,9 @@ def log_pyfunc(run_id: str, checkpoint: Path, with_upstream: bool = False) -> st
     mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
     recognizer = EmotionRecognizer.from_checkpoint(checkpoint)  # fails here, before logging, if it cannot load
     with tempfile.TemporaryDirectory() as folder:
-        model_checkpoint = Path(folder) / "model.ckpt"
-        recognizer.save(model_checkpoint)
-        artifacts = {"checkpoint": str(model_checkpoint)}
+        model_file = Path(folder) / recognizer.file_name
+        recognizer.save(model_file)
+        artifacts = {"checkpoint": str(model_file)}
         if with_upstream and hasattr(recognizer.features, "save_encoder"):
             artifacts["upstream"] = carry_encoder(recognizer, Path(folder) / "upstream")
         info = Model.log(

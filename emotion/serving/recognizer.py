@@ -2,23 +2,24 @@
 
     audio file, bytes or samples
       -> front end (`emotion.data.frontend.AudioFrontEnd`: decode, duration policy, trim, window, features)
-      -> standardisation (the training statistics, in the checkpoint)
-      -> network
-      -> window pooling (the mean of a clip's windows' probabilities: `EmotionClassifier.clip_log_probabilities`)
+      -> head: standardisation (the training statistics, in the checkpoint) -> network, or a scikit-learn
+         estimator (`emotion.models.estimator`, a skops file)
+      -> window pooling (the mean of a clip's windows' probabilities)
 
-Training saves in each checkpoint's hyperparameters the recipe of what it trained (the net's and the
-features' configs, the front end's duration limits: `emotion.pipeline.build.inference_recipe`), so
-`EmotionRecognizer.from_checkpoint` needs nothing else: no run config, no project folder. `emotion-predict`,
-`emotion-evaluate`, the served model (`emotion.serving.pyfunc`) and the benchmarks all classify through it
-(`classify_files`, `classify_waves`, or SpeechBrain's `classify_batch(waves, lengths)`).
+Training saves with each model the recipe of what it trained (the net's and the features' configs, the front
+end's duration limits: `emotion.pipeline.build.inference_recipe`), in a checkpoint's hyperparameters or an
+estimator's skops file, so `EmotionRecognizer.from_checkpoint` needs nothing else: no run config, no project
+folder. `emotion-predict`, `emotion-evaluate`, the served model (`emotion.serving.pyfunc`) and the benchmarks
+all classify through it (`classify_files`, `classify_waves`, or SpeechBrain's `classify_batch(waves,
+lengths)`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
 from emotion.encoders import saved_encoder_overrides
 from emotion.errors import EmotionError
+from emotion.models.estimator import SUFFIX, EstimatorHead
 from emotion.models.module import EmotionClassifier
 from emotion.models.weights import NETWORK_PREFIX
 
@@ -78,50 +80,64 @@ def is_silent(wave: torch.Tensor) -> bool:
     return rms == 0.0 or 20 * np.log10(rms) < SILENCE_DBFS
 
 
+class Head(Protocol):
+    """What follows the front end: inputs in, class probabilities per clip out (windows averaged).
+
+    An `EmotionClassifier` (standardisation and network, restored from a PyTorch checkpoint) or an
+    `EstimatorHead` (a scikit-learn estimator, restored from a skops file).
+    """
+
+    classes: tuple[str, ...]
+
+    def probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor: ...
+
+
 class EmotionRecognizer:
     """A trained classifier: waveforms or audio files in, class probabilities out, as its training saw them."""
 
-    def __init__(self, module: EmotionClassifier, front_end: AudioFrontEnd) -> None:
-        self.module = module.eval()
+    def __init__(self, head: Head, front_end: AudioFrontEnd, recipe: Mapping[str, Any]) -> None:
+        self.head = head.eval() if isinstance(head, EmotionClassifier) else head
         self.front_end = front_end
+        self.recipe = dict(recipe)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, encoder: str | Path | None = None) -> EmotionRecognizer:
-        """The model a training checkpoint holds, loaded safely (`weights_only=True`).
+        """The model a training checkpoint (`.ckpt`, loaded with `weights_only=True`) or an estimator's skops file
+        (`.skops`, refused if it holds a type skops does not trust) holds.
 
         `encoder`: the folder of an encoder carried with the model (`emotion-promote --with-upstream`), read
         instead of the one the recipe names.
         """
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        hyperparameters = checkpoint.get("hyper_parameters") or {}
-        recipe = hyperparameters.get("recipe")
-        if not recipe:
-            raise StaleCheckpoint(
-                f"{Path(path).name} was saved before checkpoints carried their recipe, so it cannot be restored "
-                "alone: train the run again (its `overrides` tag holds the emotion-train arguments) and promote that"
-            )
+        head, recipe = EstimatorHead.load(path) if Path(path).suffix == SUFFIX else network_head(path)
         features_config = dict(recipe["features"])
         if encoder is not None:
             features_config |= saved_encoder_overrides(encoder)
-        features: FeatureSet = instantiate(features_config)
-        net = instantiate(recipe["net"])
-        module = EmotionClassifier(net, hyperparameters["classes"], input_shapes=features.shapes(), recipe=recipe)
-        state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(INFERENCE_PREFIXES)}
-        module.load_state_dict(state)  # strict: every tensor of the network and the standardiser
         durations = recipe["front_end"]
         front_end = AudioFrontEnd(
-            features, durations["min_duration"], durations.get("max_duration", MAX_DURATION), trained_model=True
+            instantiate(features_config),
+            durations["min_duration"],
+            durations.get("max_duration", MAX_DURATION),
+            trained_model=True,
         )
-        return cls(module, front_end)
+        return cls(head, front_end, recipe)
+
+    @property
+    def file_name(self) -> str:
+        """The name `save` gives the model's file in a logged model: `model.ckpt` or `model.skops`."""
+        return f"model{SUFFIX}" if isinstance(self.head, EstimatorHead) else "model.ckpt"
 
     def save(self, path: str | Path) -> None:
-        """A checkpoint of what inference needs (no optimiser or loss state) that `from_checkpoint` restores."""
-        state = {k: v for k, v in self.module.state_dict().items() if k.startswith(INFERENCE_PREFIXES)}
-        torch.save({"state_dict": state, "hyper_parameters": dict(self.module.hparams)}, path)
+        """The file `from_checkpoint` restores: a checkpoint of what inference needs (no optimiser or loss state),
+        or the estimator's skops file."""
+        if isinstance(self.head, EstimatorHead):
+            self.head.save(path, self.recipe)
+            return
+        state = {k: v for k, v in self.head.state_dict().items() if k.startswith(INFERENCE_PREFIXES)}
+        torch.save({"state_dict": state, "hyper_parameters": dict(self.head.hparams)}, path)
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return self.module.classes
+        return self.head.classes
 
     @property
     def features(self) -> FeatureSet:
@@ -143,7 +159,7 @@ class EmotionRecognizer:
     def classify_waves(self, waves: Sequence[torch.Tensor]) -> Classification:
         """Waveforms at the model's sample rate (any lengths), classified by the model's window policy."""
         inputs = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
-        probabilities = self.module.clip_log_probabilities(inputs).exp()
+        probabilities = self.head.probabilities(inputs)
         return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes)
 
     def classify_batch(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> Classification:
@@ -155,3 +171,20 @@ class EmotionRecognizer:
     def classify_files(self, paths: Sequence[str | Path]) -> Classification:
         """Audio files (WAV, FLAC, OGG), decoded and checked by the front end; DataError naming a bad one."""
         return self.classify_waves([self.decode(path) for path in paths])
+
+
+def network_head(path: str | Path) -> tuple[EmotionClassifier, dict[str, Any]]:
+    """The network (with its standardisation) a Lightning checkpoint holds, and the recipe it was trained with."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    hyperparameters = checkpoint.get("hyper_parameters") or {}
+    recipe = hyperparameters.get("recipe")
+    if not recipe:
+        raise StaleCheckpoint(
+            f"{Path(path).name} was saved before checkpoints carried their recipe, so it cannot be restored "
+            "alone: train the run again (its `overrides` tag holds the emotion-train arguments) and promote that"
+        )
+    net = instantiate(recipe["net"])
+    module = EmotionClassifier(net, hyperparameters["classes"], hyperparameters["input_shapes"], recipe=recipe)
+    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(INFERENCE_PREFIXES)}
+    module.load_state_dict(state)  # strict: every tensor of the network and the standardiser
+    return module, recipe
