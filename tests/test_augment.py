@@ -14,7 +14,7 @@ from emotion.data.corpora import read_corpus
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.datasets import FeatureDataset, WaveformDataset
 from emotion.data.features import LogMel, Spectral
-from emotion.data.splits import Split, check_no_leakage
+from emotion.data.splits import ClipHoldOut, SpeakerHoldOut, Split, check_no_leakage
 from emotion.errors import ConfigError, DataError
 from tests.conftest import TINY_CORPUS
 
@@ -102,7 +102,7 @@ def datamodule(cache_dir: Path, augment: dict | None, strategy: str = "speaker")
         cache_dir,
         synthetic=TINY_CORPUS,
         augment=policy(augment),
-        split={"strategy": strategy, "seed": 0},
+        split={"speaker": SpeakerHoldOut(seed=0), "clip": ClipHoldOut(seed=0)}[strategy],
     )
     module.setup()
     return module

@@ -28,7 +28,7 @@ def test_promote_registers_the_best_finished_run_and_moves_the_aliases(store: St
     assert first.tags["metric"] == "val/uar_best" and first.tags["metric_value"] == "0.7"
     assert first.tags["split"] == "speaker" and first.tags["leaky"] == "false"
     assert json.loads(first.tags["features"])["_target_"] == "emotion.data.features.LogMel"
-    assert json.loads(first.tags["data"])["split"]["strategy"] == "speaker"
+    assert json.loads(first.tags["data"])["name"] == "synthetic"
     assert "registered run b" in capsys.readouterr().out
 
     store.promote("--name", "ser")  # the same winner: nothing moves, no new version

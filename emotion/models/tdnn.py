@@ -6,14 +6,9 @@ a 1D convolution over frequency-as-channels, residual dilated blocks with squeez
 the blocks' outputs concatenated, then attentive statistics pooling (a learned weighting
 of frames, whose weighted mean and standard deviation summarise the clip) and a small head.
 
-Each clip's mean log-mel spectrum (over its real frames) is subtracted first, as speaker
-recognisers do (cepstral mean normalisation): a level or microphone difference between
-speakers is a constant offset per band, which this removes.
-
-It takes clips of any length. A batch of clips padded to one length gives `lengths` (frames
-per clip): every layer zeroes the padded frames, as a convolution's own zero padding would,
-and the squeeze-excitation and pooling average over real frames only, so a clip's output
-does not depend on how much padding its batch added.
+Each clip's mean log-mel spectrum is subtracted first, as speaker recognisers do (cepstral
+mean normalisation): a level or microphone difference between speakers is a constant offset
+per band, which this removes. Its batches hold windows of one length (`features/window`).
 """
 
 from __future__ import annotations
@@ -25,20 +20,8 @@ from emotion.models.layers import single_input
 from emotion.models.network import Network
 
 
-def frame_mask(lengths: torch.Tensor | None, batch: int, frames: int, device: torch.device) -> torch.Tensor:
-    """(batch, 1, frames): 1 on each clip's real frames, 0 on padding (all ones without `lengths`)."""
-    if lengths is None:
-        return torch.ones(batch, 1, frames, device=device)
-    return (torch.arange(frames, device=device)[None, :] < lengths.to(device)[:, None]).unsqueeze(1).float()
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over time (last axis) of the real frames: (batch, channels, 1)."""
-    return (x * mask).sum(dim=-1, keepdim=True) / mask.sum(dim=-1, keepdim=True).clamp_min(1.0)
-
-
 class SqueezeExcitation(nn.Module):
-    """Channel weights from the clip's mean activation over real frames."""
+    """Channel weights from the clip's mean activation over time."""
 
     def __init__(self, channels: int, bottleneck: int) -> None:
         super().__init__()
@@ -46,8 +29,8 @@ class SqueezeExcitation(nn.Module):
             nn.Conv1d(channels, bottleneck, 1), nn.ReLU(), nn.Conv1d(bottleneck, channels, 1), nn.Sigmoid()
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(masked_mean(x, mask))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x.mean(dim=-1, keepdim=True))
 
 
 class TDNNBlock(nn.Module):
@@ -61,22 +44,19 @@ class TDNNBlock(nn.Module):
         self.pointwise = nn.Sequential(nn.Conv1d(channels, channels, 1), nn.ReLU(), nn.BatchNorm1d(channels))
         self.excite = SqueezeExcitation(channels, bottleneck)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        y = self.dilated(x) * mask
-        y = self.pointwise(y) * mask
-        return (self.excite(y, mask) + x) * mask
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.excite(self.pointwise(self.dilated(x))) + x
 
 
 class AttentiveStatisticsPooling(nn.Module):
-    """The attention-weighted mean and standard deviation over a clip's real frames: (batch, 2 x channels)."""
+    """The attention-weighted mean and standard deviation over a clip's frames: (batch, 2 x channels)."""
 
     def __init__(self, channels: int, attention: int) -> None:
         super().__init__()
         self.score = nn.Sequential(nn.Conv1d(channels, attention, 1), nn.Tanh(), nn.Conv1d(attention, channels, 1))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        scores = self.score(x).float().masked_fill(mask == 0, float("-inf"))
-        weights = scores.softmax(dim=-1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.score(x).float().softmax(dim=-1)
         mean = (weights * x).sum(dim=-1)
         variance = (weights * x.float().pow(2)).sum(dim=-1) - mean.pow(2)
         return torch.cat([mean, variance.clamp_min(1e-6).sqrt()], dim=1)
@@ -117,15 +97,13 @@ class CompactTDNN(Network):
             nn.Linear(embedding, num_classes),
         )
 
-    def forward(self, inputs: dict[str, torch.Tensor], lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         x = inputs[self.input_name].flatten(start_dim=1, end_dim=2).contiguous()  # (batch, frequency, frames)
-        mask = frame_mask(lengths, x.shape[0], x.shape[-1], x.device)
         if self.utterance_mean_norm:
-            x = x - masked_mean(x, mask)
-        x = self.stem_norm(self.stem(x * mask)) * mask
+            x = x - x.mean(dim=-1, keepdim=True)
+        x = self.stem_norm(self.stem(x))
         outputs = []
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x)
             outputs.append(x)
-        x = self.aggregate(torch.cat(outputs, dim=1)) * mask
-        return self.head(self.pool(x, mask))
+        return self.head(self.pool(self.aggregate(torch.cat(outputs, dim=1))))

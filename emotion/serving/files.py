@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from emotion.data.corpora import AUDIO_SUFFIXES
+from emotion.data.corpora.base import audio_files as folder_audio_files
 from emotion.errors import DataError, EmotionError
 
 if TYPE_CHECKING:  # torch, MLflow and pandas load only when a model is loaded: the CLIs' `--help` answers at once
@@ -21,14 +21,12 @@ if TYPE_CHECKING:  # torch, MLflow and pandas load only when a model is loaded: 
 
 
 def audio_files(paths: Iterable[Path]) -> list[Path]:
-    """The given files, and the audio files found under the given folders, in order."""
+    """The given files, and the audio files found under the given folders (`emotion.data.corpora.audio_files`),
+    in order."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-            if not found:
-                raise DataError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {path}")
-            files.extend(found)
+            files.extend(folder_audio_files(path))
         elif path.is_file():
             files.append(path)
         else:
