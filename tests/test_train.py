@@ -117,17 +117,61 @@ def test_the_split_is_logged_per_partition(make_config, tracking_uri: str, tmp_p
     ],
 )
 def test_bad_input_gives_a_one_line_error_and_leaves_no_run_folder_and_no_run(
-    overrides, message, tmp_path: Path, cache_dir: Path
+    overrides, message, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
+    """In this process (the app's start-up, as `main()` runs it); `python -m` is shown by the test below."""
+    code, stderr = run_app_here(
+        *overrides, tmp_path=tmp_path, cache_dir=cache_dir, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 1
+    assert_refused_in_one_line(stderr, message, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=cnn3d"], "error: In 'config': Could not find 'model/cnn3d' Available options in 'model': cnn1d"),
+        (["trainer=gpu"], "error: trainer=gpu, but this machine has no GPU that torch can use: use trainer=cpu"),
+    ],
+)
+def test_a_user_started_app_refuses_bad_input_in_one_line(overrides, message, tmp_path: Path, cache_dir: Path) -> None:
     result = run_app(*overrides, tmp_path=tmp_path, cache_dir=cache_dir)
     assert result.returncode == 1
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(message), result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    assert "Error in call to target" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    assert_refused_in_one_line(result.stderr, message, tmp_path)
+
+
+def run_app_here(
+    *overrides: str, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> tuple[int, str]:
+    """`emotion-train` run by its entry point in this process, in `tmp_path`: exit code and standard error."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from emotion.cli import train as app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EMOTION_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns.db")
+    own_data = any(o.startswith("data=") for o in overrides)
+    corpus = [] if own_data else [f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items()]
+    monkeypatch.setattr(sys, "argv", ["emotion-train", *corpus, *overrides])
+    try:
+        app.main()
+        code = 0
+    except SystemExit as exited:
+        code = int(exited.code or 0)
+    finally:
+        GlobalHydra.instance().clear()
+    return code, capsys.readouterr().err
+
+
+def assert_refused_in_one_line(stderr: str, message: str, tmp_path: Path) -> None:
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(message), stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "Error in call to target" not in stderr and "HYDRA_FULL_ERROR" not in stderr
     assert not (tmp_path / "outputs").exists()  # Hydra's outputs/DATE/TIME/ of a run refused at start-up
     assert not (tmp_path / "mlruns.db").exists()  # refused before any run was opened: no FAILED run
-    assert "Computing" not in result.stderr and "read 1728 clips" not in result.stderr  # nor any clip read
+    assert "Computing" not in stderr and "read 1728 clips" not in stderr  # nor any clip read
 
 
 def test_an_undecodable_wav_is_named_under_the_error_policy(tmp_path: Path, cache_dir: Path, tiny_corpus) -> None:
