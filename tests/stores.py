@@ -1,6 +1,7 @@
 """A real SQLite tracking store with real trained runs, shared by the promotion, pyfunc and serving tests.
 
-Each test module gets a store of its own (`store` is module-scoped): the tests promote, score and add runs.
+The modules that serve the store's champion share one store (`store` is session-scoped); the promotion tests,
+which score and promote runs, override it with a store of their own.
 """
 
 from __future__ import annotations
@@ -78,12 +79,14 @@ def run_id_of(store: Store, name: str) -> str:
     return next(i for i, c in store.configs.items() if c.logger.run_name == name)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Store:
+    """One store for the modules that serve its champion and add nothing that competes with it (pyfunc, serving,
+    recognizer); a module whose tests score and promote runs overrides it with a store of its own."""
     return trained_store(tmp_path_factory.mktemp("registry"), cache_dir)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def champion(store: Store) -> tuple[str, str]:
     """(model URI, run ID) of a registered champion of its own."""
     store.score(run_id_of(store, "b"), 0.90)

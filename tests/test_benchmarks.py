@@ -27,7 +27,7 @@ def test_quick_benchmarks_write_one_record_per_measurement(tmp_path: Path, cache
     names = [r["name"] for r in records]
     assert {n.split(":")[0] for n in names} == {"features", "training", "sweep", "scaling"}
     assert sum(n.startswith("training:") for n in names) == 3  # one per architecture
-    assert sum(n.startswith("scaling:") for n in names) == 8  # 4 measures x (1x, 2x)
+    assert sum(n.startswith("scaling:") for n in names) == 4  # 4 measures at 1x
     for record in records:
         assert set(record) >= FIELDS, record["name"]
         assert math.isfinite(record["ours"]) and record["ours"] >= 0, record["name"]

@@ -13,7 +13,13 @@ import pytest
 
 from emotion.cli import predict, promote
 from emotion.serving.registry import Ranking, leaderboard
-from tests.stores import Store, run_id_of
+from tests.stores import Store, run_id_of, trained_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Store:
+    """A store of this module's own: its tests score, promote and add runs that would outrank a shared champion."""
+    return trained_store(tmp_path_factory.mktemp("promotion"), cache_dir)
 
 
 def test_promote_registers_the_best_finished_run_and_moves_the_aliases(store: Store, capsys) -> None:
