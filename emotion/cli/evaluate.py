@@ -164,8 +164,8 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     if args.model.startswith(("models:/", "runs:/")):
         require_store(args.tracking_uri)
     client = mlflow.MlflowClient(args.tracking_uri)
+    recognizer = load_recognizer(args.model, args.tracking_uri)  # first: it says in one line what is missing
     source = resolve_source(client, args.model)
-    recognizer = load_recognizer(args.model, args.tracking_uri)
     classes = recognizer.classes
     clips, dropped = labelled_clips(cfg, classes)
     by_path = {str(Path(c.path)): c for c in clips}
