@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from mlflow.exceptions import MlflowException
 
-from emotion.cli import predict
+from emotion.cli import evaluate, predict
 from emotion.serving.pyfunc import AUDIO_DIRS, MAX_ROWS
 from tests.conftest import free_port, running_server
 from tests.stores import Store
@@ -89,6 +89,18 @@ def test_emotion_predict_explains_what_is_missing(
     path = {"good": next(tiny_corpus.glob("*.wav")), "bad": tmp_path / "bad.wav", "missing": tmp_path / "x.wav"}[audio]
     code, _, err = predict_here(store, capsys, "--model", model, str(path))
     assert code == 1
+    assert err.strip().splitlines()[-1].startswith("error: ") and message in err
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [("models:/nosuch@champion", "no registered model 'nosuch'"), ("models:/served@gold", "has no alias 'gold'")],
+)
+def test_emotion_evaluate_explains_a_missing_model_in_one_line(store: Store, champion, capsys, model, message) -> None:
+    with pytest.raises(SystemExit) as exited:
+        evaluate.main([model, "--tracking-uri", store.uri])
+    err = capsys.readouterr().err
+    assert exited.value.code == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: ") and message in err
 
 

@@ -133,11 +133,13 @@ def study_created(db: Path) -> bool:
         return False
 
 
-def test_a_killed_sweep_resumes_to_its_budget_with_finished_trials_intact(tmp_path: Path, cache_dir: Path) -> None:
-    overrides = ["sweep=cnn2d_logmel", "hydra.sweeper.n_trials=4", "trainer.max_epochs=5", "hydra/sweeper/pruner=none"]
+def test_a_killed_sweep_resumes_to_a_larger_budget_with_finished_trials_intact_and_new_parameters(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    overrides = ["sweep=cnn2d_logmel", "trainer.max_epochs=5", "hydra/sweeper/pruner=none"]
     storage = f"sqlite:///{tmp_path}/multirun/cnn2d_logmel/optuna.db"
     process = subprocess.Popen(
-        sweep_command(*overrides),
+        sweep_command(*overrides, "hydra.sweeper.n_trials=4"),
         cwd=tmp_path,
         env=environment(tmp_path, cache_dir),
         stdout=subprocess.DEVNULL,
@@ -169,17 +171,19 @@ def test_a_killed_sweep_resumes_to_its_budget_with_finished_trials_intact(tmp_pa
     }
     interrupted = max(t.number for t in load_study(tmp_path, "cnn2d_logmel").trials)
 
-    run_sweep(tmp_path, cache_dir, *overrides)
+    run_sweep(tmp_path, cache_dir, *overrides, "hydra.sweeper.n_trials=5")
 
     study = load_study(tmp_path, "cnn2d_logmel")
-    assert len(study.trials) == 4
+    assert len(study.trials) == 5
     assert {t.number: t.value for t in study.trials if t.number in before} == before
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(drawn)) == len(drawn), drawn  # the resumed sampler did not draw the first trials again
     assert study.trials[interrupted].state == TrialState.FAIL
     assert all(t.state == TrialState.COMPLETE for t in study.trials if t.number != interrupted)
     children = child_runs(tmp_path, "cnn2d_logmel")
     assert children[interrupted].info.status == "FAILED"
     assert children[interrupted].data.tags["trial_state"] == "FAIL"
-    assert sorted(children) == [0, 1, 2, 3]
+    assert sorted(children) == [0, 1, 2, 3, 4]
 
 
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path, cache_dir: Path) -> None:

@@ -119,6 +119,7 @@ class StudySweep:
         with study_lock(storage, study.study_name):
             self._fail_dead_trials(study)
             remaining = self.options.n_trials - count_trials(study, FINISHED_OR_RUNNING)
+            study.sampler = self._sampler(space, trials_before=len(study.trials))
             trials = [study.ask(space) for _ in range(min(self.options.n_jobs, max(remaining, 0)))]
             for trial in trials:
                 trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
@@ -147,11 +148,18 @@ class StudySweep:
             log.info("waiting for trials %s of other workers", [t.number for t in watched])
             time.sleep(min(heartbeat or WAIT_SECONDS, WAIT_SECONDS))
 
-    def _sampler(self, space: dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
+    def _sampler(self, space: dict[str, BaseDistribution], trials_before: int = 0) -> optuna.samplers.BaseSampler:
+        """The configured sampler, its seed offset by the trials the study already holds.
+
+        Optuna does not store a sampler with its study: seeded alike at every start, a resumed sweep's (or a
+        second worker's) sampler would draw the first trials' parameters again. Offset at each ask, every trial
+        draws from its own stream, so a study stays reproducible from its seed and a resumed one goes on.
+        """
         options = self.options.sampler
+        seed = {"seed": int(options.seed) + trials_before} if options.get("seed") is not None else {}
         if str(options.get("_target_", "")).endswith("GridSampler"):
-            return instantiate(options, search_space=grid_of(space))
-        return instantiate(options)
+            return instantiate(options, search_space=grid_of(space), **seed)
+        return instantiate(options, **seed)
 
     def _pruner(self) -> optuna.pruners.BasePruner:
         if len(self.directions) > 1:
