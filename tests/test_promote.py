@@ -70,7 +70,7 @@ def test_dry_run_prints_the_leaderboard_and_changes_nothing(store: Store, capsys
     names = [row.split()[-1] for row in rows]
     assert names == ["a", "b", "c"]  # the failed, pruned, fold and parent runs (0.99) are not competing
     assert [row.split()[1] for row in rows] == [run_id_of(store, n) for n in "abc"]
-    assert all(row.split()[4] == "6" for row in rows)  # six classes each
+    assert all(row.split()[4:6] == ["synthetic", "6"] for row in rows)  # the corpus, six classes each
     assert "dry run: would register run a" in out
     assert store.client.search_registered_models("name = 'dry'") == []
 
@@ -111,6 +111,41 @@ def test_a_run_of_other_classes_than_the_champions_is_refused_unless_allowed(sto
     store.promote("--name", "columns", "--allow-new-classes")
     assert store.client.get_model_version_by_alias("columns", "champion").run_id == four
     store.client.log_metric(four, "val/uar_best", 0.0, step=20_000)  # out of the other tests' way
+
+
+def test_a_run_of_another_corpus_is_refused_unless_allowed_and_the_leaderboard_names_each_runs_corpus(
+    store: Store, capsys
+) -> None:
+    for name, value in (("a", 0.55), ("b", 0.45), ("c", 0.35)):
+        store.score(run_id_of(store, name), value)
+    store.promote("--name", "corpora")
+    other = store.train("elsewhere", "data.name=othercorpus")  # the embedded clips, under another corpus's name
+    store.score(other, 0.97)
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit):
+        store.promote("--name", "corpora")
+    out, err = capsys.readouterr()
+    board = [line.split() for line in out.splitlines()[2:]]
+    assert board[0][1] == other and "othercorpus" in board[0] and all("synthetic" in row for row in board[1:])
+    assert f"({other}) was trained on othercorpus, the champion on synthetic" in err and "--allow-new-corpus" in err
+    assert store.client.get_model_version_by_alias("corpora", "champion").run_id == run_id_of(store, "a")
+
+    store.promote("--name", "corpora", "--allow-new-corpus")
+    assert store.client.get_model_version_by_alias("corpora", "champion").run_id == other
+    store.client.log_metric(other, "val/uar_best", 0.0, step=20_000)  # out of the other tests' way
+
+
+def test_the_leaderboard_says_why_cross_validations_are_absent(store: Store, capsys) -> None:
+    experiment_id = store.client.get_experiment_by_name("emotion").experiment_id
+    parent = store.client.create_run(experiment_id, run_name="a loso", tags={"role": "cv", "cv": "loso"})
+    store.client.log_metric(parent.info.run_id, "val/uar_best", 0.99)
+    store.client.set_terminated(parent.info.run_id)
+
+    store.promote("--dry-run")
+    out = capsys.readouterr().out
+    assert parent.info.run_id not in out
+    assert "not ranked: 1 cross-validation(s)" in out and "split=speaker" in out
 
 
 def test_a_study_that_does_not_exist_is_named_with_those_that_do(store: Store, capsys) -> None:

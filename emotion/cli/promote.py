@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="promote a run whose classes differ from the current champion's (the served columns change)",
     )
+    parser.add_argument(
+        "--allow-new-corpus",
+        action="store_true",
+        help="promote a run trained on another corpus than the current champion's (its scores are not comparable)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the leaderboard and the plan, change nothing")
     parser.add_argument(
         "--require-eval",
@@ -76,7 +81,7 @@ def format_leaderboard(runs: list[Run], metric: str) -> str:
 
     corpora = sorted({e.corpus for run in runs for e in evaluations(run.data.tags)})
     columns = "".join(f"  {'eval ' + corpus:>11}" for corpus in corpora)
-    header = f"{'#':>2}  {'run id':<32}  {metric:>9}  {'test/acc':>8}{columns}  {'classes':<7}  "
+    header = f"{'#':>2}  {'run id':<32}  {metric:>9}  {'test/acc':>8}{columns}  {'corpus':<12} {'classes':<7}  "
     header += f"{'split':<8} {'leaky':<5}  {'study':<16} {'trial':>5}  run"
     lines = [header, "-" * len(header)]
     for rank, run in enumerate(runs, 1):
@@ -86,7 +91,8 @@ def format_leaderboard(runs: list[Run], metric: str) -> str:
         scores = "".join(f"  {f'{e.uar:.4f}' if e else '-':>11}" for e in held_out)
         lines.append(
             f"{rank:>2}  {run.info.run_id:<32}  {metrics[metric]:>9.4f}  {test_acc:>8}{scores}  "
-            f"{len(run_classes(run)) or '-':<7}  {tags.get('split', '-'):<8} {tags.get('leaky', '-'):<5}  "
+            f"{tags.get('data', '-'):<12} {len(run_classes(run)) or '-':<7}  "
+            f"{tags.get('split', '-'):<8} {tags.get('leaky', '-'):<5}  "
             f"{tags.get('study', '-'):<16} {tags.get('trial_number', '-'):>5}  {run.info.run_name or ''}"
         )
     return "\n".join(lines)
@@ -133,6 +139,34 @@ def retrain_hint(client: mlflow.MlflowClient, ranking: Ranking) -> str | None:
         f"({ranking.metric}={parent.data.metrics[ranking.metric]:.4f}, run {parent.info.run_id}): train it once "
         f"on a speaker split, as a run of the study, then promote that run:\n  {command}\n  "
         f"emotion-promote --study {ranking.study}"
+    )
+
+
+def check_same_corpus(best: Run, champion_run: Run | None, allowed: bool) -> None:
+    """PromotionError if `best` was trained on another corpus than the champion's run (both known), unless
+    `allowed`."""
+    from emotion.serving.registry import PromotionError
+
+    corpus, champions = best.data.tags.get("data"), champion_run.data.tags.get("data") if champion_run else None
+    if allowed or not corpus or not champions or corpus == champions:
+        return
+    raise PromotionError(
+        f"run {best.info.run_name} ({best.info.run_id}) was trained on {corpus}, the champion on {champions}: "
+        "their validation scores are not comparable. Pass --allow-new-corpus to promote it anyway, or "
+        f"--filter \"tags.data = '{champions}'\" to rank runs of the champion's corpus"
+    )
+
+
+def unranked_cross_validations(client: mlflow.MlflowClient, ranking: Ranking) -> str | None:
+    """Why the cross-validations in the leaderboard's scope are absent from it, if there are any."""
+    from emotion.serving.registry import cross_validation_parents
+
+    parents = cross_validation_parents(client, ranking)
+    if not parents:
+        return None
+    return (
+        f"not ranked: {len(parents)} cross-validation(s) (their parent runs hold no model, and each fold's model "
+        "trained on a subset of the speakers); train the chosen setup once with split=speaker and promote that run"
     )
 
 
@@ -183,6 +217,8 @@ def run(args: argparse.Namespace) -> None:
         scope = f"study {args.study!r}" if args.study else f"experiment {args.experiment!r}"
         raise EmotionError(f"no FINISHED run of {scope} logged {args.metric}: nothing to promote")
     print(format_leaderboard(runs, args.metric))
+    if note := unranked_cross_validations(client, ranking):
+        print(note)
     best = runs[0]
     old = current_champion(client, args.name)
     what = f"run {best.info.run_name} ({best.info.run_id}, {args.metric}={best.data.metrics[args.metric]:.4f})"
@@ -190,7 +226,9 @@ def run(args: argparse.Namespace) -> None:
         print(f"\ndry run: {dry_run_plan(best, what, args, old)}")
         return
     check_evaluated(best, args.require_eval)
-    check_same_classes(best, client.get_run(old.run_id) if old is not None else None, args.allow_new_classes)
+    champion_run = client.get_run(old.run_id) if old is not None else None
+    check_same_corpus(best, champion_run, args.allow_new_corpus)
+    check_same_classes(best, champion_run, args.allow_new_classes)
     version, previous = promote(
         args.tracking_uri, best, args.name, args.metric, args.allow_leaky, with_upstream=args.with_upstream
     )

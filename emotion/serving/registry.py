@@ -86,6 +86,16 @@ def leaderboard(client: mlflow.MlflowClient, ranking: Ranking, limit: int = 10) 
     return competing[:limit]
 
 
+def cross_validation_parents(client: mlflow.MlflowClient, ranking: Ranking) -> list[Run]:
+    """The finished cross-validations (parent runs) in `ranking`'s scope: none of them competes."""
+    experiment = client.get_experiment_by_name(ranking.experiment)
+    if experiment is None:
+        return []
+    return client.search_runs(
+        [experiment.experiment_id], ranking.filter_string() + f" and tags.{ROLE_TAG} = '{CV_ROLE}'"
+    )
+
+
 def best_cross_validation(client: mlflow.MlflowClient, ranking: Ranking) -> Run | None:
     """The best COMPLETE cross-validated trial of `ranking`'s study (a CV parent run), if it has any."""
     experiment = client.get_experiment_by_name(ranking.experiment)
