@@ -150,7 +150,7 @@ def check_data_folders(data: DictConfig) -> None:
         if manifest and not path.is_file():
             raise ConfigError(f"{where}={folder}: no such manifest file")
         if not manifest and not path.is_dir():
-            raise ConfigError(f"{where}={folder}: no such folder")
+            raise ConfigError(f"{where}={folder}: {'not a folder' if path.exists() else 'no such folder'}")
 
 
 def check_complete(cfg: DictConfig) -> None:

@@ -174,6 +174,21 @@ def test_a_hub_id_not_in_the_cache_is_one_line_naming_both_ways_to_weights(tmp_p
     assert "hf download openai/whisper-base" in message and "features.encoder at a folder" in message
 
 
+@pytest.mark.parametrize("split", ["speaker", "loso"])
+def test_an_encoder_that_cannot_load_stops_training_before_any_run_is_opened(
+    make_config, tracking_uri: str, tmp_path: Path, monkeypatch, split: str
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cfg = make_config("experiment=whisper_base", "features.encoder=openai/whisper-base", f"split={split}")
+    with pytest.raises(ConfigError, match="hf download openai/whisper-base"):
+        train(cfg)
+    experiment = mlflow.MlflowClient(tracking_uri).get_experiment_by_name("emotion")
+    assert experiment is None or mlflow.MlflowClient(tracking_uri).search_runs([experiment.experiment_id]) == []
+
+
 def test_a_missing_folder_and_a_folder_of_another_kind_of_model_are_one_line_each(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such folder"):
         load_encoder(str(tmp_path / "nowhere"))

@@ -73,7 +73,7 @@ def test_undecodable_files_are_named(tmp_path: Path, content: bytes, message: st
 def test_zero_length_audio_is_named(tmp_path: Path) -> None:
     path = tmp_path / "empty.wav"
     sf.write(path, np.zeros(0, dtype=np.float32), 16000)
-    with pytest.raises(DataError, match=f"audio file has no samples: {path}"):
+    with pytest.raises(DataError, match=f"audio file {path} has no samples"):
         load_audio(path, 16000)
 
 
@@ -112,6 +112,25 @@ def test_undecodable_clips_are_skipped_and_counted(tiny_corpus: Path, tmp_path: 
     table = FeatureCache(tmp_path, corpus, AudioFrontEnd(LogMel(SPECTRAL))).table(clips, on_bad_file="skip")
     assert table.skipped == [str(corpus / "1001_IEO_ANG_MD.wav")]
     assert len(table.clips) == 71 and table.tensors["logmel"].shape[0] == 71
+
+
+def test_skipped_clips_are_counted_by_reason_and_named(tiny_corpus: Path, tmp_path: Path, caplog) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for wav in sorted(tiny_corpus.glob("*.wav"))[:3]:
+        shutil.copy(wav, corpus / wav.name)
+    (corpus / "1001_IEO_ANG_HI.wav").write_bytes(b"garbage")
+    sf.write(corpus / "1001_IEO_ANG_LO.wav", np.full(800, 0.1, dtype=np.float32), 16000)  # 0.05 s: decodes fine
+    clips = read_corpus(corpus).clips
+    front_end = AudioFrontEnd(LogMel(SPECTRAL), min_duration=0.25)
+    with caplog.at_level("WARNING"):
+        table = FeatureCache(tmp_path, corpus, front_end).table(clips, on_bad_file="skip")
+    assert len(table.skipped) == 2 and len(table.clips) == 3
+    summary = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped "))
+    assert summary == (
+        "skipped 2 clip(s): 1 could not be decoded (1001_IEO_ANG_HI.wav); "
+        "1 shorter than data.min_duration (1001_IEO_ANG_LO.wav)"
+    )
 
 
 def test_undecodable_clips_stop_the_run_under_the_error_policy(tiny_corpus: Path, tmp_path: Path) -> None:

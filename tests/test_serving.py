@@ -104,6 +104,12 @@ def test_emotion_evaluate_explains_a_missing_model_in_one_line(store: Store, cha
     assert err.strip().splitlines()[-1].startswith("error: ") and message in err
 
 
+def test_emotion_evaluate_words_a_missing_corpus_folder_as_emotion_train_does(store: Store, champion, capsys) -> None:
+    with pytest.raises(SystemExit):
+        evaluate.main([champion[0], "data=crema_d", "data.root=/no/such/folder", "--tracking-uri", store.uri])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: data.root=/no/such/folder: no such folder"
+
+
 def test_emotion_predict_skips_bad_files_names_each_and_exits_non_zero(
     store: Store, champion, tiny_corpus: Path, tmp_path: Path, capsys
 ) -> None:
@@ -187,6 +193,7 @@ def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refus
         "too long": [{"waveform": [0.0] * 360_000, "sample_rate": 100}],
         "too short": [{"waveform": one_second[:800], "sample_rate": 16000}],
         "corrupt base64": [{"audio": "UklGRi4uLi4gbm90IGF1ZGlv!!"}],
+        "empty audio": [{"audio": base64.b64encode(b"").decode()}],
         "not audio": [{"audio": base64.b64encode(b"plain text, not a sound file " * 40).decode()}],
         "too many rows": [good] * 5,
         "wrong column": [{"wav": good["audio"]}],
@@ -240,7 +247,8 @@ def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refus
     assert messages["too long"] == "the waveform is 3600.0 s long, longer than data.max_duration=300 s"
     assert messages["too short"].startswith("the waveform is 0.050 s long, shorter than the data.min_duration=0.25 s")
     assert messages["corrupt base64"] == "`audio` is not valid base64 (send the file's bytes, base64-encoded)"
-    assert messages["not audio"].startswith("cannot decode audio file the clip in `audio`:")
+    assert messages["not audio"].startswith("cannot decode the audio file sent in `audio`:")
+    assert messages["empty audio"] == "`audio` is empty: the file sent holds no bytes"
     assert messages["too many rows"] == "5 rows in one request, more than the 4 this model takes (EMOTION_MAX_ROWS)"
     assert (
         messages["wrong column"]

@@ -206,6 +206,7 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path, cache_dir
     children = child_runs(tmp_path, "divergence")
     failed = next(r for r in children.values() if r.data.params["model.optimizer.lr"] == "1000000000000.0")
     assert failed.info.status == "FAILED" and failed.data.tags["trial_state"] == "FAIL"
+    assert failed.data.tags["error"].startswith("FloatingPointError: training loss became")  # the reason, one line
 
 
 def test_a_two_objective_sweep_trades_accuracy_against_size(tmp_path: Path, cache_dir: Path) -> None:

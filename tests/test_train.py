@@ -103,6 +103,7 @@ def test_the_split_is_logged_per_partition(make_config, tracking_uri: str, tmp_p
     [
         (["data=crema_d", "data.root=/no/such/folder"], "error: data.root=/no/such/folder: no such folder"),
         (["data=emodb"], "error: data=emodb needs data.root=PATH: the folder that holds the corpus"),
+        (["data=crema_d", "data.root=/dev/null"], "error: data.root=/dev/null: not a folder"),
         (["trainer.max_epochs=two"], "error: trainer.max_epochs='two': an integer is needed"),
         (["+trainer.max_epoch=2"], "error: trainer.max_epoch: not an option of Lightning's Trainer; did you mean"),
         (["trainer=gpu"], "error: trainer=gpu, but this machine has no GPU that torch can use: use trainer=cpu"),

@@ -155,12 +155,14 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     """Score the model on the corpus and log the evaluation run; (run ID, scores, printable summary)."""
     import mlflow
 
+    from emotion.config import check_data_folders
     from emotion.serving.files import load_recognizer, predict
     from emotion.serving.registry import require_store
     from emotion.tracking.evaluations import Evaluation
     from emotion.tracking.reports import log_test_report
 
     cfg = corpus_config(args.overrides)
+    check_data_folders(cfg.data)  # a missing or wrong folder is said as emotion-train says it
     if args.model.startswith(("models:/", "runs:/")):
         require_store(args.tracking_uri)
     client = mlflow.MlflowClient(args.tracking_uri)

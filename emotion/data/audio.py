@@ -27,21 +27,21 @@ def load_audio(
 ) -> torch.Tensor:
     """Decode a file (path, or its bytes) to a mono float32 waveform at `sample_rate`.
 
-    DataError naming it (`name`, else the path) if it cannot be decoded, or if its header says it lasts
-    longer than `max_duration` seconds (then nothing of it is decoded).
+    DataError naming it (`name`: what it is, in words; else `audio file PATH`) if it cannot be decoded, or if its
+    header says it lasts longer than `max_duration` seconds (then nothing of it is decoded).
     """
-    name = name or str(source)
+    name = name or f"audio file {source}"
     try:
         with sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as audio:
             check_not_longer(audio.frames / audio.samplerate, max_duration, name)
             samples, file_rate = audio.read(dtype="float32", always_2d=True), audio.samplerate
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         reason = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "it", str(exc))  # no Python object in the message
-        raise DataError(f"cannot decode audio file {name}: {reason}") from exc
+        raise DataError(f"cannot decode {name}: {reason}") from exc
     if samples.shape[0] == 0:
-        raise DataError(f"audio file has no samples: {name}")
+        raise DataError(f"{name} has no samples")
     if not np.isfinite(samples).all():
-        raise DataError(f"audio file {name} holds samples that are not finite numbers (NaN or infinity)")
+        raise DataError(f"{name} holds samples that are not finite numbers (NaN or infinity)")
     waveform = torch.from_numpy(samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1))
     if file_rate != sample_rate:
         waveform = AF.resample(waveform, file_rate, sample_rate)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from emotion.data.augment import WaveAugment
 from emotion.data.corpora import BadFilePolicy, Clip
-from emotion.data.frontend import AudioFrontEnd
+from emotion.data.frontend import AudioFrontEnd, skipped_summary
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,13 @@ class FeatureCache:
             name: torch.stack([stored[keys[i]][name] for i in kept]) if kept else torch.empty(0) for name in names
         }
         if skipped:
-            log.warning("skipped %d clip(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
+            log.warning("%s", skipped_summary(skipped))
         return FeatureTable(
             clips=[clips[i] for i in kept],
             tensors=tensors,
             computed=len(missing) - len(skipped),
             cached=len(clips) - len(missing),
-            skipped=skipped,
+            skipped=list(skipped),
         )
 
     def _read_shards(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -118,8 +118,9 @@ class FeatureCache:
         stored: dict[str, dict[str, torch.Tensor]],
         on_bad_file: BadFilePolicy,
         augment: WaveAugment | None,
-    ) -> list[str]:
-        skipped: list[str] = []
+    ) -> dict[str, str]:
+        """Compute and cache the features of the `missing` clips; returns those skipped, with why."""
+        skipped: dict[str, str] = {}
         if not missing:
             return skipped
         batches = [batch for shard in _chunks(missing, self.shard_size) for batch in _chunks(shard, self.batch_size)]
@@ -146,14 +147,13 @@ class FeatureCache:
         clips: Sequence[Clip],
         batch: list[int],
         on_bad_file: BadFilePolicy,
-        skipped: list[str],
+        skipped: dict[str, str],
         augment: WaveAugment | None,
     ) -> tuple[list[torch.Tensor], list[int]]:
         waves, good = [], []
         for i in batch:
-            wave = self.front_end.clip(clips[i], on_bad_file, augment)
+            wave = self.front_end.clip(clips[i], on_bad_file, augment, skipped)
             if wave is None:
-                skipped.append(clips[i].path)
                 continue
             waves.append(wave)
             good.append(i)

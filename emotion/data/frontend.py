@@ -33,6 +33,23 @@ from emotion.errors import DataError
 
 log = logging.getLogger(__name__)
 
+#: Why a clip was skipped (`skipped_summary` counts each apart).
+UNDECODABLE, TOO_SHORT = "could not be decoded", "shorter than data.min_duration"
+
+
+class TooShort(DataError):
+    """A clip shorter than `data.min_duration`: it decoded, but is too short to judge."""
+
+
+def skipped_summary(skipped: dict[str, str]) -> str:
+    """`skipped 3 clip(s): 2 could not be decoded (a.wav, b.wav); 1 shorter than data.min_duration (c.wav)`."""
+    parts = []
+    for reason in (UNDECODABLE, TOO_SHORT):
+        paths = [Path(path).name for path, why in skipped.items() if why == reason]
+        shown = ", ".join(paths[:5]) + (f", and {len(paths) - 5} more" if len(paths) > 5 else "")
+        parts += [f"{len(paths)} {reason} ({shown})"] if paths else []
+    return f"skipped {len(skipped)} clip(s): {'; '.join(parts)}"
+
 
 class AudioFrontEnd:
     """Decode, check the duration, trim, window and featurise clips as one run's config says.
@@ -61,9 +78,8 @@ class AudioFrontEnd:
 
         DataError naming it if it cannot be decoded or lasts too long (then it is not decoded) or too little.
         """
-        name = name or str(source)
         wave = load_audio(source, self.sample_rate, max_duration=self.max_duration, name=name)
-        self.check_duration(wave, name)
+        self.check_duration(wave, name or str(source))
         return wave
 
     def from_samples(self, samples: Sequence[float] | np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -94,11 +110,18 @@ class AudioFrontEnd:
             return
         if self.trained_model:
             bound = f"the data.min_duration={self.min_duration:g} s the model was trained with"
-            raise DataError(f"{what} is {seconds:.3f} s long, shorter than {bound}")
-        raise DataError(f"clip is {seconds:.3f} s long, shorter than data.min_duration={self.min_duration:g} s: {what}")
+            raise TooShort(f"{what} is {seconds:.3f} s long, shorter than {bound}")
+        raise TooShort(f"clip is {seconds:.3f} s long, shorter than data.min_duration={self.min_duration:g} s: {what}")
 
-    def clip(self, clip: Clip, on_bad_file: BadFilePolicy, augment: WaveAugment | None = None) -> torch.Tensor | None:
-        """A corpus clip prepared, or None (logged) if it is bad and `on_bad_file` is skip.
+    def clip(
+        self,
+        clip: Clip,
+        on_bad_file: BadFilePolicy,
+        augment: WaveAugment | None = None,
+        skipped: dict[str, str] | None = None,
+    ) -> torch.Tensor | None:
+        """A corpus clip prepared, or None (logged, and its path and reason put in `skipped`) if it is bad and
+        `on_bad_file` is skip.
 
         An augmented copy (`clip.copy` > 0) is passed through `augment` with a random stream fixed by (clip, copy),
         so a cached copy is the one a rerun would make.
@@ -109,6 +132,8 @@ class AudioFrontEnd:
             if on_bad_file == "error":
                 raise
             log.warning("skipping clip: %s", exc)
+            if skipped is not None:
+                skipped[clip.path] = TOO_SHORT if isinstance(exc, TooShort) else UNDECODABLE
             return None
         if clip.copy and augment is not None:
             wave = augment(wave, augment.rng_for(clip.path, clip.copy))
@@ -120,17 +145,15 @@ class AudioFrontEnd:
         """The clips that decode, their prepared waveforms (whole, any length), and the paths of those skipped."""
         kept: list[Clip] = []
         waves: list[torch.Tensor] = []
-        skipped: list[str] = []
+        skipped: dict[str, str] = {}
         for clip in tqdm(clips, desc="Decoding whole clips", unit="clip"):
-            wave = self.clip(clip, on_bad_file)
-            if wave is None:
-                skipped.append(clip.path)
-            else:
+            wave = self.clip(clip, on_bad_file, skipped=skipped)
+            if wave is not None:
                 kept.append(clip)
                 waves.append(wave)
         if skipped:
-            log.warning("skipped %d clip(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
-        return kept, waves, skipped
+            log.warning("%s", skipped_summary(skipped))
+        return kept, waves, list(skipped)
 
     def windows(self, wave: torch.Tensor) -> torch.Tensor:
         """The windows (count, n_samples) of a prepared clip that the utterance policy evaluates it by."""

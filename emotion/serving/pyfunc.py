@@ -93,7 +93,9 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
     def _waveform(self, row: dict[str, Any]) -> torch.Tensor:
         audio, path, waveform, rate = row.get("audio"), row.get("path"), row.get("waveform"), row.get("sample_rate")
         if _given(audio):
-            return self.recognizer.decode(decode_base64(audio), name="the clip in `audio`")
+            return self.recognizer.decode(decode_base64(audio), name="the audio file sent in `audio`")
+        if audio == "":  # an empty file, base64-encoded
+            raise DataError("`audio` is empty: the file sent holds no bytes")
         if _given(path):
             return self.recognizer.decode(readable_path(path))
         if waveform is not None and not _missing(rate):

@@ -13,6 +13,8 @@ CV_TAG = "cv"
 #: A sweep's trial runs: the study's name and the trial's number.
 STUDY_TAG = "study"
 TRIAL_TAG = "trial_number"
+#: Why a run FAILED, in one line.
+ERROR_TAG = "error"
 #: The command-line overrides a run was trained with (`emotion-train` with them trains it again).
 OVERRIDES_TAG = "overrides"
 

@@ -12,14 +12,19 @@ import optuna
 import yaml
 from lightning.pytorch.loggers import MLFlowLogger
 
+from emotion.errors import EmotionError
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
 from emotion.tracking.logger import redacted
-from emotion.tracking.names import best_metric
+from emotion.tracking.names import ERROR_TAG, best_metric
+
+#: MLflow keeps tag values up to this many characters.
+MAX_TAG_LENGTH = 5000
 
 
 @contextmanager
 def run_status(logger: MLFlowLogger, trial: bool = False) -> Iterator[None]:
-    """Mark the run FINISHED, or FAILED if the block raises (KILLED on Ctrl-C).
+    """Mark the run FINISHED, or FAILED with the reason in one line (tag `error`) if the block raises (KILLED on
+    Ctrl-C).
 
     For a sweep's trial, also tag `trial_state`: a pruned trial (optuna.TrialPruned)
     is a normal end, so its run is FINISHED with `trial_state=PRUNED`.
@@ -39,10 +44,18 @@ def run_status(logger: MLFlowLogger, trial: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         end("KILLED", "FAIL")
         raise
-    except BaseException:
+    except BaseException as exc:
+        client.set_tag(run_id, ERROR_TAG, failure_line(exc))
         end("FAILED", "FAIL")
         raise
     end("FINISHED", "COMPLETE")
+
+
+def failure_line(exc: BaseException) -> str:
+    """Why a run failed, in one line: a mistake of ours by its message, anything else with its type too."""
+    text = " ".join(str(exc).split())
+    line = text if isinstance(exc, EmotionError) else f"{type(exc).__name__}: {text}"
+    return line[:MAX_TAG_LENGTH]
 
 
 def log_best(logger: MLFlowLogger, monitor: str, value: float, epoch: int | None) -> None:

@@ -70,12 +70,12 @@ class ManifestReader(CorpusReader):
                 message = f"{manifest.name} {where}: {exc}"
                 if self.on_bad_row == "error":
                     raise DataError(message) from None
-                log.warning("skipped %s", message)
+                warn_once(manifest, f"skipped {message}")
                 bad.append(message)
         if bad and len(bad) == len(rows):
             raise DataError(f"not one row of {manifest} could be read (e.g. {bad[0]})")
         if bad:
-            log.warning("skipped %d bad row(s) of %s (each named above)", len(bad), manifest)
+            warn_once(manifest, f"skipped {len(bad)} bad row(s) of {manifest} (each named above)")
         return kept_classes(clips, classes, manifest, self.name, len(bad))
 
     def row_clip(self, row: Mapping[str, object], folder: Path) -> Clip:
@@ -92,6 +92,18 @@ class ManifestReader(CorpusReader):
         if emotion is None:
             raise BadName(f"unknown label {values['label']!r}: give it a class in data.reader_options.labels")
         return Clip(str(path), values["speaker"], emotion, values["sentence"], values["intensity"] or "XX")
+
+
+#: The warnings given in this process, by manifest: a cross-validation reads its manifest once per fold.
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_once(manifest: Path, message: str) -> None:
+    """Log a warning about `manifest` the first time this process gives it."""
+    key = (str(manifest.resolve()), message)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s", message)
 
 
 def manifest_rows(path: Path) -> Iterator[tuple[str, Mapping[str, object]]]:
