@@ -42,7 +42,7 @@ def probabilities(frame: pd.DataFrame) -> np.ndarray:
 
 
 def test_predict_the_served_model_and_evaluate_give_identical_probabilities(
-    store: Store, champion, tiny_corpus: Path, tmp_path: Path
+    store: Store, champion, tiny_corpus: Path, tmp_path: Path, capsys, recwarn
 ) -> None:
     uri, _ = champion
     wavs = sorted(tiny_corpus.glob("*.wav"))[:CLIPS]
@@ -57,6 +57,8 @@ def test_predict_the_served_model_and_evaluate_give_identical_probabilities(
 
     corpus = [f"paths.cache_dir={store.cache_dir}", *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items())]
     evaluate.main([uri, *corpus, "--tracking-uri", store.uri])
+    assert "Downloading artifacts" not in capsys.readouterr().err  # no progress bar for a few small files
+    assert not [w for w in recwarn if "dataset source" in str(w.message)]
     (run,) = store.client.search_runs([store.client.get_experiment_by_name(evaluate.EXPERIMENT).experiment_id])
     logged = store.client.download_artifacts(run.info.run_id, evaluate.PREDICTIONS_ARTIFACT, str(tmp_path))
     evaluated = pd.read_csv(logged).set_index("file").loc[list(map(str, wavs))]

@@ -12,6 +12,7 @@ import mlflow
 import pytest
 
 from emotion.cli import predict
+from emotion.data.corpora import EMOTIONS as CLASSES
 from emotion.pipeline import train
 from tests.conftest import FEW_BATCHES, TINY_CORPUS, finished_runs
 
@@ -53,6 +54,13 @@ def test_a_tiny_run_of_the_app_writes_a_finished_mlflow_run(
         f"macro-F1 {run.data.metrics['test/f1']:.4f}"
     )
     assert (result.stdout + result.stderr).count("Seed set to 42") == 1
+    # before it, the test's table of each class; and none of the libraries' noise
+    table = result.stdout.strip().splitlines()[-10:-3]
+    assert table[0].split() == ["class", "recall", "precision", "f1", "clips"]
+    assert [row.split()[0] for row in table[1:]] == list(CLASSES)
+    assert sum(int(row.split()[-1]) for row in table[1:]) == int(run.data.params["split.test_clips"])
+    for noise in ("Downloading artifacts", "LeafSpec", "not found. Creating it"):
+        assert noise not in result.stdout + result.stderr, noise
     # the run logged its model as it trained: runs:/ID predicts before any promotion
     wav = str(sorted(tiny_corpus.glob("*.wav"))[0])
     store = f"sqlite:///{tmp_path}/mlruns.db"

@@ -6,11 +6,15 @@ No app imports another: what two share lives in the packages they call.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from emotion.errors import EmotionError
+
+# MLflow draws a progress bar for every artifact it downloads (a checkpoint, a config): noise, not long work.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def fail(message: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +107,11 @@ def log_dataset(tracking_uri: str, run_id: str, corpus: str, clips: list[Any], c
     frame = pd.DataFrame({"path": [c.path for c in clips], "speaker": [c.speaker for c in clips],
                           "emotion": [c.emotion for c in clips]})  # fmt: skip
     source = str(Path(clips[0].path).parent) if clips else corpus
-    dataset = mlflow.data.from_pandas(
-        frame, source=source, name=f"{corpus} ({len(clips)} clips, {len(classes)} classes)"
-    )
+    with warnings.catch_warnings():  # MLflow registers two local-file sources, and says so each time
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_pandas(
+            frame, source=source, name=f"{corpus} ({len(clips)} clips, {len(classes)} classes)"
+        )
     mlflow.set_tracking_uri(tracking_uri)
     # MLflow's log_input works on the active run, which must belong to the active experiment.
     mlflow.set_experiment(experiment_id=mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id)

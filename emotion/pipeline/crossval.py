@@ -65,6 +65,8 @@ def train_cross_validation(
             raise
         summary = summarize(results, monitor, len(classes))
         log_cross_validation(logger, results, summary, classes)
+    y_true, y_pred = (np.concatenate([getattr(r, name) for r in results]) for name in ("y_true", "y_pred"))
+    print("test, every fold's clips pooled, per class:\n" + reports.per_class_table(y_true, y_pred, classes))
     print(reports.cross_validation_summary(cfg.logger.tracking_uri, logger.run_id, summary, len(results)))
     return summary | {"trainable_params": results[0].metrics.get("trainable_params", float("nan"))}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import mlflow
 from omegaconf import DictConfig
@@ -19,6 +20,8 @@ register_resolvers()
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage()
 )
+# Lightning 2.6 calls a torch API that torch deprecates, on every batch it moves: nothing a user can act on.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -35,5 +38,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if built(cfg.split).cross_validates:
         return train_cross_validation(cfg, run_name, sweep_tags, trial)
     outcome = fit_run(cfg, run_name, sweep_tags, trial)
+    print("test, per class:\n" + reports.per_class_table(outcome.y_true, outcome.y_pred, cfg.data.classes))
     print(reports.run_summary(cfg.logger.tracking_uri, outcome.run_id, outcome.metrics, outcome.checkpoint))
     return outcome.metrics

@@ -31,15 +31,29 @@ class RunLogger(MLFlowLogger):
         log_model: bool = True,
     ) -> None:
         check_server_access(tracking_uri)
+        location = experiment_artifact_location(tracking_uri, artifact_location)
+        ensure_experiment(tracking_uri, experiment_name, location)
         super().__init__(
             experiment_name=experiment_name,
             tracking_uri=tracking_uri,
             run_name=run_name,
             tags={str(k): str(v) for k, v in (tags or {}).items()},
-            artifact_location=experiment_artifact_location(tracking_uri, artifact_location),
+            artifact_location=location,
             log_model=False,
         )
         self.log_trained_model = log_model
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> None:
+    """Create the experiment `name` if the store lacks it (Lightning's logger would, with a warning each time)."""
+    client = mlflow.MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(name) is not None:
+        return
+    try:
+        client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as exc:  # another worker created it in between
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def experiment_artifact_location(tracking_uri: str, location: str) -> str | None:

@@ -10,7 +10,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    classification_report,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
 
 from emotion.metrics import METRICS, scores_by_corpus
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
@@ -62,6 +67,19 @@ def ui_link(tracking_uri: str, run_id: str) -> str:
     experiment = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
     return f"{base}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def per_class_table(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> str:
+    """Recall, precision, F1 and clips of each class, as indented text lines (a class without clips: `-`)."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(classes))), zero_division=0
+    )
+    width = max(len(c) for c in classes)
+    lines = [f"    {'class':<{width}}  recall  precision     f1  clips"]
+    for name, r, p, f, n in zip(classes, recall, precision, f1, support, strict=True):
+        scores = f"{r:>6.3f}  {p:>9.3f}  {f:>5.3f}" if n else f"{'-':>6}  {p:>9.3f}  {'-':>5}"
+        lines.append(f"    {name:<{width}}  {scores}  {n:>5}")
+    return "\n".join(lines)
 
 
 def run_summary(tracking_uri: str, run_id: str, metrics: Mapping[str, float], checkpoint: str) -> str:
