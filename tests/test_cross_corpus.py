@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from emotion.cli import evaluate, promote
+from emotion.cli import evaluate, promote, runs
 from emotion.data.corpora import read_corpora
 from emotion.data.splits import PARTITIONS, LeaveOneCorpusOut
 from emotion.pipeline import train
@@ -53,6 +53,17 @@ def store(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict:
             ["--tracking-uri", uri, "--name", f"from-{corpus}", "--filter", f"attributes.run_name = 'on-{corpus}'"]
         )
     return {"uri": uri, "runs": runs, "client": mlflow.MlflowClient(uri)}
+
+
+def test_emotion_runs_compares_the_runs_of_each_corpus_in_a_table_of_its_own(store: dict, capsys) -> None:
+    runs.main(["--tracking-uri", store["uri"]])
+    blocks = capsys.readouterr().out.split("\n\n")
+    assert [block.splitlines()[0] for block in blocks] == ["emodb (1 runs)", "savee (1 runs)"]
+    for block, corpus in zip(blocks, ("emodb", "savee"), strict=True):
+        run = store["client"].get_run(store["runs"][corpus])
+        (row,) = block.splitlines()[3:]
+        assert row.split()[:2] == [f"{run.data.metrics['val/uar_best']:.4f}", f"{run.data.metrics['test/uar']:.4f}"]
+        assert row.split()[-1] == f"on-{corpus}"
 
 
 @pytest.mark.parametrize(

@@ -166,6 +166,16 @@ def test_a_corpus_described_by_a_csv_manifest_is_cross_validated_leaving_one_spe
         np.sum(json.loads((artifacts / "confusion_matrix.json").read_text())["counts"]) == 420
     )  # every six-class clip, tested once
 
+    # emotion-runs sets the cross-validation beside any other run of its corpus: mean ± std, pooled, folds
+    compared = subprocess.run(
+        [sys.executable, "-m", "emotion.cli.runs", "--tracking-uri", store], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert compared[0] == "manifest (1 runs)"
+    metrics = parent.data.metrics
+    mean_std = f"{metrics['test/uar_mean']:.4f} ± {metrics['test/uar_std']:.4f}"
+    assert mean_std in compared[3] and f"{metrics['test/uar_pooled']:.4f}" in compared[3]
+    assert "loso, 4 folds" in compared[3] and parent.info.run_id in compared[3]
+
 
 def test_emotion_train_asks_for_the_manifest_file_in_one_line(tmp_path: Path) -> None:
     for overrides, says in (

@@ -41,6 +41,7 @@ def log_cross_validation(
 ) -> None:
     """Per-fold and aggregate metrics, `cv_folds.json`, `cv_folds.png` and the pooled test report."""
     client, run_id = logger.experiment, logger.run_id
+    client.log_param(run_id, "folds", len(results))
     for step, result in enumerate(results):
         for metric in METRIC_KEYS:
             client.log_metric(run_id, f"fold/test/{metric}", result.metrics[f"test/{metric}"], step=step)
