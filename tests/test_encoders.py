@@ -217,8 +217,12 @@ def test_whisper_trains_cross_validates_promotes_with_its_encoder_and_predicts_w
     (single,) = finished_runs(tracking_uri)
     assert single.data.params["features_computed"] == "0"  # the CV's folds cached every clip
 
-    promote.main(["--tracking-uri", tracking_uri, "--name", "whisper", "--with-upstream"])
+    promote.main(["--tracking-uri", tracking_uri, "--name", "whisper"])  # the champion names its encoder's folder
+    capsys.readouterr()
+    promote.main(["--tracking-uri", tracking_uri, "--name", "whisper", "--with-upstream"])  # now it carries it
     carried = capsys.readouterr().out
+    champion = mlflow.MlflowClient(tracking_uri).get_model_version_by_alias("whisper", "champion")
+    assert (str(champion.version), champion.tags["with_upstream"]) == ("2", "true") and "registered run" in carried
     megabytes = float(carried.split("the model carries the weights of its encoder ")[1].split(": ")[1].split(" MB")[0])
     assert 35 < megabytes < 50  # the encoder alone (20.6 M parameters), float16 as stored; not the decoder
     link.unlink()

@@ -28,7 +28,9 @@ from emotion.cli import evaluate, predict
 from emotion.config import CONFIG_DIR
 from emotion.data.corpora import read_corpus
 from emotion.data.frontend import AudioFrontEnd
+from emotion.errors import ConfigError
 from emotion.models.estimator import EstimatorHead, UntrustedFile
+from emotion.pipeline.build import inference_recipe
 from emotion.serving import pyfunc
 from emotion.serving.recognizer import EmotionRecognizer, StaleCheckpoint
 from tests.conftest import TINY_CORPUS
@@ -99,6 +101,33 @@ def test_a_checkpoint_without_its_recipe_is_refused_in_one_line(store: Store, tm
     with pytest.raises(StaleCheckpoint, match="train the run again") as refused:
         EmotionRecognizer.from_checkpoint(tmp_path / "old.ckpt")
     assert "\n" not in str(refused.value)
+
+
+def test_a_run_records_its_encoder_folder_by_an_absolute_path_so_the_model_loads_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "models" / "whisper-base").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "models")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", ["experiment=whisper_base", "features.encoder=./whisper-base"])
+    recipe = inference_recipe(cfg)
+    assert recipe["features"]["encoder"] == str(tmp_path / "models" / "whisper-base")
+    assert cfg.features.encoder == "./whisper-base"  # the config keeps what the user wrote
+
+
+def test_an_encoder_that_is_not_here_is_one_line_naming_the_way_to_carry_it(store: Store, tmp_path: Path) -> None:
+    cfg = store.configs[run_id_of(store, "a")]
+    (checkpoint,) = Path(cfg.paths.output_dir, "checkpoints").rglob("*.ckpt")
+    saved = torch.load(checkpoint, weights_only=True)
+    recipe = saved["hyper_parameters"]["recipe"]
+    gone = tmp_path / "whisper-base"  # the folder the run read its encoder from, since moved or deleted
+    recipe["features"] = {"_target_": "emotion.data.ssl.SSLLayers", "spectral": recipe["features"]["spectral"],
+                          "encoder": str(gone)}  # fmt: skip
+    torch.save(saved, tmp_path / "model.ckpt")
+    with pytest.raises(ConfigError) as refused:
+        EmotionRecognizer.from_checkpoint(tmp_path / "model.ckpt")
+    message = str(refused.value)
+    assert "\n" not in message and str(gone) in message and "emotion-promote --with-upstream" in message
 
 
 def test_a_model_registered_before_the_recognizer_is_refused_in_one_line_saying_how_to_retrain(

@@ -186,13 +186,14 @@ def check_evaluated(run: Run, corpora: list[str]) -> None:
 
 def dry_run_plan(best: Run, what: str, args: argparse.Namespace, old: ModelVersion | None) -> str:
     """What a real promotion would do, said without doing it."""
-    from emotion.serving.registry import PromotionError, check_promotable
+    from emotion.serving.registry import UPSTREAM_TAG, PromotionError, check_promotable
 
     try:
         check_promotable(best, args.allow_leaky)
     except PromotionError as exc:
         return f"would refuse: {exc}"
-    if old is not None and old.run_id == best.info.run_id:
+    carried = old is not None and old.tags.get(UPSTREAM_TAG) == "true"
+    if old is not None and old.run_id == best.info.run_id and (carried or not args.with_upstream):
         return f"{what} is already {args.name}@{CHAMPION} (version {old.version}): nothing would change"
     now = f"version {old.version} (run {old.run_id}), which would become @{PREVIOUS}" if old else "none"
     return f"would register {what} as a new version of {args.name} with alias @{CHAMPION}; current champion: {now}"

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from emotion.data.audio import MAX_DURATION
 from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
 from emotion.encoders import saved_encoder_overrides
-from emotion.errors import EmotionError
+from emotion.errors import ConfigError, EmotionError
 from emotion.models.estimator import SUFFIX, EstimatorHead
 from emotion.models.module import EmotionClassifier
 from emotion.models.weights import NETWORK_PREFIX
@@ -114,7 +115,7 @@ class EmotionRecognizer:
             features_config |= saved_encoder_overrides(encoder)
         durations = recipe["front_end"]
         front_end = AudioFrontEnd(
-            instantiate(features_config),
+            features_of(features_config),
             durations["min_duration"],
             durations.get("max_duration", MAX_DURATION),
             trained_model=True,
@@ -171,6 +172,22 @@ class EmotionRecognizer:
     def classify_files(self, paths: Sequence[str | Path]) -> Classification:
         """Audio files (WAV, FLAC, OGG), decoded and checked by the front end; DataError naming a bad one."""
         return self.classify_waves([self.decode(path) for path in paths])
+
+
+def features_of(config: Mapping[str, Any]) -> FeatureSet:
+    """The feature set of a recipe; an encoder that cannot be loaded here is one line saying how to carry it."""
+    try:
+        return instantiate(config)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError) and config.get("encoder"):
+            raise ConfigError(
+                f"the model's encoder cannot be loaded here ({cause}): promote its run again with "
+                "emotion-promote --with-upstream, so that the model carries its encoder"
+            ) from None
+        if isinstance(cause, EmotionError):
+            raise cause from None
+        raise
 
 
 def network_head(path: str | Path) -> tuple[EmotionClassifier, dict[str, Any]]:

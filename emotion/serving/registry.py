@@ -28,6 +28,8 @@ from emotion.tracking.names import CV_ROLE, FOLD_TAG, ROLE_TAG, STUDY_ROLE, STUD
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+#: A version's tag: "true" when its model carries its encoder's weights (`--with-upstream`).
+UPSTREAM_TAG = "with_upstream"
 PREVIOUS = "previous"
 
 
@@ -152,18 +154,24 @@ def promote(
 ) -> tuple[ModelVersion, ModelVersion | None]:
     """Register `run`'s pyfunc as a new version of `name` and make it the champion; returns (new, previous).
 
-    If `run` is already the champion's source, nothing changes and that version is returned.
+    If `run` is already the champion's source, nothing changes and that version is returned, unless
+    `with_upstream` asks for a model that carries its encoder and the champion does not (tag `with_upstream`).
     `with_upstream`: an SSL model carries its upstream's weights too (else its name and checkpoint path).
     """
     check_promotable(run, allow_leaky)
     mlflow.set_tracking_uri(tracking_uri)  # MLflow's model logging and registration read the global URI
     client = mlflow.MlflowClient(tracking_uri)
     old = current_champion(client, name)
-    if old is not None and old.run_id == run.info.run_id:
+    if (
+        old is not None
+        and old.run_id == run.info.run_id
+        and (old.tags.get(UPSTREAM_TAG) == "true" or not with_upstream)
+    ):
         return old, None
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = download_checkpoint(client, run.info.run_id, Path(folder))
         tags = version_tags(run, metric, run_config(client, run.info.run_id, Path(folder)))
+        tags[UPSTREAM_TAG] = str(with_upstream).lower()
         model_uri = None if with_upstream else trained_model_uri(client, run)
         if model_uri is None:
             model_uri = log_pyfunc(run.info.run_id, checkpoint, with_upstream)
