@@ -167,6 +167,16 @@ def post(url: str, payload: dict) -> tuple[int, dict]:
         return refused.code, json.loads(refused.read())
 
 
+def post_raw(url: str, body: bytes) -> tuple[int, bytes]:
+    """POST `body` as it is, labelled JSON: the HTTP status and the raw answer."""
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read()
+
+
 def base64_of(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
@@ -216,6 +226,16 @@ def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refus
         for name, records in bad.items():
             answers[name] = post(f"{url}/invocations", {"dataframe_records": records})
             answers[f"good after {name}"] = post(f"{url}/invocations", {"dataframe_records": [good]})
+        malformed = b'{"dataframe_records": [{"audio": "' + b"A" * 3_000_000  # a 3 MB body cut short
+        not_json = post_raw(f"{url}/invocations", malformed)
+        not_utf8 = post_raw(f"{url}/invocations", b'{"dataframe_records": "\xff\xfe"}')
+        after = post(f"{url}/invocations", {"dataframe_records": [good]})
+    for status, body in (not_json, not_utf8):
+        assert status == 400 and len(body) < 1000, body[:300]  # one line, no echo of the body
+        assert set(json.loads(body)) <= {"error_code", "message", "sqlstate", "error_class"}
+    assert json.loads(not_json[1])["message"].startswith("the request body is not valid JSON (line 1, column ")
+    assert json.loads(not_utf8[1])["message"].startswith("the request body is not UTF-8 text; send ")
+    assert after[0] == 200
     served = {name: answer["predictions"][0] for name, (status, answer) in answers.items() if status == 200}
     refused = {name: answer for name, (status, answer) in answers.items() if status == 400}
     assert set(refused) == set(bad)

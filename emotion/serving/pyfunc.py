@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import os
+import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -58,6 +60,8 @@ DEFAULT_MAX_ROWS = 64
 
 #: The columns a request's rows may hold (each row: `audio`, or `path`, or `waveform` with `sample_rate`).
 INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate")
+#: What a request looks like, as a refusal says it.
+REQUEST_SHAPE = '{"dataframe_records": [{"audio": "<a file\'s bytes, base64>"}]}'
 #: The artifacts of a model logged before checkpoints carried their recipe (refused at load: `StaleModel`).
 STALE_ARTIFACTS = ("config", "weights")
 
@@ -77,6 +81,7 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
                 "train its run again (its `overrides` tag holds the emotion-train arguments) and promote the new run"
             )
         self.recognizer = EmotionRecognizer.from_checkpoint(artifacts["checkpoint"], artifacts.get("upstream"))
+        refuse_bad_json_in_one_line()
 
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
@@ -122,6 +127,34 @@ class Refusal(MlflowException):
     def message(self, value: str) -> None:
         if not hasattr(self, "_message"):
             self._message = value
+
+
+def refuse_bad_json_in_one_line() -> None:
+    """In MLflow's scoring server, a request body that is not JSON is refused in one line, without echoing it.
+
+    The server answers such a body with the decoder's exception and the whole body quoted back (a 3 MB body,
+    a 4 MB answer), and offers no hook for it: its decoding function is wrapped here, once, when the model
+    loads in the server. Elsewhere (emotion-predict, a notebook) nothing changes.
+    """
+    server = sys.modules.get("mlflow.pyfunc.scoring_server")
+    decode = getattr(server, "_decode_json_input", None)
+    if decode is None or getattr(decode, "refuses_in_one_line", False):
+        return
+
+    def decode_or_refuse(json_input: Any) -> Any:
+        try:
+            return decode(json_input)
+        except MlflowException as exc:
+            cause = exc.__cause__
+            if isinstance(cause, json.JSONDecodeError):
+                where = f"line {cause.lineno}, column {cause.colno}: {cause.msg}"
+                raise refusal(f"the request body is not valid JSON ({where}); send {REQUEST_SHAPE}") from None
+            if isinstance(cause, UnicodeDecodeError):
+                raise refusal(f"the request body is not UTF-8 text; send {REQUEST_SHAPE}") from None
+            raise
+
+    decode_or_refuse.refuses_in_one_line = True  # type: ignore[attr-defined]
+    server._decode_json_input = decode_or_refuse
 
 
 def refusal(message: str) -> Refusal:
