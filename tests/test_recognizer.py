@@ -62,6 +62,7 @@ def test_predict_the_served_model_and_evaluate_give_identical_probabilities(
     assert "Downloading artifacts" not in capsys.readouterr().err  # no progress bar for a few small files
     assert not [w for w in recwarn if "dataset source" in str(w.message)]
     (run,) = store.client.search_runs([store.client.get_experiment_by_name(evaluate.EXPERIMENT).experiment_id])
+    assert run.info.artifact_uri.startswith((store.folder / "mlartifacts").resolve().as_uri())  # not ./mlruns
     logged = store.client.download_artifacts(run.info.run_id, evaluate.PREDICTIONS_ARTIFACT, str(tmp_path))
     evaluated = pd.read_csv(logged).set_index("file").loc[list(map(str, wavs))]
 

@@ -158,10 +158,11 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     """Score the model on the corpus and log the evaluation run; (run ID, scores, printable summary)."""
     import mlflow
 
-    from emotion.config import check_data_folders
+    from emotion.config import artifacts_beside, check_data_folders
     from emotion.serving.files import load_recognizer, predict
     from emotion.serving.registry import require_store
     from emotion.tracking.evaluations import Evaluation
+    from emotion.tracking.logger import ensure_experiment, experiment_artifact_location
     from emotion.tracking.reports import log_test_report
 
     cfg = corpus_config(args.overrides)
@@ -191,8 +192,10 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     corpus = cfg.data.name
     tags = {ROLE_TAG: EVALUATION_ROLE, "corpus": corpus, "model_uri": source.uri, "source_run": source.run_id}
     tags |= {"model_name": source.name, "model_version": source.version} if source.version else {}
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    # artifacts beside the store, as training runs keep theirs (MLflow's default is ./mlruns of the current folder)
+    location = experiment_artifact_location(args.tracking_uri, artifacts_beside(args.tracking_uri))
+    ensure_experiment(args.tracking_uri, EXPERIMENT, location)
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
     run = client.create_run(experiment_id, run_name=f"{source.uri} on {corpus}", tags=tags)
     run_id = run.info.run_id
     for name, value in result.items():
