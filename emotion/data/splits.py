@@ -133,11 +133,12 @@ class FoldedSplitter(Splitter):
         """`fold` alone, or every fold (or the subset `folds`, a cheaper estimate in sweeps); checked."""
         n_folds = self.n_folds(clips)
         if self.fold is not None:
-            chosen, key = [int(self.fold)], "split.fold"
+            chosen, given = [int(self.fold)], f"split.fold={self.fold}"
         else:
-            chosen, key = (list(range(n_folds)) if self.folds is None else self.folds), "split.folds"
+            chosen = list(range(n_folds)) if self.folds is None else self.folds
+            given = f"split.folds={chosen}"
         if not chosen or any(not 0 <= f < n_folds for f in chosen):
-            raise ConfigError(f"{key}={chosen if key == 'split.folds' else chosen[0]} must be within 0..{n_folds - 1}")
+            raise ConfigError(f"{given} must be within 0..{n_folds - 1}")
         return chosen
 
 

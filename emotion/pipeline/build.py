@@ -131,7 +131,7 @@ def run_tags(cfg: DictConfig, leaky: bool) -> dict[str, str]:
             "architecture": architecture(cfg),
             "features": get_class(cfg.features._target_).name,
             "data": cfg.data.name,
-            "split": built(cfg.split).name,
+            "split": get_class(cfg.split._target_).name,
             "window": cfg.features.window.mode,
             "augmentation": cfg.augment.get("name", "none") if cfg.augment else "none",
             "leaky": str(leaky).lower(),

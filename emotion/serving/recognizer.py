@@ -133,7 +133,7 @@ class EmotionRecognizer:
         if isinstance(self.head, EstimatorHead):
             self.head.save(path, self.recipe)
             return
-        state = {k: v for k, v in self.head.state_dict().items() if k.startswith(INFERENCE_PREFIXES)}
+        state = inference_state(self.head.state_dict())
         torch.save({"state_dict": state, "hyper_parameters": dict(self.head.hparams)}, path)
 
     @property
@@ -174,6 +174,11 @@ class EmotionRecognizer:
         return self.classify_waves([self.decode(path) for path in paths])
 
 
+def inference_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of an EmotionClassifier's state that inference needs: the network's and the standardiser's."""
+    return {k: v for k, v in state.items() if k.startswith(INFERENCE_PREFIXES)}
+
+
 def features_of(config: Mapping[str, Any]) -> FeatureSet:
     """The feature set of a recipe; an encoder that cannot be loaded here is one line saying how to carry it."""
     try:
@@ -202,6 +207,6 @@ def network_head(path: str | Path) -> tuple[EmotionClassifier, dict[str, Any]]:
         )
     net = instantiate(recipe["net"])
     module = EmotionClassifier(net, hyperparameters["classes"], hyperparameters["input_shapes"], recipe=recipe)
-    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(INFERENCE_PREFIXES)}
+    state = inference_state(checkpoint["state_dict"])
     module.load_state_dict(state)  # strict: every tensor of the network and the standardiser
     return module, recipe

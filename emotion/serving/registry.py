@@ -88,28 +88,21 @@ def leaderboard(client: mlflow.MlflowClient, ranking: Ranking, limit: int = 10) 
     return competing[:limit]
 
 
-def cross_validation_parents(client: mlflow.MlflowClient, ranking: Ranking) -> list[Run]:
+def cross_validation_parents(
+    client: mlflow.MlflowClient, ranking: Ranking, order_by: list[str] | None = None, max_results: int = 1000
+) -> list[Run]:
     """The finished cross-validations (parent runs) in `ranking`'s scope: none of them competes."""
     experiment = client.get_experiment_by_name(ranking.experiment)
     if experiment is None:
         return []
-    return client.search_runs(
-        [experiment.experiment_id], ranking.filter_string() + f" and tags.{ROLE_TAG} = '{CV_ROLE}'"
-    )
+    cross_validations = ranking.filter_string() + f" and tags.{ROLE_TAG} = '{CV_ROLE}'"
+    return client.search_runs([experiment.experiment_id], cross_validations, order_by=order_by, max_results=max_results)
 
 
 def best_cross_validation(client: mlflow.MlflowClient, ranking: Ranking) -> Run | None:
     """The best COMPLETE cross-validated trial of `ranking`'s study (a CV parent run), if it has any."""
-    experiment = client.get_experiment_by_name(ranking.experiment)
-    if experiment is None:
-        return None
     order = "DESC" if ranking.mode == "max" else "ASC"
-    found = client.search_runs(
-        [experiment.experiment_id],
-        ranking.filter_string() + f" and tags.{ROLE_TAG} = '{CV_ROLE}'",
-        order_by=[f"metrics.`{ranking.metric}` {order}"],
-        max_results=100,
-    )
+    found = cross_validation_parents(client, ranking, [f"metrics.`{ranking.metric}` {order}"], max_results=100)
     complete = [r for r in found if ranking.metric in r.data.metrics and r.data.tags.get("trial_state") == "COMPLETE"]
     return complete[0] if complete else None
 

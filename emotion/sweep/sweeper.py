@@ -104,7 +104,7 @@ class StudySweep:
         study_run.close_study_run(logger.tracking_uri, parent)
         trial_runs = study_run.trial_run_ids(logger.tracking_uri, logger.experiment_name, study.study_name)
         report = final_report(study, self.objectives, self.directions, trial_runs)
-        if self.config.get("split") and self.config.split.get("fold", 0) is None:  # a split with folds: CV trials
+        if instantiate(self.config.split).cross_validates:  # each trial is a cross-validation
             report = report.rsplit("\n", 1)[0] + (
                 "\neach trial is a cross-validation, whose parent run holds no model: train the best params once "
                 "with split=speaker and promote that run (docs/real_speech.md)"
