@@ -23,6 +23,8 @@ from emotion.config import CONFIG_DIR, register_resolvers
 from emotion.data.augment import Augmentation
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
+from emotion.data.normalize import SpeakerNormalizer
+from emotion.models.estimator import ScikitLearnHead
 from emotion.models.module import EmotionClassifier
 from emotion.pipeline.build import build_callbacks, build_datamodule, build_module
 from emotion.sweep.search_space import parse_search_space
@@ -68,7 +70,7 @@ def composed(tmp_path: Path, *overrides: str, hydra: bool = False) -> DictConfig
 
 #: The features each network takes.
 FEATURES_OF = {"cnn1d": "mel_mean", "cnn2d": "logmel", "fusion": "logmel_mfcc", "linear": "egemaps",
-               "ssl_head": "ssl", "tdnn": "logmel"}  # fmt: skip
+               "ssl_head": "ssl", "tdnn": "logmel", "logreg": "egemaps", "svm": "egemaps"}  # fmt: skip
 #: The overrides that give each corpus option its data.
 DATA_OF = {
     "base": ["data.name=mine", f"data.root={EMODB}", "data.reader=emodb"],
@@ -125,9 +127,21 @@ def build_nested_features(tmp_path: Path, group: str, option: str) -> None:
 
 
 def build_model(tmp_path: Path, option: str) -> None:
-    module = built_module(composed(tmp_path, f"model={option}", f"features={FEATURES_OF[option]}")).eval()
+    cfg = composed(tmp_path, f"model={option}", f"features={FEATURES_OF[option]}")
+    if "net" not in cfg.model:  # a scikit-learn head: an estimator with probabilities, and its recipe
+        head = build_module(cfg, instantiate(cfg.features))
+        assert isinstance(head, ScikitLearnHead) and hasattr(head.estimator, "predict_proba")
+        assert head.name == option and head.hparams["recipe"]["normalize"]["mode"] == "population"
+        return
+    module = built_module(cfg).eval()
     inputs = {name: torch.randn(2, *shape) for name, shape in module.hparams["input_shapes"].items()}
     assert module(inputs).shape == (2, 6)
+
+
+def build_normalize(tmp_path: Path, option: str) -> None:
+    normalizer = built_datamodule(composed(tmp_path, f"normalize={option}")).normalizer
+    assert isinstance(normalizer, SpeakerNormalizer) and normalizer.mode == option
+    assert normalizer.adaptive == (option == "speaker")
 
 
 def build_training_part(tmp_path: Path, group: str, option: str) -> None:
@@ -217,6 +231,7 @@ BUILDERS: dict[str, Callable[[Path, str, str], None]] = {
     "features/spectral": build_nested_features,
     "features/window": build_nested_features,
     "model": lambda t, g, o: build_model(t, o),
+    "normalize": lambda t, g, o: build_normalize(t, o),
     "optimizer": build_training_part,
     "scheduler": build_training_part,
     "loss": build_training_part,

@@ -175,7 +175,9 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     classes = recognizer.classes
     clips, dropped = labelled_clips(cfg, classes)
     by_path = {str(Path(c.path)): c for c in clips}
-    predictions, skipped = predict(recognizer, [Path(c.path) for c in clips], args.batch_size, cfg.data.on_bad_file)
+    speakers = [clip.speaker for clip in clips]  # a speaker-adaptive model normalises each speaker's clips together
+    files = [Path(c.path) for c in clips]
+    predictions, skipped = predict(recognizer, files, args.batch_size, cfg.data.on_bad_file, speakers)
     scored = [by_path[f] for f in predictions["file"]]
     y_true, y_pred, result = scored_predictions(predictions, [clip.emotion for clip in scored], classes)
     absent = [c for i, c in enumerate(classes) if i not in set(y_true)]
@@ -191,6 +193,7 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
     # training runs, so an evaluation reads like a test report.
     corpus = cfg.data.name
     tags = {ROLE_TAG: EVALUATION_ROLE, "corpus": corpus, "model_uri": source.uri, "source_run": source.run_id}
+    tags |= {"speaker_adaptive": str(recognizer.adaptive).lower()}
     tags |= {"model_name": source.name, "model_version": source.version} if source.version else {}
     # artifacts beside the store, as training runs keep theirs (MLflow's default is ./mlruns of the current folder)
     location = experiment_artifact_location(args.tracking_uri, artifacts_beside(args.tracking_uri))
@@ -202,6 +205,7 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
         client.log_metric(run_id, name, value)
     params = {"clips": len(y_true), "skipped": len(skipped), "dropped": dropped or "none", "absent": absent or "none"}
     params |= {"silent": int(predictions["silent"].sum()) if "silent" in predictions else 0, "heard_clips": heard}
+    params |= {"normalization": normalization_said(predictions["normalization"], recognizer.adaptive)}
     for name, value in params.items():
         client.log_param(run_id, name, str(value))
     digest = log_dataset(tracking_uri=args.tracking_uri, run_id=run_id, corpus=corpus, clips=scored, classes=classes)
@@ -214,7 +218,18 @@ def evaluate(args: argparse.Namespace) -> tuple[str, dict[str, float], str]:
         if source.version:
             client.set_model_version_tag(source.name, source.version, name, value)
     summary = summary_text(source, corpus, result, len(y_true), dropped, absent, skipped)
-    return run_id, result, summary
+    return run_id, result, summary + "\n  normalised: " + params["normalization"]
+
+
+def normalization_said(ways: pd.Series, adaptive: bool) -> str:
+    """How the clips were normalised, in words: by their speaker's statistics or the training population's."""
+    if not adaptive:
+        return "by the training population's statistics (the model is not speaker-adaptive)"
+    by_speaker = int((ways == "speaker").sum())
+    return (
+        f"speaker-adaptive: {by_speaker} clip(s) by their own speaker's statistics, "
+        f"{len(ways) - by_speaker} by the training population's (speakers with too few clips)"
+    )
 
 
 def summary_text(

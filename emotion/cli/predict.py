@@ -4,6 +4,9 @@ emotion-predict clip.wav other.flac
 emotion-predict recordings/ --format csv --output predictions.csv
 emotion-predict recordings/ --model models:/emotion/3
 emotion-predict recordings/ --on-bad-file error       # stop at the first unreadable or too short file
+emotion-predict alice/*.wav --speaker alice            # a speaker-adaptive model: one speaker's clips
+emotion-predict recordings/ --speaker-folders          # recordings/SPEAKER/*.wav
+emotion-predict --manifest clips.csv                   # columns path and speaker
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from emotion.cli import fail
 from emotion.config import logger_defaults
 from emotion.data.corpora import AUDIO_SUFFIXES
 from emotion.errors import EmotionError
-from emotion.serving.files import PartialPredictions, audio_files, load_recognizer, predict
+from emotion.serving.files import (
+    PartialPredictions,
+    audio_files,
+    folder_speakers,
+    load_recognizer,
+    manifest_files,
+    predict,
+)
 
 if TYPE_CHECKING:  # MLflow and pandas are imported once the arguments are read: `--help` answers at once
     import pandas as pd
@@ -29,7 +39,7 @@ FORMATS = ("table", "csv", "json")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="emotion-predict", description="Predict the emotion of audio files.")
-    parser.add_argument("paths", nargs="+", type=Path, help=f"audio files or folders (searched for {AUDIO_SUFFIXES})")
+    parser.add_argument("paths", nargs="*", type=Path, help=f"audio files or folders (searched for {AUDIO_SUFFIXES})")
     parser.add_argument(
         "--model",
         default="models:/emotion@champion",
@@ -46,7 +56,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip: predict the other files, warn for each bad one and exit 1; error: stop at the first "
         "(default: %(default)s)",
     )
-    return parser.parse_args(argv)
+    speakers = parser.add_argument_group(
+        "speakers",
+        "a speaker-adaptive model (trained with normalize=speaker) normalises each speaker's clips by "
+        "their own statistics; a speaker with fewer clips than its minimum, or none named, by the training "
+        "population's (the `normalization` column says which)",
+    )
+    given = speakers.add_mutually_exclusive_group()
+    given.add_argument("--speaker", help="the speaker of every file given")
+    given.add_argument("--speaker-folders", action="store_true", help="each file's speaker is its folder's name")
+    given.add_argument("--manifest", type=Path, help="a CSV (or .tsv) of the files: columns path and speaker")
+    speakers.add_argument(
+        "--min-clips", type=int, help="the fewest clips a speaker's own statistics need (default: the model's)"
+    )
+    args = parser.parse_args(argv)
+    if not args.paths and args.manifest is None:
+        parser.error("give audio files or folders, or --manifest")
+    if args.paths and args.manifest is not None:
+        parser.error("give audio files or folders, or --manifest, not both")
+    if args.min_clips is not None and args.min_clips < 2:
+        parser.error(f"--min-clips {args.min_clips}: a speaker's statistics need 2 clips at least")
+    return args
+
+
+def files_and_speakers(args: argparse.Namespace) -> tuple[list[Path], list[str | None]]:
+    """The files to predict and the speaker of each (None: not given)."""
+    if args.manifest is not None:
+        return manifest_files(args.manifest)
+    files = audio_files(args.paths)
+    if args.speaker_folders:
+        return files, folder_speakers(files)
+    return files, [args.speaker] * len(files)
 
 
 def check_writable(output: Path | None) -> None:
@@ -98,9 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         check_writable(args.output)
-        files = audio_files(args.paths)
+        files, speakers = files_and_speakers(args)
         recognizer = load_recognizer(args.model, args.tracking_uri)
-        predictions, skipped = predict(recognizer, files, args.batch_size, args.on_bad_file)
+        if args.min_clips is not None:
+            recognizer.normalizer.min_clips = args.min_clips
+        predictions, skipped = predict(recognizer, files, args.batch_size, args.on_bad_file, speakers)
     except PartialPredictions as stopped:  # what was predicted before the failure is kept
         write(render(stopped.predictions, args.format), args.output, len(stopped.predictions))
         fail(str(stopped))

@@ -88,10 +88,11 @@ class FeatureCache:
         missing = [i for i, k in enumerate(keys) if k not in stored]
         skipped = self._compute(clips, keys, missing, stored, on_bad_file, augment)
         kept = [i for i, k in enumerate(keys) if k in stored]
-        names = self.features.shapes()
-        tensors = {
-            name: torch.stack([stored[keys[i]][name] for i in kept]) if kept else torch.empty(0) for name in names
-        }
+        if kept:
+            names = self.features.stored_names()
+            tensors = self.features.view({name: torch.stack([stored[keys[i]][name] for i in kept]) for name in names})
+        else:
+            tensors = {name: torch.empty(0) for name in self.features.shapes()}
         if skipped:
             log.warning("%s", skipped_summary(skipped))
         return FeatureTable(
@@ -131,7 +132,7 @@ class FeatureCache:
         with bar, _one_core_left_for_decoding(self.features.cheap_to_compute):
             for batch, (waves, good) in zip(batches, decoded, strict=True):
                 if good:
-                    shard_tensors.append(self.features.of_clips(waves))
+                    shard_tensors.append(self.features.stored_of_clips(waves))
                     shard_keys += [keys[i] for i in good]
                 bar.update(len(batch))
                 if len(shard_keys) >= self.shard_size or (batch is batches[-1] and shard_keys):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, BadFilePolicy, Clip, 
 from emotion.data.datasets import Batch, FeatureDataset, WaveformDataset, WindowedDataset, collate_windows
 from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
+from emotion.data.normalize import SpeakerNormalizer
 from emotion.data.splits import PARTITIONS, SpeakerHoldOut, Split, Splitter, check_no_leakage
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from emotion.errors import ConfigError
@@ -63,6 +65,7 @@ class EmotionDataModule(pl.LightningDataModule):
         max_duration: float = MAX_DURATION,
         augment: Augmentation | None = None,
         roots: dict[str, str | None] | None = None,
+        normalize: SpeakerNormalizer | None = None,
     ) -> None:
         super().__init__()
         if roots is not None:  # data=mix: several corpora, a folder each
@@ -94,6 +97,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.on_bad_name = on_bad_name
         self.on_bad_file = on_bad_file
         self.augmentation = augment or Augmentation()
+        self.normalizer = normalize or SpeakerNormalizer(features.shapes())
         self.table: FeatureTable | None = None
         self.split: Split | None = None
         self.dropped_classes: dict[str, int] = {}
@@ -134,6 +138,8 @@ class EmotionDataModule(pl.LightningDataModule):
         if self.features.window.whole_utterance:
             self._setup_utterances(manifest.clips)
             return
+        if self.normalizer.adaptive and self.augmentation.mode == "on_the_fly" and self.augmentation.wave is not None:
+            raise ConfigError("normalize=speaker normalises cached features: use augment.mode=copies")
         cache = FeatureCache(self.cache_dir, root, self.front_end)
         originals = cache.table(manifest.clips, self.on_bad_file)
         aug = self.augmentation
@@ -152,7 +158,7 @@ class EmotionDataModule(pl.LightningDataModule):
                 )
         if self.splitter.speaker_independent:
             check_no_leakage(table.clips, self.split)  # again, with the augmented copies
-        self.table = table
+        self.table = self._normalized(table)
         labels = torch.tensor([self.classes.index(c.emotion) for c in table.clips])
         for partition in PARTITIONS:
             rows = torch.tensor(self.split.partition(partition), dtype=torch.long)
@@ -160,6 +166,16 @@ class EmotionDataModule(pl.LightningDataModule):
         if aug.mode == "on_the_fly" and aug.wave is not None:
             self.datasets["train"] = self._waveform_dataset(self.split.train, labels)
         log.info("split %s: %s", self.splitter.name, self._sizes())
+
+    def _normalized(self, table: FeatureTable) -> FeatureTable:
+        """The table through the `normalize` stage, whose population statistics are fitted on the clean training clips
+        first (the fallback of speakers with few clips). Each speaker's statistics come from their original clips."""
+        self.normalizer.fit(self.clean_train_features(table))
+        if not self.normalizer.adaptive:
+            return table
+        speakers = [clip.speaker for clip in table.clips]
+        tensors, _ = self.normalizer(table.tensors, speakers, reference=[clip.copy == 0 for clip in table.clips])
+        return replace(table, tensors=tensors)
 
     def _waveform_dataset(self, rows: list[int], labels: torch.Tensor) -> WaveformDataset:
         assert self.table is not None and self.augmentation.wave is not None
@@ -170,6 +186,8 @@ class EmotionDataModule(pl.LightningDataModule):
 
     def _setup_utterances(self, clips: list[Clip]) -> None:
         """The whole-utterance policy: decode every clip once, split, and serve random or covering windows."""
+        if self.normalizer.adaptive:
+            raise ConfigError("normalize=speaker normalises cached features: use features/window=crop")
         aug = self.augmentation
         if aug.before_split or (aug.mode == "copies" and aug.copies):
             raise ConfigError(
@@ -199,18 +217,20 @@ class EmotionDataModule(pl.LightningDataModule):
         assert self.table is not None, "call setup() first"
         return self.table.clips
 
-    def clean_train_features(self) -> dict[str, torch.Tensor]:
-        """Features of the training partition's original clips (every window of them, for whole utterances).
+    def clean_train_features(self, table: FeatureTable | None = None) -> dict[str, torch.Tensor]:
+        """Features of the training partition's original clips (every window of them, for whole utterances), as
+        the model takes them (after the `normalize` stage), or of `table`.
 
         The basis of input standardisation.
         """
-        assert self.table is not None and self.split is not None, "call setup() first"
+        table = table or self.table
+        assert table is not None and self.split is not None, "call setup() first"
         if self.waves:
             windows = torch.cat([self.front_end.windows(self.waves[i]) for i in self.split.train])
             parts = [self.features(chunk) for chunk in windows.split(256)]
             return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
-        rows = torch.tensor([i for i in self.split.train if self.table.clips[i].copy == 0], dtype=torch.long)
-        return {name: t[rows] for name, t in self.table.tensors.items()}
+        rows = torch.tensor([i for i in self.split.train if table.clips[i].copy == 0], dtype=torch.long)
+        return {name: t[rows] for name, t in table.tensors.items()}
 
     def class_weights(self) -> list[float]:
         """Inverse-frequency weights of the training classes (scikit-learn's "balanced": mean 1 over them)."""

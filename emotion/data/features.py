@@ -111,6 +111,18 @@ class FeatureSet:
         """Features of prepared clips of any length, one row each: each clip centre-cropped or padded to the window."""
         return self(torch.stack([fit_length(w, self.n_samples) for w in waveforms]))
 
+    def stored_of_clips(self, waveforms: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the feature cache keeps of each clip (by default, its features); `view` turns it into features."""
+        return self.of_clips(waveforms)
+
+    def stored_names(self) -> tuple[str, ...]:
+        """The names of the tensors `stored_of_clips` returns."""
+        return tuple(self.shapes())
+
+    def view(self, stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The features of what the cache keeps (by default, the same tensors)."""
+        return stored
+
     @torch.no_grad()
     def __call__(self, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features of a batch of waveforms shaped (batch, n_samples)."""

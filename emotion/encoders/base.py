@@ -1,10 +1,10 @@
 """The interface every frozen pretrained speech encoder implements, and the pooling built on it.
 
 An encoder turns a padded batch of waveforms (with each clip's length in samples) into every layer's
-hidden states, with each clip's number of real frames. `pooled_layers` builds on that: each clip's
-layers averaged over its real frames, shaped (layers, width), computed on batches of clips of similar
-length, so that no clip's result depends on what else is in its batch. That is what `features=ssl`
-caches once per clip.
+hidden states, with each clip's number of real frames. `pooled_statistics` builds on that: each clip's
+layers' mean and standard deviation over its real frames, each shaped (layers, width), computed on
+batches of clips of similar length, so that no clip's result depends on what else is in its batch.
+That is what `features=ssl` caches once per clip.
 
 Weights are loaded at first use (`model`): a run whose clips are all cached never loads them.
 """
@@ -110,25 +110,34 @@ class Encoder(ABC):
         """Samples a clip of `samples` costs in a padded batch (an encoder of fixed input length costs it in full)."""
         return samples
 
-    @torch.no_grad()
     def pooled_layers(self, waves: Sequence[torch.Tensor], batch_samples: int) -> torch.Tensor:
-        """Each clip's layers averaged over its real frames: (clips, layers, width), on the CPU.
+        """Each clip's layers averaged over its real frames: (clips, layers, width), on the CPU."""
+        return self.pooled_statistics(waves, batch_samples)[0]
+
+    @torch.no_grad()
+    def pooled_statistics(self, waves: Sequence[torch.Tensor], batch_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each clip's layers' mean and standard deviation over its real frames: two (clips, layers, width).
 
         Clips longer than `max_seconds` are encoded in windows of that length, weighted by their frames.
         Batches hold clips of similar length, at most `batch_samples` of padded audio each.
         """
         pieces, owners = self._windows(waves)
-        sums = torch.zeros(len(waves), self.num_layers, self.width)
-        counts = torch.zeros(len(waves))
+        sums = torch.zeros(len(waves), self.num_layers, self.width, dtype=torch.float64)
+        squares = torch.zeros_like(sums)
+        counts = torch.zeros(len(waves), dtype=torch.float64)
         for batch in length_batches([self.padded_cost(len(p)) for p in pieces], batch_samples):
             padded, lengths = pad_batch([pieces[i] for i in batch])
             layers, frames = self.hidden_states(padded.to(self.device, torch.float32), lengths.to(self.device))
             real = frame_mask(frames, layers[0].shape[1]).unsqueeze(-1)
-            summed = torch.stack([(layer.float() * real).sum(dim=1) for layer in layers], dim=1).cpu()
+            stacked = torch.stack([layer.double() * real for layer in layers], dim=1)  # (batch, layers, frames, width)
+            summed, squared = stacked.sum(dim=2).cpu(), stacked.square().sum(dim=2).cpu()
             for row, i in enumerate(batch):
                 sums[owners[i]] += summed[row]
+                squares[owners[i]] += squared[row]
                 counts[owners[i]] += float(frames[row])
-        return sums / counts[:, None, None]
+        mean = sums / counts[:, None, None]
+        variance = (squares / counts[:, None, None] - mean.square()).clamp_min(0.0)
+        return mean.float(), variance.sqrt().float()
 
     def _windows(self, waves: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
         """The clips cut into pieces of at most `max_seconds`, and the clip each piece comes from."""

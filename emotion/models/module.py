@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from emotion.data.normalize import SpeakerNormalizer, Standardizer
 from emotion.data.windows import average_over_windows
 from emotion.metrics import scores
 from emotion.models.network import layer_weights_of
@@ -61,30 +62,6 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-class Standardizer(nn.Module):
-    """Per-frequency-row standardisation of each input with training-set statistics, kept in the checkpoint."""
-
-    def __init__(self, shapes: dict[str, tuple[int, ...]]) -> None:
-        super().__init__()
-        self.names = tuple(shapes)
-        for name, shape in shapes.items():
-            stats_shape = (shape[0], shape[1], *([1] * (len(shape) - 2)))
-            self.register_buffer(f"{name}_mean", torch.zeros(stats_shape))
-            self.register_buffer(f"{name}_std", torch.ones(stats_shape))
-
-    @torch.no_grad()
-    def fit(self, inputs: dict[str, torch.Tensor]) -> None:
-        """Set the statistics from a (training) batch of every input: mean and std over examples and time."""
-        for name in self.names:
-            x = inputs[name]
-            dims = [0, *range(3, x.dim())]  # keep (channel, frequency)
-            getattr(self, f"{name}_mean").copy_(x.mean(dim=dims, keepdim=True)[0])
-            getattr(self, f"{name}_std").copy_(x.std(dim=dims, keepdim=True)[0].clamp_min(1e-5))
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: (x - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std") for name, x in inputs.items()}
-
-
 class EmotionClassifier(pl.LightningModule):
     """Trains any network of `emotion.models` on batches of (features, label): the `model` config group.
 
@@ -95,7 +72,9 @@ class EmotionClassifier(pl.LightningModule):
     by its inverse frequency in the datamodule's training partition).
 
     `recipe`: how to build this model again for inference, in plain values (the net's and the features' configs
-    with their `_target_`, the front end's duration limits: `emotion.pipeline.build.inference_recipe`). It is
+    with their `_target_`, the front end's duration limits, the `normalize` stage's settings:
+    `emotion.pipeline.build.inference_recipe`). The inputs reach the module already through that stage
+    (`normalizer`, kept here for the checkpoint; the datamodule and the recognizer apply it). It is
     saved with the checkpoint's hyperparameters, so that `emotion.serving.recognizer.EmotionRecognizer`
     restores the trained model from the checkpoint alone.
     """
@@ -117,6 +96,8 @@ class EmotionClassifier(pl.LightningModule):
         # Channels-last convolutions run faster on CPU (oneDNN) and on GPU tensor cores.
         self.model = net(input_shapes=input_shapes, num_classes=len(classes)).to(memory_format=torch.channels_last)
         self.standardizer = Standardizer(input_shapes)
+        # The `normalize` stage the inputs went through before this module (its fallback statistics, trained state).
+        self.normalizer = SpeakerNormalizer(input_shapes, **dict((recipe or {}).get("normalize") or {}))
         self.classes = tuple(classes)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler or None  # `scheduler=none` composes to an empty node

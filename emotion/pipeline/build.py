@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
 from emotion.errors import ConfigError, EmotionError
+from emotion.models.estimator import ScikitLearnHead
 from emotion.models.module import EmotionClassifier
 from emotion.models.network import architecture_name
 from emotion.tracking.checkpoints import resolve_checkpoint
@@ -38,25 +39,35 @@ def built(node: Any, **kwargs: Any) -> Any:
 
 def build_datamodule(cfg: DictConfig, features: FeatureSet) -> EmotionDataModule:
     """`data`, reading with `features` into `paths.cache_dir`, augmented by `augment`, split by `split` (its fold
-    `split.fold`, or the first)."""
+    `split.fold`, or the first), normalised by `normalize`."""
     augment = built(cfg.augment, _convert_="all") if cfg.augment else None
     split = built(cfg.split)
     fold = int(cfg.split.get("fold") or 0)
-    return built(cfg.data, features=features, cache_dir=cfg.paths.cache_dir, augment=augment, split=split, fold=fold)
+    normalize = built(cfg.normalize, shapes=features.shapes())
+    return built(
+        cfg.data,
+        features=features,
+        cache_dir=cfg.paths.cache_dir,
+        augment=augment,
+        split=split,
+        fold=fold,
+        normalize=normalize,
+    )
 
 
-def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier:
-    """`model`, its net built for the shapes `features` produce; ConfigError naming both if they do not fit.
+def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier | ScikitLearnHead:
+    """`model`, its net built for the shapes `features` produce (or a scikit-learn head's spec); ConfigError naming
+    both if they do not fit.
 
     Branch checkpoints given as MLflow run IDs (a stacked fusion) are fetched here: models read files only.
     """
     model = cfg.model
-    if model.net.get("branch_checkpoints"):
+    if "net" in model and model.net.get("branch_checkpoints"):
         model = OmegaConf.merge(model, {"net": {"branch_checkpoints": local_checkpoints(model.net.branch_checkpoints)}})
     try:
         module = built(model, classes=list(cfg.data.classes), input_shapes=features.shapes(), _convert_="all")
     except ConfigError as exc:
-        network = cfg.model.net._target_.rsplit(".", 1)[-1]
+        network = architecture(cfg)
         raise ConfigError(f"model {network} cannot take features={features.name}: {exc}") from None
     # Set after instantiation: passed to `instantiate`, the recipe's own `_target_`s would be built.
     module.hparams["recipe"] = inference_recipe(cfg)
@@ -65,12 +76,13 @@ def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier:
 
 def inference_recipe(cfg: DictConfig) -> dict[str, Any]:
     """What the trained model needs to be built again from its checkpoint alone, in plain values: the net's and
-    the features' configs and the front end's duration limits (`EmotionClassifier`'s `recipe`).
+    the features' configs, the front end's duration limits and the `normalize` stage's settings
+    (`EmotionClassifier`'s `recipe`).
 
     A stacked fusion's net is recorded as end-to-end without branch checkpoints (the checkpoint holds every
     weight), and an encoder's folder or weights file by its absolute path (the model may load elsewhere).
     """
-    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    net = OmegaConf.to_container(cfg.model.net, resolve=True) if "net" in cfg.model else {}
     features = OmegaConf.to_container(cfg.features, resolve=True)
     assert isinstance(net, dict) and isinstance(features, dict)
     if net.get("mode") == "stacked":
@@ -80,7 +92,8 @@ def inference_recipe(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(path, str) and Path(path).expanduser().exists():
             features[key] = str(Path(path).expanduser().resolve())
     front_end = {"min_duration": float(cfg.data.min_duration), "max_duration": float(cfg.data.max_duration)}
-    return {"net": net, "features": features, "front_end": front_end}
+    normalize = {key: value for key, value in cfg.normalize.items() if key != "_target_"}
+    return {"net": net, "features": features, "front_end": front_end, "normalize": normalize}
 
 
 def local_checkpoints(sources: Any) -> list[str]:
@@ -89,7 +102,9 @@ def local_checkpoints(sources: Any) -> list[str]:
 
 
 def architecture(cfg: DictConfig) -> str:
-    """The net's `arch` name (`cnn2d`), else its class name."""
+    """The net's `arch` name (`cnn2d`), else its class name; a scikit-learn head's `name` (`logreg`)."""
+    if "net" not in cfg.model:
+        return str(cfg.model.get("name", "estimator"))
     return architecture_name(get_class(cfg.model.net._target_))
 
 
@@ -135,6 +150,8 @@ def run_tags(cfg: DictConfig, leaky: bool) -> dict[str, str]:
             "window": cfg.features.window.mode,
             "augmentation": cfg.augment.get("name", "none") if cfg.augment else "none",
             "leaky": str(leaky).lower(),
+            "normalization": cfg.normalize.mode,
+            "speaker_adaptive": str(cfg.normalize.mode == "speaker").lower(),
         }
     )
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import FeatureSet
 from emotion.data.splits import PARTITIONS
+from emotion.models.estimator import ScikitLearnHead
 from emotion.models.module import EmotionClassifier, count_trainable_params
 from emotion.models.network import layer_weights_of
 from emotion.pipeline.build import (
@@ -26,6 +27,7 @@ from emotion.pipeline.build import (
     checkpoint_epoch,
     run_tags,
 )
+from emotion.pipeline.estimator import fit_estimator, save_head
 from emotion.sweep.trial import SweepTrial
 from emotion.tracking import layer_weights, reports, runs
 from emotion.tracking.cv import FoldResult
@@ -69,27 +71,20 @@ def fit_run(cfg: DictConfig, run_name: str, extra_tags: dict[str, str], trial: S
     datamodule.setup()
     logger = build_logger(cfg, run_name, run_tags(cfg, datamodule.leaky) | extra_tags)
     with runs.run_status(logger, trial=trial is not None):
+        if isinstance(module, ScikitLearnHead):
+            return _fit_estimator_and_test(cfg, module, datamodule, logger)
         return _fit_and_test(cfg, module, features, datamodule, logger, trial)
 
 
-def _fit_and_test(
-    cfg: DictConfig,
-    module: EmotionClassifier,
-    features: FeatureSet,
-    datamodule: EmotionDataModule,
-    logger: Any,
-    trial: SweepTrial | None,
-) -> RunOutcome:
-    config = OmegaConf.to_container(cfg, resolve=True)
-    runs.log_config(logger, config)
+def _log_inputs(cfg: DictConfig, datamodule: EmotionDataModule, logger: Any) -> dict[str, list[str]]:
+    """The run's config, what the cache did, and its split (params and `split.json`); the speakers of each
+    partition."""
+    runs.log_config(logger, OmegaConf.to_container(cfg, resolve=True))
     table, split = datamodule.table, datamodule.split
     assert table is not None and split is not None
-    model = module.model
-    trainable = count_trainable_params(model)
     speakers = {p: sorted({datamodule.clips[i].speaker for i in split.partition(p)}) for p in PARTITIONS}
     logger.log_hyperparams(
         {
-            "trainable_params": trainable,
             "features_computed": table.computed,
             "features_cached": table.cached,
             "clips_skipped": len(table.skipped),
@@ -100,8 +95,43 @@ def _fit_and_test(
         }
     )
     runs.log_json(logger, split.summary(datamodule.clips), "split.json")
+    return speakers
 
-    module.standardizer.fit(datamodule.clean_train_features())
+
+def _test_corpora(datamodule: EmotionDataModule) -> list[str]:
+    assert datamodule.split is not None
+    return [datamodule.clips[i].corpus for i in datamodule.split.test]
+
+
+def _fit_estimator_and_test(
+    cfg: DictConfig, spec: ScikitLearnHead, datamodule: EmotionDataModule, logger: Any
+) -> RunOutcome:
+    """A scikit-learn head's run (`emotion.pipeline.estimator`): its skops file is the run's checkpoint."""
+    speakers = _log_inputs(cfg, datamodule, logger)
+    head, metrics, y_true, y_pred = fit_estimator(spec, datamodule, logger, cfg.monitor)
+    path = save_head(head, spec.hparams["recipe"], cfg.paths.output_dir)
+    runs.log_checkpoint(logger, path)
+    if logger.log_trained_model and FOLD_TAG not in logger.tags:
+        log_trained_model(logger, str(path))
+    return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers, _test_corpora(datamodule), str(path))
+
+
+def _fit_and_test(
+    cfg: DictConfig,
+    module: EmotionClassifier,
+    features: FeatureSet,
+    datamodule: EmotionDataModule,
+    logger: Any,
+    trial: SweepTrial | None,
+) -> RunOutcome:
+    speakers = _log_inputs(cfg, datamodule, logger)
+    model = module.model
+    trainable = count_trainable_params(model)
+    logger.log_hyperparams({"trainable_params": trainable})
+
+    module.normalizer = datamodule.normalizer  # the `normalize` stage, fitted: the trained model carries it
+    if datamodule.normalizer.mode != "none":
+        module.standardizer.fit(datamodule.clean_train_features())
     checkpoint, callbacks = build_callbacks(cfg)
     callbacks += trial.callbacks(cfg.monitor) if trial else []
     trainer: pl.Trainer = built(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=cfg.paths.output_dir)
@@ -112,7 +142,7 @@ def _fit_and_test(
     trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     y_true, y_pred = (t.numpy() for t in module.test_results())
     reports.log_test_report(logger.experiment, logger.run_id, y_true, y_pred, cfg.data.classes)
-    corpora = [datamodule.clips[i].corpus for i in datamodule.split.test]
+    corpora = _test_corpora(datamodule)
     if len(set(corpora)) > 1 and len(corpora) == len(y_true):  # data=mix: each corpus's test scores too
         logger.log_metrics(reports.per_corpus_scores(y_true, y_pred, corpora))
     elif len(set(corpora)) > 1:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,27 @@ def audio_files(paths: Iterable[Path]) -> list[Path]:
         else:
             raise DataError(f"no such file or folder: {path}")
     return files
+
+
+def manifest_files(manifest: Path) -> tuple[list[Path], list[str | None]]:
+    """The files a CSV or TSV manifest lists (column `path`, relative to the manifest's folder or absolute) and
+    their speakers (column `speaker`, if it has one); DataError naming what is missing."""
+    import csv
+
+    if not manifest.is_file():
+        raise DataError(f"no manifest file {manifest}")
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t" if manifest.suffix == ".tsv" else ","))
+    if not rows or "path" not in rows[0]:
+        raise DataError(f"{manifest} needs a header with a `path` column (and `speaker`, to normalise by speaker)")
+    files = [manifest.parent / row["path"] for row in rows]
+    speakers = [row.get("speaker") or None for row in rows]
+    return files, speakers
+
+
+def folder_speakers(files: Sequence[Path]) -> list[str | None]:
+    """Each file's speaker named by its folder (`recordings/alice/1.wav`: alice)."""
+    return [file.parent.name for file in files]
 
 
 def load_recognizer(uri: str, tracking_uri: str) -> EmotionRecognizer:
@@ -62,44 +83,67 @@ def load_recognizer(uri: str, tracking_uri: str) -> EmotionRecognizer:
 
 
 def predict(
-    recognizer: EmotionRecognizer, files: list[Path], batch_size: int, on_bad_file: str = "error"
+    recognizer: EmotionRecognizer,
+    files: list[Path],
+    batch_size: int,
+    on_bad_file: str = "error",
+    speakers: Sequence[str | None] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """One row per readable file: `file`, then the served model's columns; and one message per file skipped.
+    """One row per readable file, in the order given: `file`, `speaker`, then the served model's columns; and one
+    message per file skipped (undecodable, too short or too long: under `on_bad_file="error"` the first one stops
+    it, keeping the rows made before).
 
-    A batch holding a bad file (undecodable, too short or too long) is predicted again file by file, so that
-    under `on_bad_file="skip"` only the bad files are left out; under `"error"` the first one stops it.
+    `speakers`: the speaker of each file (None: unknown). A speaker-adaptive model classifies each speaker's files
+    together, normalised by their own statistics when there are at least `normalizer.min_clips` of them (the
+    `normalization` column says which way each row went); other files go in batches of `batch_size`.
     """
-    import pandas as pd
     from tqdm.auto import tqdm
 
+    speakers = list(speakers) if speakers is not None else [None] * len(files)
     frames: list[pd.DataFrame] = []
     skipped: list[str] = []
+    groups = file_groups(speakers, batch_size, whole_speakers=recognizer.adaptive)
     with tqdm(total=len(files), unit="file", desc="predicting", disable=len(files) < 2, file=sys.stderr) as bar:
-        for start in range(0, len(files), batch_size):
-            batch = files[start : start + batch_size]
-            try:
-                frames.append(_predict_files(recognizer, batch))
-            except DataError:
-                for file in batch:
-                    try:
-                        frames.append(_predict_files(recognizer, [file]))
-                    except DataError as exc:
-                        if on_bad_file == "error":
-                            made = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-                            raise PartialPredictions(f"{exc} ({len(made)} files predicted before it)", made) from None
-                        skipped.append(str(exc))
-                        tqdm.write(f"warning: skipped {file}: {exc}", file=sys.stderr)
-            bar.update(len(batch))
+        for group in groups:
+            waves, kept = [], []
+            for index in group:
+                try:
+                    waves.append(recognizer.decode(files[index]))
+                    kept.append(index)
+                except DataError as exc:
+                    if on_bad_file == "error":
+                        made = _in_given_order(frames)
+                        raise PartialPredictions(f"{exc} ({len(made)} files predicted before it)", made) from None
+                    skipped.append(str(exc))
+                    tqdm.write(f"warning: skipped {files[index]}: {exc}", file=sys.stderr)
+            if kept:
+                frame = recognizer.classify_waves(waves, [speakers[i] for i in kept]).frame()
+                frame.insert(0, "speaker", [speakers[i] or "" for i in kept])
+                frame.insert(0, "file", [str(files[i]) for i in kept])
+                frames.append(frame.set_axis(kept))
+            bar.update(len(group))
     if not frames:
         raise DataError(f"no file could be predicted ({len(skipped)} skipped), e.g. {skipped[0]}")
-    return pd.concat(frames, ignore_index=True), skipped
+    return _in_given_order(frames), skipped
 
 
-def _predict_files(recognizer: EmotionRecognizer, files: list[Path]) -> pd.DataFrame:
-    """The model's predictions of `files`, a row each; DataError naming a file it cannot take."""
-    frame = recognizer.classify_files(files).frame()
-    frame.insert(0, "file", [str(p) for p in files])
-    return frame
+def file_groups(speakers: Sequence[str | None], batch_size: int, whole_speakers: bool) -> list[list[int]]:
+    """The indices of the files classified together: each named speaker's files (all at once when
+    `whole_speakers`, else in batches), then the files of no speaker in batches of `batch_size`."""
+    by_speaker: dict[str | None, list[int]] = {}
+    for index, speaker in enumerate(speakers):
+        by_speaker.setdefault(speaker, []).append(index)
+    groups: list[list[int]] = []
+    for speaker, indices in sorted(by_speaker.items(), key=lambda item: item[0] is None):
+        size = len(indices) if whole_speakers and speaker is not None else batch_size
+        groups += [indices[start : start + size] for start in range(0, len(indices), size)]
+    return groups
+
+
+def _in_given_order(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.concat(frames).sort_index().reset_index(drop=True) if frames else pd.DataFrame()
 
 
 class PartialPredictions(EmotionError):

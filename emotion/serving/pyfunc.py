@@ -2,10 +2,13 @@
 
 Input: a DataFrame with one row per clip: `audio` (an audio file's bytes, base64-encoded: WAV, FLAC or
 OGG), a `waveform` (mono samples) with its `sample_rate`, or a `path` to a file on the model's host,
-read only under the folders its host allows (`EMOTION_AUDIO_DIRS`). At most `EMOTION_MAX_ROWS` rows
+read only under the folders its host allows (`EMOTION_AUDIO_DIRS`), and optionally the clip's `speaker`: a
+speaker-adaptive model normalises the clips of each speaker in one request together, by their own statistics
+when they are at least the model's `min_clips`, else by the training population's (as `emotion-predict` does
+with the same clips; the `normalization` column says which). At most `EMOTION_MAX_ROWS` rows
 (default 64) a request, and clips no longer than the training's `data.max_duration`; anything else is
 refused with one line (MLflow's INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
-Output: `emotion`, `confidence`, `silent` and one `prob_<class>` column per class; a clip quieter than
+Output: `emotion`, `confidence`, `silent`, `normalization` and one `prob_<class>` column per class; a clip quieter than
 `emotion.serving.recognizer.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
 The model carries the trained model's checkpoint (restored alone by `EmotionRecognizer.from_checkpoint`: the
 same object `emotion-predict` and `emotion-evaluate` classify with), optionally its encoder, and the `emotion`
@@ -59,7 +62,7 @@ MAX_ROWS = "EMOTION_MAX_ROWS"
 DEFAULT_MAX_ROWS = 64
 
 #: The columns a request's rows may hold (each row: `audio`, or `path`, or `waveform` with `sample_rate`).
-INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate")
+INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate", "speaker")
 #: What a request looks like, as a refusal says it.
 REQUEST_SHAPE = '{"dataframe_records": [{"audio": "<a file\'s bytes, base64>"}]}'
 #: The artifacts of a model logged before checkpoints carried their recipe (refused at load: `StaleModel`).
@@ -93,7 +96,8 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
                 waveforms.append(self._waveform(row))
             except DataError as exc:
                 raise refusal(f"row {number}: {exc}" if len(rows) > 1 else str(exc)) from None
-        return self.recognizer.classify_waves(waveforms).frame()
+        speakers = [_speaker(row.get("speaker")) for row in rows]
+        return self.recognizer.classify_waves(waveforms, speakers).frame()
 
     def _waveform(self, row: dict[str, Any]) -> torch.Tensor:
         audio, path, waveform, rate = row.get("audio"), row.get("path"), row.get("waveform"), row.get("sample_rate")
@@ -211,6 +215,11 @@ def _given(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
 
 
+def _speaker(value: Any) -> str | None:
+    """A row's speaker as a name; None when the row names none."""
+    return None if _missing(value) or value == "" else str(value)
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -219,6 +228,7 @@ def signature(classes: tuple[str, ...]) -> ModelSignature:
     """The outputs' schema. The inputs have none here: MLflow would refuse a bad request with its own message
     (a stack trace, Python objects); `checked_rows` and the recognizer refuse it in one line instead."""
     outputs = [ColSpec("string", "emotion"), ColSpec("double", "confidence"), ColSpec("boolean", "silent")]
+    outputs.append(ColSpec("string", "normalization"))
     return ModelSignature(outputs=Schema(outputs + [ColSpec("double", f"prob_{c}") for c in classes]))
 
 

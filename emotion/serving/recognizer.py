@@ -2,6 +2,8 @@
 
     audio file, bytes or samples
       -> front end (`emotion.data.frontend.AudioFrontEnd`: decode, duration policy, trim, window, features)
+      -> normalize (`emotion.data.normalize.SpeakerNormalizer`: each speaker's clips by their own statistics when
+         the model is speaker-adaptive and the speaker has enough clips, else nothing more)
       -> head: standardisation (the training statistics, in the checkpoint) -> network, or a scikit-learn
          estimator (`emotion.models.estimator`, a skops file)
       -> window pooling (the mean of a clip's windows' probabilities)
@@ -29,6 +31,7 @@ from hydra.utils import instantiate
 from emotion.data.audio import MAX_DURATION
 from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
+from emotion.data.normalize import SpeakerNormalizer
 from emotion.encoders import saved_encoder_overrides
 from emotion.errors import ConfigError, EmotionError
 from emotion.models.estimator import SUFFIX, EstimatorHead
@@ -43,7 +46,7 @@ SILENCE_DBFS = -60.0
 #: The `emotion` of a silent clip.
 SILENCE = "silence"
 #: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
-INFERENCE_PREFIXES = (NETWORK_PREFIX, "standardizer.")
+INFERENCE_PREFIXES = (NETWORK_PREFIX, "standardizer.", "normalizer.")
 
 
 class StaleCheckpoint(EmotionError):
@@ -52,15 +55,17 @@ class StaleCheckpoint(EmotionError):
 
 @dataclass
 class Classification:
-    """Class probabilities (clips, classes) of some clips, and which of them are silent."""
+    """Class probabilities (clips, classes) of some clips, which of them are silent, and how each was normalised."""
 
     probabilities: torch.Tensor
     silent: list[bool]
     classes: tuple[str, ...]
+    normalization: list[str]
 
     def frame(self) -> pd.DataFrame:
-        """One row per clip: the most probable emotion, its probability, whether the clip is silent, and every
-        class's probability. A silent clip's emotion is `silence`, at confidence 0: there was nothing to judge."""
+        """One row per clip: the most probable emotion, its probability, whether the clip is silent, how it was
+        normalised (`speaker`, or `population` and why), and every class's probability. A silent clip's emotion is
+        `silence`, at confidence 0: there was nothing to judge."""
         import pandas as pd
 
         probs = self.probabilities.double().numpy()
@@ -68,7 +73,12 @@ class Classification:
             SILENCE if quiet else self.classes[i] for i, quiet in zip(probs.argmax(axis=1), self.silent, strict=True)
         ]
         frame = pd.DataFrame(
-            {"emotion": emotions, "confidence": np.where(self.silent, 0.0, probs.max(axis=1)), "silent": self.silent}
+            {
+                "emotion": emotions,
+                "confidence": np.where(self.silent, 0.0, probs.max(axis=1)),
+                "silent": self.silent,
+                "normalization": self.normalization,
+            }
         )
         for index, name in enumerate(self.classes):
             frame[f"prob_{name}"] = probs[:, index]
@@ -89,6 +99,7 @@ class Head(Protocol):
     """
 
     classes: tuple[str, ...]
+    normalizer: SpeakerNormalizer
 
     def probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor: ...
 
@@ -156,22 +167,44 @@ class EmotionRecognizer:
         """Mono samples given at `sample_rate`, checked and resampled by the model's front end."""
         return self.front_end.from_samples(samples, sample_rate)
 
-    @torch.no_grad()
-    def classify_waves(self, waves: Sequence[torch.Tensor]) -> Classification:
-        """Waveforms at the model's sample rate (any lengths), classified by the model's window policy."""
-        inputs = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
-        probabilities = self.head.probabilities(inputs)
-        return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes)
+    @property
+    def normalizer(self) -> SpeakerNormalizer:
+        """The model's `normalize` stage."""
+        return self.head.normalizer
 
-    def classify_batch(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> Classification:
+    @property
+    def adaptive(self) -> bool:
+        """True for a speaker-adaptive model: give the speaker of each clip, and several clips of each."""
+        return self.normalizer.adaptive
+
+    @torch.no_grad()
+    def classify_waves(
+        self, waves: Sequence[torch.Tensor], speakers: Sequence[str | None] | None = None
+    ) -> Classification:
+        """Waveforms at the model's sample rate (any lengths), classified by the model's window policy.
+
+        `speakers`: the speaker of each clip (None: unknown). A speaker-adaptive model normalises the clips of each
+        speaker with at least `normalizer.min_clips` of them here by their own statistics; the others by the
+        training population's. Other models ignore speakers.
+        """
+        inputs = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
+        inputs, ways = self.normalizer(inputs, speakers)
+        probabilities = self.head.probabilities(inputs)
+        return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes, ways)
+
+    def classify_batch(
+        self, waves: torch.Tensor, lengths: torch.Tensor | None = None, speakers: Sequence[str | None] | None = None
+    ) -> Classification:
         """A padded batch (clips, samples) at the model's sample rate; `lengths`: each clip's samples (else all)."""
         if lengths is None:
-            return self.classify_waves(list(waves))
-        return self.classify_waves([wave[: int(n)] for wave, n in zip(waves, lengths, strict=True)])
+            return self.classify_waves(list(waves), speakers)
+        return self.classify_waves([wave[: int(n)] for wave, n in zip(waves, lengths, strict=True)], speakers)
 
-    def classify_files(self, paths: Sequence[str | Path]) -> Classification:
+    def classify_files(
+        self, paths: Sequence[str | Path], speakers: Sequence[str | None] | None = None
+    ) -> Classification:
         """Audio files (WAV, FLAC, OGG), decoded and checked by the front end; DataError naming a bad one."""
-        return self.classify_waves([self.decode(path) for path in paths])
+        return self.classify_waves([self.decode(path) for path in paths], speakers)
 
 
 def inference_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

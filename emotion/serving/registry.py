@@ -21,6 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from emotion.errors import EmotionError
+from emotion.models.estimator import SUFFIX as ESTIMATOR_SUFFIX
 from emotion.serving.pyfunc import log_pyfunc
 from emotion.tracking.checkpoints import CHECKPOINT_ARTIFACT_DIR
 from emotion.tracking.names import CV_ROLE, FOLD_TAG, ROLE_TAG, STUDY_ROLE, STUDY_TAG
@@ -188,14 +189,15 @@ def trained_model_uri(client: mlflow.MlflowClient, run: Run) -> str | None:
 
 
 def download_checkpoint(client: mlflow.MlflowClient, run_id: str, folder: Path) -> Path:
-    """The run's kept checkpoint, downloaded into `folder`; PromotionError if it has none."""
+    """The run's kept checkpoint (a scikit-learn head's skops file), downloaded into `folder`; PromotionError if it
+    has none."""
     try:
         checkpoints = Path(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT_DIR, str(folder)))
     except (MlflowException, OSError) as exc:
         raise PromotionError(f"run {run_id} lacks its checkpoint artifact: {exc}") from None
-    found = sorted(checkpoints.glob("*.ckpt"))
+    found = sorted(path for path in checkpoints.iterdir() if path.suffix in (".ckpt", ESTIMATOR_SUFFIX))
     if not found:
-        raise PromotionError(f"run {run_id} has no .ckpt under {CHECKPOINT_ARTIFACT_DIR}/")
+        raise PromotionError(f"run {run_id} has no .ckpt (or {ESTIMATOR_SUFFIX}) under {CHECKPOINT_ARTIFACT_DIR}/")
     return found[0]
 
 

@@ -1,0 +1,182 @@
+"""Speaker-adaptive models: each speaker normalised by their own clips' statistics (never their labels), in
+training, prediction and serving alike; scikit-learn heads tracked, promoted, predicted and served like the
+networks; their hyperparameters chosen without the test speakers."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from emotion.cli import evaluate, predict
+from emotion.data.corpora import read_corpus
+from emotion.data.datamodule import EmotionDataModule
+from emotion.data.features import MelMean, Spectral
+from emotion.data.normalize import SpeakerNormalizer, feature_statistics
+from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
+from emotion.pipeline.build import build_datamodule, built
+from emotion.serving.recognizer import EmotionRecognizer
+from tests.conftest import TINY_CORPUS
+from tests.stores import Store
+
+#: A scikit-learn head on cheap features, speaker-adaptive; each tiny-corpus speaker has 12 clips.
+ADAPTIVE = ["model=logreg", "features=mel_mean", "normalize=speaker", "normalize.min_clips=4", "model.grid.C=[0.1,1]"]
+
+
+@pytest.fixture(scope="module")
+def adaptive(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Store, str]:
+    """A store holding one trained speaker-adaptive logistic regression, promoted as `adaptive@champion`."""
+    store = Store(tmp_path_factory.mktemp("speakers"), cache_dir, model=())
+    run_id = store.train("adaptive", *ADAPTIVE)
+    store.promote("--name", "adaptive")
+    return store, run_id
+
+
+def speaker_of_the_test(store: Store, run_id: str, corpus: Path) -> tuple[str, list[Path]]:
+    """The run's test speaker and their clips."""
+    speaker = store.client.get_run(run_id).data.params["split.test_speakers"].split(",")[0]
+    return speaker, sorted(Path(c.path) for c in read_corpus(corpus).clips if c.speaker == speaker)
+
+
+def test_a_scikit_learn_head_is_tracked_like_a_network_with_its_protocol_said(adaptive) -> None:
+    store, run_id = adaptive
+    run = store.client.get_run(run_id)
+    assert run.data.tags["architecture"] == "logreg" and run.data.tags["speaker_adaptive"] == "true"
+    assert run.data.params["normalize.mode"] == "speaker" and run.data.params["normalize.min_clips"] == "4"
+    assert run.data.params["selected"] in ("{'estimator__C': 0.1}", "{'estimator__C': 1}")
+    assert 0.0 <= run.data.metrics["test/uar"] <= 1.0 and "val/uar_best" in run.data.metrics
+    artifacts = {a.path for a in store.client.list_artifacts(run_id)}
+    assert {"checkpoints", "confusion_matrix.png"} <= artifacts
+    assert [a.path for a in store.client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/model.skops"]
+    version = store.client.get_model_version_by_alias("adaptive", "champion")
+    assert version.run_id == run_id
+
+
+def test_predict_and_the_served_model_normalise_a_speakers_clips_together_and_agree(
+    adaptive, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    store, run_id = adaptive
+    speaker, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    manifest = tmp_path / "clips.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "speaker"])
+        writer.writerows([str(w), speaker] for w in wavs)
+    predict.main(["--tracking-uri", store.uri, "--model", "models:/adaptive@champion", "--format", "csv",
+                  "-o", str(tmp_path / "p.csv"), "--manifest", str(manifest)])  # fmt: skip
+    predicted = pd.read_csv(tmp_path / "p.csv", dtype={"speaker": str})
+
+    mlflow.set_tracking_uri(store.uri)
+    samples = [sf.read(w, dtype="float32")[0].tolist() for w in wavs]
+    request = pd.DataFrame({"waveform": samples, "sample_rate": 16000, "speaker": speaker})
+    served = mlflow.pyfunc.load_model("models:/adaptive@champion").predict(request)
+
+    assert predicted["file"].tolist() == [str(w) for w in wavs] and set(predicted["speaker"]) == {speaker}
+    assert set(predicted["normalization"]) == set(served["normalization"]) == {"speaker"}
+    np.testing.assert_allclose(served.filter(like="prob_"), predicted.filter(like="prob_"), atol=1e-4)  # CSV: 4 dp
+    # normalised by the group, not clip by clip: each clip alone falls back to the population's statistics
+    alone = mlflow.pyfunc.load_model("models:/adaptive@champion").predict(request.iloc[:1])
+    assert alone["normalization"][0] == f"population (1 clip(s) of {speaker}, fewer than 4)"
+    assert not np.allclose(alone.filter(like="prob_").to_numpy(), served.filter(like="prob_").to_numpy()[:1])
+
+
+def test_a_speaker_with_fewer_clips_than_the_minimum_falls_back_to_the_population_and_says_so(
+    adaptive, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    store, run_id = adaptive
+    speaker, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    given = [str(w) for w in wavs[:3]]
+    args = ["--tracking-uri", store.uri, "--model", "models:/adaptive@champion", "--format", "csv"]
+    predict.main([*args, "-o", str(tmp_path / "few.csv"), "--speaker", speaker, *given])
+    predict.main([*args, "-o", str(tmp_path / "none.csv"), *given])
+    predict.main([*args, "-o", str(tmp_path / "three.csv"), "--speaker", speaker, "--min-clips", "3", *given])
+    few, none, three = (pd.read_csv(tmp_path / f"{name}.csv") for name in ("few", "none", "three"))
+
+    assert few["normalization"].tolist() == [f"population (3 clip(s) of {speaker}, fewer than 4)"] * 3
+    assert none["normalization"].tolist() == ["population (no speaker given)"] * 3
+    np.testing.assert_allclose(few.filter(like="prob_"), none.filter(like="prob_"))  # the same statistics
+    assert three["normalization"].tolist() == ["speaker"] * 3  # --min-clips 3: their own statistics
+
+
+def test_a_test_speakers_statistics_come_from_their_own_clips_only_never_from_labels(tmp_path: Path) -> None:
+    corpus = generate_corpus(SyntheticCorpusConfig(**TINY_CORPUS), tmp_path, workers=1)
+    clips = read_corpus(corpus).clips
+    test_speaker = clips[0].speaker
+
+    def normalised(rows: list[dict[str, str]], mode: str) -> tuple[EmotionDataModule, dict[str, torch.Tensor]]:
+        with (tmp_path / "labels.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["path", "label", "speaker"])
+            writer.writeheader()
+            writer.writerows(rows)
+        features = MelMean(Spectral())
+        datamodule = EmotionDataModule(
+            features, tmp_path / "cache", name="mine", root=str(tmp_path / "labels.csv"), reader="manifest",
+            normalize=SpeakerNormalizer(features.shapes(), mode=mode, min_clips=4),
+        )  # fmt: skip
+        datamodule.setup()
+        assert datamodule.table is not None
+        own = [i for i, c in enumerate(datamodule.table.clips) if c.speaker == test_speaker]
+        return datamodule, {n: t[own] for n, t in datamodule.table.tensors.items()}
+
+    rows = [{"path": c.path, "label": c.emotion, "speaker": c.speaker} for c in clips]
+    _, raw = normalised(rows, "population")  # the datamodule leaves the features as cached
+    _, adapted = normalised(rows, "speaker")
+    emotions = sorted({row["label"] for row in rows})
+    relabelled = [row | {"label": emotions[(emotions.index(row["label"]) + 1) % 6]} for row in rows]
+    others_fewer = [row for i, row in enumerate(relabelled) if row["speaker"] == test_speaker or i % 2 == 0]
+    _, changed = normalised(others_fewer, "speaker")  # every label changed, other speakers' clips halved
+
+    mean, std = feature_statistics(raw["mel_mean"])
+    torch.testing.assert_close(adapted["mel_mean"], (raw["mel_mean"] - mean) / std)
+    torch.testing.assert_close(changed["mel_mean"], adapted["mel_mean"])
+
+
+def test_selection_never_reads_the_test_speakers_clips(tmp_path: Path, cache_dir: Path, tiny_corpus: Path) -> None:
+    """The same run with the test speaker's audio replaced by noise chooses and fits the same model."""
+    store = Store(tmp_path, cache_dir, model=())
+    first = store.train("first", *ADAPTIVE)
+    params = store.client.get_run(first).data.params
+    test_speaker = params["split.test_speakers"]
+    noisy = tmp_path / "noisy"
+    shutil.copytree(tiny_corpus, noisy)
+    rng = np.random.default_rng(0)
+    for clip in read_corpus(noisy).clips:
+        if clip.speaker == test_speaker:
+            wav = Path(clip.path)
+            samples, rate = sf.read(wav, dtype="float32")
+            sf.write(wav, rng.normal(0, 0.3, len(samples)).astype("float32"), rate)
+    second = store.train("second", *ADAPTIVE, f"data.root={noisy}")  # the synthetic reader, read from a folder
+
+    one, two = (store.client.get_run(r).data for r in (first, second))
+    assert two.params["split.test_speakers"] == test_speaker and two.params["selected"] == one.params["selected"]
+    assert two.metrics["val/uar_best"] == one.metrics["val/uar_best"]
+    models = [EmotionRecognizer.from_checkpoint(Path(store.configs[r].paths.output_dir) / "model.skops") for r in
+              (first, second)]  # fmt: skip
+    coefficients = [m.head.estimator[-1].coef_ for m in models]
+    np.testing.assert_array_equal(*coefficients)
+    assert one.metrics["test/uar"] != two.metrics["test/uar"]  # the noise did reach the test
+
+
+def test_evaluate_scores_speaker_adaptively_and_says_so(adaptive, capsys) -> None:
+    store, run_id = adaptive
+    cfg = store.configs[run_id]
+    corpus = [f"paths.cache_dir={cfg.paths.cache_dir}", *(f"data.synthetic.{k}={v}" for k, v in TINY_CORPUS.items())]
+    evaluate.main(["models:/adaptive@champion", *corpus, "--tracking-uri", store.uri])
+    out = capsys.readouterr().out
+    assert "normalised: speaker-adaptive: 72 clip(s) by their own speaker's statistics, 0 by the training" in out
+    (run,) = store.client.search_runs([store.client.get_experiment_by_name(evaluate.EXPERIMENT).experiment_id])
+    assert run.data.tags["speaker_adaptive"] == "true" and run.data.params["normalization"].startswith("speaker")
+
+
+def test_speaker_normalisation_refuses_what_it_cannot_normalise(tmp_path: Path, cache_dir: Path) -> None:
+    store = Store(tmp_path, cache_dir, model=())
+    cfg = store.config("normalize=speaker", "features/window=utterance")
+    with pytest.raises(Exception, match="normalize=speaker normalises cached features: use features/window=crop"):
+        build_datamodule(cfg, built(cfg.features)).setup()
