@@ -14,6 +14,7 @@ from emotion.models.cnn2d import CNN2D
 from emotion.models.fusion import Fusion
 from emotion.models.module import count_trainable_params
 from emotion.models.schedules import warmup_cosine_factor
+from emotion.models.ssl_head import WeightedLayers
 from emotion.models.tdnn import CompactTDNN
 
 SPECTRAL = Spectral()
@@ -98,3 +99,19 @@ def test_warmup_then_cosine_decay() -> None:
     assert factors[:3] == [0.25, 0.5, 0.75] and factors[3] == 1.0
     assert factors[8] == pytest.approx(0.5) and factors[13] == pytest.approx(0.0, abs=1e-12)
     assert all(a >= b for a, b in itertools.pairwise(factors[3:]))
+
+
+def test_the_ssl_head_reads_the_weighted_sum_all_layers_side_by_side_or_one_layer() -> None:
+    shapes = {"ssl": (7, 16)}
+    layers = torch.randn(2, 7, 16)
+    weighted, concat, one = (
+        WeightedLayers(shapes, hidden=0, dropout=0.0, layers=x).eval() for x in ("weighted", "concat", 3)
+    )
+    assert count_trainable_params(weighted) == 7 + 16 * 6 + 6 and count_trainable_params(concat) == 7 * 16 * 6 + 6
+    assert count_trainable_params(one) == 16 * 6 + 6 and one.layer_weights() is None
+    changed = layers.clone()
+    changed[:, 4] += 1.0  # another layer than the one it reads
+    torch.testing.assert_close(one({"ssl": changed}), one({"ssl": layers}))
+    assert concat({"ssl": layers}).shape == (2, 6)
+    with pytest.raises(ConfigError, match=r"model\.net\.layers=7: choose weighted, concat or a layer from 0 to 6"):
+        WeightedLayers(shapes, layers=7)

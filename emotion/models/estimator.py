@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from emotion.data.normalize import SpeakerNormalizer
 from emotion.data.windows import average_over_windows
@@ -29,28 +30,43 @@ class UntrustedFile(EmotionError):
     """A skops file holding types that skops does not trust: it is not loaded."""
 
 
-def layer_view(x: torch.Tensor, layers: str | int) -> torch.Tensor:
-    """An input shaped (clips, layers, width) as one row per clip: `all` layers concatenated, their `mean`, or the
-    layer of that index. Inputs of other shapes are flattened whole (`all`)."""
-    if layers == "all" or x.dim() != 3:
-        return x.flatten(start_dim=1)
-    if layers == "mean":
-        return x.mean(dim=1)
-    return x[:, int(layers)]
-
-
-def check_layers(layers: str | int) -> None:
+def check_layers(layers: Any) -> None:
     """ConfigError unless `layers` is `all`, `mean` or a layer index."""
     if layers not in ("all", "mean") and not isinstance(layers, int):
         raise ConfigError(f"model.layers={layers}: choose all, mean or a layer's index (0 is the encoder's input)")
 
 
+class LayerView(TransformerMixin, BaseEstimator):
+    """The first step of a head's pipeline: rows of an encoder's (layers, width) features, flattened, as the head
+    reads them: `all` layers concatenated, their `mean`, or the layer of that index. With `num_layers=1` (features
+    of any other kind) rows pass as they are. A step of the pipeline, so that the search can choose it."""
+
+    def __init__(self, layers: str | int = "all", num_layers: int = 1) -> None:
+        self.layers = layers
+        self.num_layers = num_layers
+
+    def fit(self, rows: np.ndarray, labels: Any = None) -> LayerView:
+        check_layers(self.layers)
+        return self
+
+    def transform(self, rows: np.ndarray) -> np.ndarray:
+        if self.layers == "all" or self.num_layers == 1:
+            return rows
+        stacked = rows.reshape(len(rows), self.num_layers, -1)
+        return stacked.mean(axis=1) if self.layers == "mean" else stacked[:, int(self.layers)]
+
+
+#: The types of our own that a head's skops file may hold besides those skops trusts by default.
+OWN_TYPES = (f"{LayerView.__module__}.{LayerView.__qualname__}",)
+
+
 class EstimatorHead:
     """Class probabilities of model inputs from a fitted scikit-learn classifier (`predict_proba`).
 
-    Each clip's inputs are taken as rows (`layer_view`: all layers, their mean or one) and concatenated in the
-    order of `input_names`; windowed clips (`segments` given) get the mean of their windows' probabilities, as the
-    networks do. `normalizer`: the `normalize` stage its inputs went through (its fallback statistics).
+    Each clip's inputs are flattened and concatenated in the order of `input_names` (a `LayerView` in the
+    estimator's pipeline picks the layers it reads); windowed clips (`segments` given) get the mean of their
+    windows' probabilities, as the networks do. `normalizer`: the `normalize` stage its inputs went through (its
+    fallback statistics).
     """
 
     def __init__(
@@ -59,19 +75,15 @@ class EstimatorHead:
         classes: Sequence[str],
         input_names: Sequence[str],
         normalizer: SpeakerNormalizer | None = None,
-        layers: str | int = "all",
     ) -> None:
-        check_layers(layers)
         self.estimator = estimator
         self.classes = tuple(classes)
         self.input_names = tuple(input_names)
         self.normalizer = normalizer or SpeakerNormalizer({})
-        self.layers = layers
 
     def rows(self, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
         """One row of numbers per clip (or window): the estimator's input."""
-        views = [layer_view(inputs[name].float(), self.layers) for name in self.input_names]
-        return torch.cat(views, dim=1).numpy()
+        return torch.cat([inputs[name].flatten(start_dim=1).float() for name in self.input_names], dim=1).numpy()
 
     def probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(clips, classes) probabilities, in the order of `classes`."""
@@ -93,7 +105,6 @@ class EstimatorHead:
             "estimator": self.estimator,
             "classes": list(self.classes),
             "input_names": list(self.input_names),
-            "layers": self.layers,
             "normalizer": normalizer,
         }
         skops.io.dump(state | {"recipe": dict(recipe)}, path)
@@ -103,16 +114,15 @@ class EstimatorHead:
         """The head a skops file holds, and its recipe; UntrustedFile if it holds a type skops does not trust."""
         import skops.io
 
-        untrusted = skops.io.get_untrusted_types(file=path)
+        untrusted = [name for name in skops.io.get_untrusted_types(file=path) if name not in OWN_TYPES]
         if untrusted:
             raise UntrustedFile(
                 f"{Path(path).name} holds types skops does not trust ({', '.join(untrusted)}): not loaded"
             )
-        state = skops.io.load(path, trusted=[])
+        state = skops.io.load(path, trusted=list(OWN_TYPES))
         recipe = state["recipe"]
         normalizer = saved_normalizer(state.get("normalizer", {}), recipe.get("normalize") or {})
-        head = cls(state["estimator"], state["classes"], state["input_names"], normalizer, state.get("layers", "all"))
-        return head, recipe
+        return cls(state["estimator"], state["classes"], state["input_names"], normalizer), recipe
 
 
 def saved_normalizer(state: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> SpeakerNormalizer:
@@ -128,9 +138,10 @@ class ScikitLearnHead:
     """The `model` group of a scikit-learn head: what `emotion.pipeline.estimator` fits (`model=logreg`, `svm`).
 
     `estimator`: an unfitted scikit-learn classifier with `predict_proba` (an SVM through
-    `sklearn.calibration.CalibratedClassifierCV`). `grid`: its hyperparameters' candidates (`{"C": [0.1, 1]}`),
-    chosen by leave-one-speaker-out over the training and validation speakers. `layers`: of an encoder's
-    (layers, width) features, `all` concatenated, their `mean`, or one layer's index. The features are
+    `sklearn.calibration.CalibratedClassifierCV`). `layers`: of an encoder's (layers, width) features, `all`
+    concatenated, their `mean`, or one layer's index. `grid`: the candidates, chosen by leave-one-speaker-out over
+    the training and validation speakers: the estimator's hyperparameters (`{"C": [0.1, 1]}`), and `layers` and
+    `estimator` themselves; a list of such grids searches each (a head per grid, say). The features are
     standardised with the training clips' statistics first (scikit-learn's StandardScaler, in the pipeline the
     search fits), unless `normalize=none`. `name`: the run's `architecture` tag.
 
@@ -144,17 +155,25 @@ class ScikitLearnHead:
         classes: Sequence[str],
         input_shapes: Mapping[str, tuple[int, ...]],
         name: str = "estimator",
-        grid: Mapping[str, Sequence[Any]] | None = None,
+        grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None = None,
         layers: str | int = "all",
         optimizer: Any = None,
         scheduler: Any = None,
         loss: Any = None,
     ) -> None:
-        check_layers(layers)
+        grids = [grid] if isinstance(grid, Mapping) else list(grid or [{}])
+        for layers_given in [layers, *(value for g in grids for value in g.get("layers", []))]:
+            check_layers(layers_given)
         self.estimator = estimator
         self.classes = tuple(classes)
         self.input_shapes = dict(input_shapes)
         self.name = name
-        self.grid = {key: list(values) for key, values in (grid or {}).items()}
+        self.grids = [{key: list(values) for key, values in g.items()} for g in grids]
         self.layers = layers
         self.hparams: dict[str, Any] = {}  # the recipe goes here, as on a LightningModule
+
+    @property
+    def num_layers(self) -> int:
+        """The layers of the one (layers, width) input, as `LayerView` reads them; else 1."""
+        shapes = list(self.input_shapes.values())
+        return shapes[0][0] if len(shapes) == 1 and len(shapes[0]) == 2 else 1

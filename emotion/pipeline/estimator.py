@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import ConfigError
 from emotion.metrics import METRICS, scores
-from emotion.models.estimator import EstimatorHead, ScikitLearnHead
+from emotion.models.estimator import EstimatorHead, LayerView, ScikitLearnHead
 from emotion.tracking import reports
 from emotion.tracking.names import best_metric
 
@@ -40,12 +40,27 @@ def selection_metric(monitor: str) -> Any:
 
 
 def search(spec: ScikitLearnHead, standardize: bool, monitor: str) -> GridSearchCV:
-    """The hyperparameter search: the standardiser (unless `normalize=none`) and the estimator, every candidate
-    of the grid scored by leave-one-speaker-out, the best refitted on every speaker given."""
-    steps = [("scale", StandardScaler())] if standardize else []
+    """The search: the layer view, the standardiser (unless `normalize=none`) and the estimator, every candidate of
+    the grids scored by leave-one-speaker-out, the best refitted on every speaker given."""
+    steps = [("layers", LayerView(spec.layers, spec.num_layers))]
+    steps += [("scale", StandardScaler())] if standardize else []
     pipeline = Pipeline([*steps, (STEP, spec.estimator)])
-    grid = {f"{STEP}__{key}": values for key, values in spec.grid.items()}
-    return GridSearchCV(pipeline, grid or [{}], scoring=selection_metric(monitor), cv=LeaveOneGroupOut(), refit=True)
+    grids = [{pipeline_key(key): values for key, values in grid.items()} for grid in spec.grids]
+    return GridSearchCV(pipeline, grids, scoring=selection_metric(monitor), cv=LeaveOneGroupOut(), refit=True)
+
+
+def pipeline_key(key: str) -> str:
+    """A grid's key as the pipeline names it: `layers` and `estimator` are steps, other keys the estimator's."""
+    if key == "layers":
+        return "layers__layers"
+    return key if key == STEP else f"{STEP}__{key}"
+
+
+def selected(params: dict[str, Any]) -> str:
+    """The chosen candidate in words: `layers=all estimator=LogisticRegression C=0.1`."""
+    said = [f"{key.split('__')[-1]}={type(value).__name__ if hasattr(value, 'fit') else value}" for key, value in
+            sorted(params.items(), key=lambda item: item[0].count("__"))]  # fmt: skip
+    return " ".join(said) or "the only candidate"
 
 
 def select_and_fit(
@@ -65,14 +80,14 @@ def fit_estimator(
     table, split = datamodule.table, datamodule.split
     assert table is not None and split is not None
     names = list(datamodule.features.shapes())
-    head = EstimatorHead(None, spec.classes, names, datamodule.normalizer, spec.layers)
+    head = EstimatorHead(None, spec.classes, names, datamodule.normalizer)
     labels = np.array([spec.classes.index(clip.emotion) for clip in table.clips])
     chosen = split.train + split.val  # never the test speakers'
     rows = head.rows({name: table.tensors[name][chosen] for name in names})
     speakers = [table.clips[i].speaker for i in chosen]
     fitted = select_and_fit(spec, rows, labels[chosen], speakers, datamodule.normalizer.mode != "none", monitor)
     head.estimator = fitted.best_estimator_
-    logger.log_hyperparams({"selected": str(fitted.best_params_), "candidates": len(fitted.cv_results_["params"])})
+    logger.log_hyperparams({"selected": selected(fitted.best_params_), "candidates": len(fitted.cv_results_["params"])})
     y_true = labels[split.test]
     y_pred = head.probabilities({name: table.tensors[name][split.test] for name in names}).argmax(dim=1).numpy()
     metrics = {f"test/{key}": value for key, value in scores(y_true, y_pred).items()}
