@@ -90,6 +90,50 @@ ROWS: dict[str, tuple[str, list[str]]] = {
             "split=loso",
         ],
     ),
+    "whisper_base_heads": (
+        "frozen Whisper base (cut input), each layer's mean over the clip, population statistics, head chosen per "
+        "fold (logistic regression on all layers or their mean, or an RBF SVM on their mean; model=heads)",
+        [
+            "experiment=whisper_base_adaptive",
+            "features.encoder={models}/whisper-base",
+            "normalize=population",
+            "model=heads",
+            "split=loso",
+        ],
+    ),
+    "whisper_base_adaptive": (
+        "frozen Whisper base (cut input), each layer's mean over the clip, **each speaker standardised on their own "
+        "clips**, head chosen per fold (model=heads)",
+        ["experiment=whisper_base_adaptive", "features.encoder={models}/whisper-base", "model=heads", "split=loso"],
+    ),
+    "whisper_base_adaptive_pad30": (
+        "the same, speaker-adaptive, 30 s input (pad30)",
+        [
+            "experiment=whisper_base_adaptive",
+            "features.encoder={models}/whisper-base",
+            "model=heads",
+            "features.whisper_input=pad30",
+            "split=loso",
+        ],
+    ),
+    "whisper_base_adaptive_svm": (
+        "frozen Whisper base (cut input), mean of the layers, **speaker-adaptive**, RBF SVM (model=svm)",
+        ["experiment=whisper_base_adaptive", "features.encoder={models}/whisper-base", "model=svm", "split=loso"],
+    ),
+    "whisper_base_adaptive_logreg_all": (
+        "frozen Whisper base (cut input), all layers side by side, **speaker-adaptive**, logistic regression",
+        [
+            "experiment=whisper_base_adaptive",
+            "features.encoder={models}/whisper-base",
+            "model=logreg",
+            "model.layers=all",
+            "split=loso",
+        ],
+    ),
+    "egemaps_linear_adaptive": (
+        "eGeMAPS + softmax regression, **each speaker standardised on their own clips**",
+        ["experiment=egemaps_linear", "normalize=speaker", "split=loso"],
+    ),
     "compact_tdnn_raw": (
         "compact TDNN (0.68 M), log-mel, whole utterance",
         ["experiment=compact_tdnn", "model.net.utterance_mean_norm=false", "split=loso"],
@@ -145,7 +189,8 @@ def measured(run: mlflow.entities.Run) -> dict[str, float]:
         keys = ("test/uar_mean", "test/uar_std", "test/uar_pooled", "test/acc_mean", "test/acc_std", "val/uar")
         per_corpus = {key: value for key, value in metrics.items() if "_pooled/" in key}
         folds = len(json.loads(_artifact(run, "cv_folds.json")))
-        return {key: metrics[key] for key in keys} | per_corpus | {"folds": folds}
+        adaptive = {"speaker_adaptive": run.data.tags.get("speaker_adaptive") == "true"}
+        return {key: metrics[key] for key in keys} | per_corpus | {"folds": folds} | adaptive
     return {"test/uar": metrics["test/uar"], "test/acc": metrics["test/acc"], "val/uar": metrics["val/uar"]}
 
 

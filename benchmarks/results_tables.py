@@ -13,7 +13,8 @@ MIX = "mix"
 MIX_ROWS = ("egemaps_linear_loco", "egemaps_linear_mixed")
 #: The best setup of each family on real speech, as the README's glance shows them: family -> rows.
 FAMILIES = {
-    "frozen Whisper base + weighted layers": ("whisper_base_pad30",),
+    "frozen Whisper base, speaker-adaptive": ("whisper_base_adaptive",),
+    "frozen Whisper base (not adaptive)": ("whisper_base_pad30", "whisper_base_heads"),
     "eGeMAPS + softmax regression (baseline)": ("egemaps_linear",),
     "compact TDNN (tuned)": ("compact_tdnn_tuned",),
     "the report's networks (best of five)": (
@@ -43,7 +44,7 @@ def table(results: list[dict], order: list[str]) -> str:
     single = [r for r in results if r["corpus"] != MIX]
     for r in sorted(single, key=lambda r: (r["corpus"], order.index(r["row"]), machine_name(r))):
         if "folds" in r:
-            protocol = f"LOSO, {r['folds']} folds"
+            protocol = f"LOSO, {r['folds']} folds" + (", **speaker-adaptive**" if r.get("speaker_adaptive") else "")
             uar = f"{r['test/uar_mean']:.3f} ± {r['test/uar_std']:.3f}"
             pooled, acc = f"{r['test/uar_pooled']:.3f}", f"{r['test/acc_mean']:.3f}"
         else:

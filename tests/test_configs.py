@@ -70,7 +70,7 @@ def composed(tmp_path: Path, *overrides: str, hydra: bool = False) -> DictConfig
 
 #: The features each network takes.
 FEATURES_OF = {"cnn1d": "mel_mean", "cnn2d": "logmel", "fusion": "logmel_mfcc", "linear": "egemaps",
-               "ssl_head": "ssl", "tdnn": "logmel", "logreg": "egemaps", "svm": "egemaps"}  # fmt: skip
+               "ssl_head": "ssl", "tdnn": "logmel", "logreg": "egemaps", "svm": "egemaps", "heads": "ssl"}  # fmt: skip
 #: The overrides that give each corpus option its data.
 DATA_OF = {
     "base": ["data.name=mine", f"data.root={EMODB}", "data.reader=emodb"],
@@ -81,9 +81,12 @@ DATA_OF = {
 }
 
 
-def built_module(cfg: DictConfig) -> EmotionClassifier:
+def built_module(cfg: DictConfig) -> EmotionClassifier | ScikitLearnHead:
     features: FeatureSet = instantiate(cfg.features)
     module = build_module(cfg, features)
+    if isinstance(module, ScikitLearnHead):  # no optimizer: scikit-learn fits it
+        assert hasattr(module.estimator, "predict_proba") and module.hparams["recipe"]
+        return module
     optimizers = module.configure_optimizers()  # the optimizer and scheduler of `model`, built
     optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
     assert isinstance(optimizer, get_class(cfg.model.optimizer._target_))

@@ -101,13 +101,19 @@ def test_the_registered_model_carries_its_signature_example_and_weights_only(sto
     mlflow.set_tracking_uri(store.uri)
     info = mlflow.models.get_model_info(uri)
     assert info.signature.inputs is None  # the model checks its rows itself, refusing bad ones in one line
-    assert info.signature.outputs.input_names()[:4] == ["emotion", "confidence", "silent", "prob_angry"]
+    assert info.signature.outputs.input_names()[:5] == [
+        "emotion",
+        "confidence",
+        "silent",
+        "normalization",
+        "prob_angry",
+    ]
     assert info.saved_input_example_info is not None
     model_dir = Path(mlflow.artifacts.download_artifacts(uri))
     assert (model_dir / "code" / "emotion" / "serving" / "recognizer.py").is_file()
     checkpoint = torch.load(next(model_dir.rglob("model.ckpt")), weights_only=True)
     assert all(k.startswith(("model.", "standardizer.")) for k in checkpoint["state_dict"])
-    assert set(checkpoint["hyper_parameters"]["recipe"]) == {"net", "features", "front_end"}
+    assert set(checkpoint["hyper_parameters"]["recipe"]) == {"net", "features", "front_end", "normalize"}
 
 
 def test_a_checkpoint_that_holds_code_is_not_loaded(tmp_path: Path) -> None:

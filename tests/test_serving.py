@@ -272,7 +272,7 @@ def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refus
     assert messages["too many rows"] == "5 rows in one request, more than the 4 this model takes (EMOTION_MAX_ROWS)"
     assert (
         messages["wrong column"]
-        == "unknown column(s) ['wav']: each row takes ['audio', 'path', 'waveform', 'sample_rate']"
+        == "unknown column(s) ['wav']: each row takes ['audio', 'path', 'waveform', 'sample_rate', 'speaker']"
     )
     assert messages["empty records"] == "the request holds no rows: send one row per clip"
     assert (

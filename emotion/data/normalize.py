@@ -123,8 +123,8 @@ class SpeakerNormalizer(nn.Module):
         A speaker's statistics are those of their clips among `inputs` (those `reference` marks, when given:
         the original clips, not their augmented copies); labels never enter.
         """
-        count = len(next(iter(inputs.values())))
-        if not self.adaptive:
+        count = len(speakers) if speakers is not None else len(next(iter(inputs.values())))
+        if not self.adaptive:  # (windowed inputs have a row per window: `speakers` says how many clips)
             return dict(inputs), [BY_POPULATION] * count
         speakers = list(speakers) if speakers is not None else [None] * count
         counted = [s if reference is None or reference[row] else None for row, s in enumerate(speakers)]

@@ -89,7 +89,8 @@ def predict(
     on_bad_file: str = "error",
     speakers: Sequence[str | None] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """One row per readable file, in the order given: `file`, `speaker`, then the served model's columns; and one
+    """One row per readable file, in the order given: `file`, `speaker` (when given), then the served model's
+    columns; and one
     message per file skipped (undecodable, too short or too long: under `on_bad_file="error"` the first one stops
     it, keeping the rows made before).
 
@@ -111,20 +112,34 @@ def predict(
                     waves.append(recognizer.decode(files[index]))
                     kept.append(index)
                 except DataError as exc:
-                    if on_bad_file == "error":
+                    if on_bad_file == "error":  # the files decoded before it are predicted, and kept
+                        frames += [_frame(recognizer, waves, kept, files, speakers)] if kept else []
                         made = _in_given_order(frames)
                         raise PartialPredictions(f"{exc} ({len(made)} files predicted before it)", made) from None
                     skipped.append(str(exc))
                     tqdm.write(f"warning: skipped {files[index]}: {exc}", file=sys.stderr)
             if kept:
-                frame = recognizer.classify_waves(waves, [speakers[i] for i in kept]).frame()
-                frame.insert(0, "speaker", [speakers[i] or "" for i in kept])
-                frame.insert(0, "file", [str(files[i]) for i in kept])
-                frames.append(frame.set_axis(kept))
+                frames.append(_frame(recognizer, waves, kept, files, speakers))
             bar.update(len(group))
     if not frames:
         raise DataError(f"no file could be predicted ({len(skipped)} skipped), e.g. {skipped[0]}")
     return _in_given_order(frames), skipped
+
+
+def _frame(
+    recognizer: EmotionRecognizer,
+    waves: list,
+    kept: list[int],
+    files: list[Path],
+    speakers: Sequence[str | None],
+) -> pd.DataFrame:
+    """The predictions of the decoded files `kept` (indices into `files`), indexed by them: `file`, `speaker` (when
+    any file has one), then the served model's columns."""
+    frame = recognizer.classify_waves(waves, [speakers[i] for i in kept]).frame()
+    if any(speaker is not None for speaker in speakers):
+        frame.insert(0, "speaker", [speakers[i] or "" for i in kept])
+    frame.insert(0, "file", [str(files[i]) for i in kept])
+    return frame.set_axis(kept)
 
 
 def file_groups(speakers: Sequence[str | None], batch_size: int, whole_speakers: bool) -> list[list[int]]:

@@ -188,7 +188,7 @@ class EmotionRecognizer:
         training population's. Other models ignore speakers.
         """
         inputs = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
-        inputs, ways = self.normalizer(inputs, speakers)
+        inputs, ways = self.normalizer(inputs, speakers if speakers is not None else [None] * len(waves))
         probabilities = self.head.probabilities(inputs)
         return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes, ways)
 
