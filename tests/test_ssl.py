@@ -127,3 +127,23 @@ def test_ssl_features_cache_train_test_promote_and_predict_with_learned_layer_we
         shutil.move(tmp_path / "moved.pt", tiny_upstream)
     assert predicted["emotion"][0] in {"angry", "disgust", "fear", "happy", "neutral", "sad"}
     assert predicted.filter(like="prob_").sum(axis=1)[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_every_pooling_reads_one_cache_of_each_layers_mean_and_std(tiny_upstream: Path) -> None:
+    waves = [0.1 * torch.randn(n) for n in (16000, 24000)]
+    mean_only = SSLLayers(Spectral(), encoder="WAVLM_BASE_PLUS", checkpoint=str(tiny_upstream), pooling="mean")
+    both = SSLLayers(Spectral(), encoder="WAVLM_BASE_PLUS", checkpoint=str(tiny_upstream), pooling="mean_std")
+    assert mean_only.key() == both.key()  # one cache: the encoder runs once per clip, whichever pooling reads it
+
+    pooled = both.of_clips(waves)["ssl"]
+    model = torch.load(tiny_upstream, weights_only=False)
+    upstream = torchaudio.models.wavlm_model(**model["params"]).eval()
+    upstream.load_state_dict(model["state_dict"])
+    with torch.no_grad():
+        layers = [torch.stack([layer[0] for layer in upstream.extract_features(w[None])[0]]) for w in waves]
+    expected = torch.stack([torch.cat([x.mean(dim=1), x.std(dim=1, unbiased=False)], dim=-1) for x in layers])
+    assert pooled.shape == (2, 3, 64)
+    torch.testing.assert_close(pooled, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mean_only.of_clips(waves)["ssl"], pooled[..., :32])
+    with pytest.raises(ConfigError, match=r"features\.pooling=max: choose one of \['mean', 'mean_std'\]"):
+        SSLLayers(Spectral(), encoder="WAVLM_BASE_PLUS", checkpoint=str(tiny_upstream), pooling="max")
