@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from emotion.cli import evaluate, predict
+from emotion.cli import evaluate, predict, runs
 from emotion.data.corpora import read_corpus
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import MelMean, Spectral
@@ -45,7 +45,7 @@ def speaker_of_the_test(store: Store, run_id: str, corpus: Path) -> tuple[str, l
     return speaker, sorted(Path(c.path) for c in read_corpus(corpus).clips if c.speaker == speaker)
 
 
-def test_a_scikit_learn_head_is_tracked_like_a_network_with_its_protocol_said(adaptive) -> None:
+def test_a_scikit_learn_head_is_tracked_like_a_network_with_its_protocol_said(adaptive, capsys) -> None:
     store, run_id = adaptive
     run = store.client.get_run(run_id)
     assert run.data.tags["architecture"] == "logreg" and run.data.tags["speaker_adaptive"] == "true"
@@ -57,6 +57,10 @@ def test_a_scikit_learn_head_is_tracked_like_a_network_with_its_protocol_said(ad
     assert [a.path for a in store.client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/model.skops"]
     version = store.client.get_model_version_by_alias("adaptive", "champion")
     assert version.run_id == run_id
+    capsys.readouterr()
+    runs.main(["--tracking-uri", store.uri])
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if run_id in line]
+    assert "speaker, speaker-adaptive" in line
 
 
 def test_predict_and_the_served_model_normalise_a_speakers_clips_together_and_agree(
@@ -127,7 +131,7 @@ def test_a_test_speakers_statistics_come_from_their_own_clips_only_never_from_la
 
     rows = [{"path": c.path, "label": c.emotion, "speaker": c.speaker} for c in clips]
     _, raw = normalised(rows, "population")  # the datamodule leaves the features as cached
-    _, adapted = normalised(rows, "speaker")
+    adaptive, adapted = normalised(rows, "speaker")
     emotions = sorted({row["label"] for row in rows})
     relabelled = [row | {"label": emotions[(emotions.index(row["label"]) + 1) % 6]} for row in rows]
     others_fewer = [row for i, row in enumerate(relabelled) if row["speaker"] == test_speaker or i % 2 == 0]
@@ -136,6 +140,11 @@ def test_a_test_speakers_statistics_come_from_their_own_clips_only_never_from_la
     mean, std = feature_statistics(raw["mel_mean"])
     torch.testing.assert_close(adapted["mel_mean"], (raw["mel_mean"] - mean) / std)
     torch.testing.assert_close(changed["mel_mean"], adapted["mel_mean"])
+    assert adaptive.split is not None and adaptive.table is not None
+    for partition in ("train", "val", "test"):  # what the network trains and is tested on went through the stage
+        rows_of = adaptive.split.partition(partition)
+        served = adaptive.datasets[partition].tensors["mel_mean"]
+        torch.testing.assert_close(served, adaptive.table.tensors["mel_mean"][rows_of])
 
 
 def test_selection_never_reads_the_test_speakers_clips(tmp_path: Path, cache_dir: Path, tiny_corpus: Path) -> None:

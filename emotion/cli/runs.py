@@ -5,7 +5,8 @@ emotion-runs --study whisper_head              # the trials of one study
 emotion-runs --filter "tags.split = 'loso'"    # any MLflow search filter
 
 A run shows its test UAR and accuracy; a cross-validation the mean ± std over its folds and the UAR of
-every fold's clips pooled. Each corpus is a table of its own (their scores do not compare), best
+every fold's clips pooled. The protocol says `speaker-adaptive` where test speakers were standardised by their
+own clips (`normalize=speaker`). Each corpus is a table of its own (their scores do not compare), best
 validation UAR first.
 """
 
@@ -61,7 +62,8 @@ def row(run: Run) -> tuple[float, str]:
         pooled, acc = _score(metrics, "test/uar_pooled"), _score(metrics, "test/acc_mean")
     else:
         kind, uar, pooled, acc = tags.get("split", "run"), _score(metrics, "test/uar"), "", _score(metrics, "test/acc")
-    text = f"{val:>7.4f}  {uar:>15}  {pooled:>6}  {acc:>6}  {kind:<14}  {run.info.run_id}  {run.info.run_name or ''}"
+    kind += ", speaker-adaptive" if tags.get("speaker_adaptive") == "true" else ""
+    text = f"{val:>7.4f}  {uar:>15}  {pooled:>6}  {acc:>6}  {kind:<32}  {run.info.run_id}  {run.info.run_name or ''}"
     return (-val if val == val else float("inf")), text
 
 
@@ -74,7 +76,7 @@ def format_tables(runs: list[Run], top: int) -> str:
     by_corpus: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_corpus[run.data.tags.get("data", "?")].append(run)
-    header = f"{'val UAR':>7}  {'test UAR':>15}  {'pooled':>6}  {'acc':>6}  {'protocol':<14}  {'run id':<32}  run"
+    header = f"{'val UAR':>7}  {'test UAR':>15}  {'pooled':>6}  {'acc':>6}  {'protocol':<32}  {'run id':<32}  run"
     blocks = []
     for corpus, members in sorted(by_corpus.items()):
         rows = [text for _, text in sorted(row(run) for run in members)][:top]

@@ -158,7 +158,7 @@ class EmotionDataModule(pl.LightningDataModule):
                 )
         if self.splitter.speaker_independent:
             check_no_leakage(table.clips, self.split)  # again, with the augmented copies
-        self.table = self._normalized(table)
+        self.table = table = self._normalized(table)
         labels = torch.tensor([self.classes.index(c.emotion) for c in table.clips])
         for partition in PARTITIONS:
             rows = torch.tensor(self.split.partition(partition), dtype=torch.long)

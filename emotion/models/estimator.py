@@ -135,7 +135,8 @@ def saved_normalizer(state: Mapping[str, np.ndarray], settings: Mapping[str, Any
 
 
 class ScikitLearnHead:
-    """The `model` group of a scikit-learn head: what `emotion.pipeline.estimator` fits (`model=logreg`, `svm`).
+    """The `model` group of a scikit-learn head: what `emotion.pipeline.estimator` fits (`model=logreg`, `svm`,
+    `heads`).
 
     `estimator`: an unfitted scikit-learn classifier with `predict_proba` (an SVM through
     `sklearn.calibration.CalibratedClassifierCV`). `layers`: of an encoder's (layers, width) features, `all`

@@ -1,4 +1,4 @@
-"""One run of a scikit-learn head (`model=logreg`, `model=svm`) on cached features: select, fit, test, log.
+"""One run of a scikit-learn head (`model=logreg`, `svm`, `heads`) on cached features: select, fit, test, log.
 
 The hyperparameters of `model.grid` are chosen by leave-one-speaker-out over the run's training and validation
 speakers together (each held-out speaker normalised as the `normalize` stage says, like any other): the test
@@ -57,10 +57,15 @@ def pipeline_key(key: str) -> str:
 
 
 def selected(params: dict[str, Any]) -> str:
-    """The chosen candidate in words: `layers=all estimator=LogisticRegression C=0.1`."""
-    said = [f"{key.split('__')[-1]}={type(value).__name__ if hasattr(value, 'fit') else value}" for key, value in
-            sorted(params.items(), key=lambda item: item[0].count("__"))]  # fmt: skip
+    """The chosen candidate in words: `estimator=LogisticRegression layers=all C=0.1` (steps, then settings)."""
+    ordered = sorted(params.items(), key=lambda item: item[0].count("__"))
+    said = [f"{key.split('__')[-1]}={_named(value)}" for key, value in ordered]
     return " ".join(said) or "the only candidate"
+
+
+def _named(value: Any) -> Any:
+    """An estimator by its class name; any other value as it is."""
+    return type(value).__name__ if hasattr(value, "fit") else value
 
 
 def select_and_fit(
