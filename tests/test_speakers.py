@@ -27,7 +27,8 @@ from tests.conftest import TINY_CORPUS
 from tests.stores import Store
 
 #: A scikit-learn head on cheap features, speaker-adaptive; each tiny-corpus speaker has 12 clips.
-ADAPTIVE = ["model=logreg", "features=mel_mean", "normalize=speaker", "normalize.min_clips=4", "model.grid.C=[0.1,1]"]
+SPEAKER_STAGE = ["features=mel_mean", "normalize=speaker", "normalize.min_clips=4"]
+ADAPTIVE = ["model=logreg", "model.grid.C=[0.1,1]", *SPEAKER_STAGE]
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +190,22 @@ def test_speaker_normalisation_refuses_what_it_cannot_normalise(tmp_path: Path, 
     cfg = store.config("normalize=speaker", "features/window=utterance")
     with pytest.raises(Exception, match="normalize=speaker normalises cached features: use features/window=crop"):
         build_datamodule(cfg, built(cfg.features)).setup()
+
+
+def test_an_svm_head_restored_from_its_skops_file_alone_predicts_the_test_speaker_as_its_run_did(
+    tmp_path: Path, cache_dir: Path, tiny_corpus: Path
+) -> None:
+    store = Store(tmp_path, cache_dir, model=())
+    run_id = store.train("svm", "model=svm", "model.grid.estimator__C=[1,10]", *SPEAKER_STAGE)
+    alone = tmp_path / "alone" / "model.skops"
+    alone.parent.mkdir()
+    shutil.copy(Path(store.configs[run_id].paths.output_dir) / "model.skops", alone)
+
+    recognizer = EmotionRecognizer.from_checkpoint(alone)  # its calibrated SVM: scikit-learn's own types only
+    speaker, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    classified = recognizer.classify_files(wavs, [speaker] * len(wavs))
+    assert classified.normalization == ["speaker"] * len(wavs)
+    predicted = [recognizer.classes[i] for i in classified.probabilities.argmax(dim=1).tolist()]
+    emotion_of = {Path(clip.path): clip.emotion for clip in read_corpus(tiny_corpus).clips}
+    accuracy = np.mean([guess == emotion_of[wav] for guess, wav in zip(predicted, wavs, strict=True)])
+    assert accuracy == pytest.approx(store.client.get_run(run_id).data.metrics["test/acc"])

@@ -56,8 +56,13 @@ class LayerView(TransformerMixin, BaseEstimator):
         return stacked.mean(axis=1) if self.layers == "mean" else stacked[:, int(self.layers)]
 
 
-#: The types of our own that a head's skops file may hold besides those skops trusts by default.
-OWN_TYPES = (f"{LayerView.__module__}.{LayerView.__qualname__}",)
+#: The types a head's skops file may hold besides those skops trusts by default: our own layer view, and the
+#: private classes scikit-learn's own CalibratedClassifierCV is fitted into (code of scikit-learn, not of the file).
+TRUSTED_TYPES = (
+    f"{LayerView.__module__}.{LayerView.__qualname__}",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+)
 
 
 class EstimatorHead:
@@ -114,12 +119,12 @@ class EstimatorHead:
         """The head a skops file holds, and its recipe; UntrustedFile if it holds a type skops does not trust."""
         import skops.io
 
-        untrusted = [name for name in skops.io.get_untrusted_types(file=path) if name not in OWN_TYPES]
+        untrusted = [name for name in skops.io.get_untrusted_types(file=path) if name not in TRUSTED_TYPES]
         if untrusted:
             raise UntrustedFile(
                 f"{Path(path).name} holds types skops does not trust ({', '.join(untrusted)}): not loaded"
             )
-        state = skops.io.load(path, trusted=list(OWN_TYPES))
+        state = skops.io.load(path, trusted=list(TRUSTED_TYPES))
         recipe = state["recipe"]
         normalizer = saved_normalizer(state.get("normalizer", {}), recipe.get("normalize") or {})
         return cls(state["estimator"], state["classes"], state["input_names"], normalizer), recipe

@@ -67,7 +67,7 @@ def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier | S
     try:
         module = built(model, classes=list(cfg.data.classes), input_shapes=features.shapes(), _convert_="all")
     except ConfigError as exc:
-        network = architecture(cfg)
+        network = cfg.model.net._target_.rsplit(".", 1)[-1] if "net" in cfg.model else architecture(cfg)
         raise ConfigError(f"model {network} cannot take features={features.name}: {exc}") from None
     # Set after instantiation: passed to `instantiate`, the recipe's own `_target_`s would be built.
     module.hparams["recipe"] = inference_recipe(cfg)
