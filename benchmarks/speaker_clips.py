@@ -59,13 +59,13 @@ def predicted_uar(
             writer = csv.writer(handle)
             writer.writerow(["path", "speaker"])
             for number, group in enumerate(groups(len(clips), k, rng) if k else [np.arange(len(clips))]):
-                writer.writerows([clips[i].path, f"{speaker}-{number}" if k else ""] for i in group)
+                writer.writerows([Path(clips[i].path).resolve(), f"{speaker}-{number}" if k else ""] for i in group)
         output = folder / f"{manifest.stem}.out.csv"
         minimum = ["--min-clips", str(max(2, int(k)))] if k and k != "all" else []
         predict.main(["--tracking-uri", tracking_uri, "--model", f"runs:/{run.info.run_id}", "--manifest",
                       str(manifest), "--format", "csv", "-o", str(output), *minimum])  # fmt: skip
         predicted = pd.read_csv(output)
-        truth = {clip.path: clip.emotion for clip in clips}
+        truth = {str(Path(clip.path).resolve()): clip.emotion for clip in clips}
         truths += [truth[path] for path in predicted["file"]]
         guesses += predicted["emotion"].tolist()
     classes = sorted(set(truths))

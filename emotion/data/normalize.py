@@ -95,16 +95,6 @@ class SpeakerNormalizer(nn.Module):
         """True when each speaker's clips are normalised by that speaker's own statistics."""
         return self.mode == "speaker"
 
-    def settings(self) -> dict[str, str | int]:
-        """The stage's settings in plain values (the model's recipe, the run's params)."""
-        return {"mode": self.mode, "scale": self.scale, "min_clips": self.min_clips}
-
-    def protocol(self) -> str:
-        """How test speakers are normalised, in words: the run's `normalization` tag."""
-        if self.adaptive:
-            return f"speaker-adaptive (each speaker's own statistics, {self.min_clips} clips at least)"
-        return "population statistics" if self.mode == "population" else "none"
-
     @torch.no_grad()
     def fit(self, inputs: Mapping[str, torch.Tensor]) -> None:
         """Keep the training population's statistics (clean training clips), the fallback of small speakers."""
