@@ -98,16 +98,23 @@ ROWS: dict[str, tuple[str, list[str]]] = {
             "features.encoder={models}/whisper-base",
             "normalize=population",
             "model=heads",
+            "features.whisper_input=cut",
             "split=loso",
         ],
     ),
     "whisper_base_adaptive": (
         "frozen Whisper base (cut input), each layer's mean over the clip, **each speaker standardised on their own "
         "clips**, head chosen per fold (model=heads)",
-        ["experiment=whisper_base_adaptive", "features.encoder={models}/whisper-base", "model=heads", "split=loso"],
+        [
+            "experiment=whisper_base_adaptive",
+            "features.encoder={models}/whisper-base",
+            "model=heads",
+            "features.whisper_input=cut",
+            "split=loso",
+        ],
     ),
     "whisper_base_adaptive_pad30": (
-        "the same, speaker-adaptive, 30 s input (pad30)",
+        "the same, speaker-adaptive, 30 s input (pad30): the recipe, experiment=whisper_base_adaptive",
         [
             "experiment=whisper_base_adaptive",
             "features.encoder={models}/whisper-base",
@@ -118,7 +125,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     ),
     "whisper_base_adaptive_svm": (
         "frozen Whisper base (cut input), mean of the layers, **speaker-adaptive**, RBF SVM (model=svm)",
-        ["experiment=whisper_base_adaptive", "features.encoder={models}/whisper-base", "model=svm", "split=loso"],
+        ["experiment=whisper_base_adaptive", "features.encoder={models}/whisper-base", "model=svm",
+         "features.whisper_input=cut", "split=loso"],
     ),
     "whisper_base_adaptive_logreg_all": (
         "frozen Whisper base (cut input), all layers side by side, **speaker-adaptive**, logistic regression",
@@ -127,6 +135,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
             "features.encoder={models}/whisper-base",
             "model=logreg",
             "model.layers=all",
+            "features.whisper_input=cut",
             "split=loso",
         ],
     ),

@@ -13,7 +13,7 @@ MIX = "mix"
 MIX_ROWS = ("egemaps_linear_loco", "egemaps_linear_mixed")
 #: The best setup of each family on real speech, as the README's glance shows them: family -> rows.
 FAMILIES = {
-    "frozen Whisper base, speaker-adaptive": ("whisper_base_adaptive",),
+    "frozen Whisper base, speaker-adaptive (the recipe)": ("whisper_base_adaptive_pad30",),
     "frozen Whisper base (not adaptive)": ("whisper_base_pad30", "whisper_base_heads"),
     "eGeMAPS + softmax regression (baseline)": ("egemaps_linear",),
     "compact TDNN (tuned)": ("compact_tdnn_tuned",),

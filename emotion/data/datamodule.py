@@ -1,4 +1,4 @@
-"""The LightningDataModule: corpus -> manifest -> split -> augmentation -> cached features -> loaders.
+"""The LightningDataModule: corpus -> manifest -> split -> augmentation -> cached features -> normalize -> loaders.
 
 Augmentation touches the training partition only and happens after the split:
 either as `copies` augmented copies of each training clip, cached like any

@@ -77,7 +77,7 @@ class SpeakerNormalizer(nn.Module):
         shapes: Mapping[str, tuple[int, ...]],
         mode: Mode = "population",
         scale: Scale = "mean_var",
-        min_clips: int = 10,
+        min_clips: int = 3,
     ) -> None:
         super().__init__()
         if mode not in MODES:
