@@ -125,8 +125,13 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     ),
     "whisper_base_adaptive_svm": (
         "frozen Whisper base (cut input), mean of the layers, **speaker-adaptive**, RBF SVM (model=svm)",
-        ["experiment=whisper_base_adaptive", "features.encoder={models}/whisper-base", "model=svm",
-         "features.whisper_input=cut", "split=loso"],
+        [
+            "experiment=whisper_base_adaptive",
+            "features.encoder={models}/whisper-base",
+            "model=svm",
+            "features.whisper_input=cut",
+            "split=loso",
+        ],
     ),
     "whisper_base_adaptive_logreg_all": (
         "frozen Whisper base (cut input), all layers side by side, **speaker-adaptive**, logistic regression",
