@@ -110,6 +110,21 @@ def test_a_speaker_with_fewer_clips_than_the_minimum_falls_back_to_the_populatio
     assert three["normalization"].tolist() == ["speaker"] * 3  # --min-clips 3: their own statistics
 
 
+def test_predict_reads_each_files_speaker_from_its_folder(adaptive, tiny_corpus: Path, tmp_path: Path) -> None:
+    store, run_id = adaptive
+    speaker, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    (tmp_path / "recordings" / speaker).mkdir(parents=True)
+    (tmp_path / "recordings" / "someone").mkdir()
+    for wav in wavs[:4]:
+        shutil.copy(wav, tmp_path / "recordings" / speaker / wav.name)
+    shutil.copy(wavs[4], tmp_path / "recordings" / "someone" / wavs[4].name)
+    predict.main(["--tracking-uri", store.uri, "--model", "models:/adaptive@champion", "--format", "csv",
+                  "-o", str(tmp_path / "p.csv"), "--speaker-folders", str(tmp_path / "recordings")])  # fmt: skip
+    predicted = pd.read_csv(tmp_path / "p.csv", dtype={"speaker": str}).set_index("speaker")
+    assert predicted.loc[speaker, "normalization"].tolist() == ["speaker"] * 4
+    assert predicted.loc["someone", "normalization"] == "population (1 clip(s) of someone, fewer than 4)"
+
+
 def test_a_test_speakers_statistics_come_from_their_own_clips_only_never_from_labels(tmp_path: Path) -> None:
     corpus = generate_corpus(SyntheticCorpusConfig(**TINY_CORPUS), tmp_path, workers=1)
     clips = read_corpus(corpus).clips

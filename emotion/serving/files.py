@@ -90,9 +90,8 @@ def predict(
     speakers: Sequence[str | None] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable file, in the order given: `file`, `speaker` (when given), then the served model's
-    columns; and one
-    message per file skipped (undecodable, too short or too long: under `on_bad_file="error"` the first one stops
-    it, keeping the rows made before).
+    columns; and one message per file skipped (undecodable, too short or too long: under `on_bad_file="error"` the
+    first one stops it, keeping the rows made before).
 
     `speakers`: the speaker of each file (None: unknown). A speaker-adaptive model classifies each speaker's files
     together, normalised by their own statistics when there are at least `normalizer.min_clips` of them (the
