@@ -184,15 +184,17 @@ SHARED = PROJECT_ROOT.parent / "shared"
     not (EMODB.is_dir() and (SHARED / "models" / "whisper-base").is_dir()), reason="no real corpora or Whisper base"
 )
 def test_the_readmes_speaker_adaptive_path_runs_as_written_on_real_speech(tmp_path: Path) -> None:
-    """The section's commands on SAVEE and Whisper base, as written (`../shared` beside the project's copy)."""
+    """The section's commands on SAVEE and Whisper base, as written (`../shared` beside the project's copy), after
+    the set-up of step 1 (`make install`, `source .venv/bin/activate`): the runs go to the copy's own store."""
     commands = path_commands((PROJECT_ROOT / "README.md").read_text(), SPEAKERS)
     assert [c for c in commands if c.startswith("emotion-predict") and "--speaker" in c]
     project = fresh_copy(tmp_path / "emotion")
+    venv_seeing_these_packages(project)
     (tmp_path / "shared").symlink_to(SHARED)
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VIRTUAL_ENV"))}
     environment |= {"EMOTION_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
-    script = "set -euo pipefail\n" + "\n".join(without_comment(command) for command in commands)
+    set_up = ["make install >/dev/null", "source .venv/bin/activate"]
+    script = "set -euo pipefail\n" + "\n".join([*set_up, *(without_comment(command) for command in commands)])
     finished = subprocess.run(
         ["bash", "-c", script], cwd=project, env=environment, capture_output=True, text=True, timeout=900
     )
