@@ -72,8 +72,8 @@ def test_whisper_base_gives_its_input_embeddings_and_six_layers_of_512_for_each_
 def test_a_clips_pooled_whisper_layers_do_not_depend_on_what_else_is_in_its_batch(whisper) -> None:
     waves = emodb_clips(5)
 
-    batched = whisper.pooled_layers(waves, batch_samples=60 * 16000)
-    alone = torch.cat([whisper.pooled_layers([wave], batch_samples=1) for wave in waves])
+    batched = whisper.pooled_statistics(waves, batch_samples=60 * 16000)[0]
+    alone = torch.cat([whisper.pooled_statistics([wave], batch_samples=1)[0] for wave in waves])
 
     assert batched.shape == (5, 7, 512)
     torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)
@@ -88,7 +88,7 @@ def test_cut_input_on_a_full_30_s_clip_is_whispers_own_encoder_forward(whisper) 
     padded._model = whisper.model  # the same weights, not loaded twice
 
     torch.testing.assert_close(
-        whisper.pooled_layers([wave], 10**9), padded.pooled_layers([wave], 10**9), atol=1e-4, rtol=1e-4
+        whisper.pooled_statistics([wave], 10**9)[0], padded.pooled_statistics([wave], 10**9)[0], atol=1e-4, rtol=1e-4
     )
 
 
@@ -96,9 +96,9 @@ def test_cut_input_on_a_full_30_s_clip_is_whispers_own_encoder_forward(whisper) 
 def test_clips_longer_than_30_s_are_encoded_in_30_s_windows_weighted_by_their_frames(whisper) -> None:
     first, second = torch.cat(emodb_clips(20))[: 30 * 16000], emodb_clips(1)[0]
 
-    pooled = whisper.pooled_layers([torch.cat([first, second])], 10**9)
+    pooled = whisper.pooled_statistics([torch.cat([first, second])], 10**9)[0]
 
-    parts = whisper.pooled_layers([first, second], 10**9)
+    parts = whisper.pooled_statistics([first, second], 10**9)[0]
     frames = torch.tensor([1500.0, (len(second) + 319) // 320])
     expected = (parts * frames[:, None, None]).sum(dim=0) / frames.sum()
     torch.testing.assert_close(pooled[0], expected, atol=1e-4, rtol=1e-4)
@@ -147,7 +147,7 @@ def test_batched_wav2vec2_family_layers_equal_transformers_output_hidden_states_
     waves = [0.1 * torch.randn(n) for n in (16000, 24000, 8000, 23000)]
     encoder = load_encoder(str(tmp_path))
 
-    batched = encoder.pooled_layers(waves, batch_samples=60 * 16000)
+    batched = encoder.pooled_statistics(waves, batch_samples=60 * 16000)[0]
 
     with torch.no_grad():
         alone = []

@@ -15,6 +15,7 @@ model and `emotion-evaluate` classify (`emotion.serving.recognizer`). `normalize
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -105,19 +106,19 @@ class SpeakerNormalizer(nn.Module):
     def forward(
         self,
         inputs: Mapping[str, torch.Tensor],
-        speakers: Sequence[str | None] | None = None,
+        speakers: Sequence[str | None],
         reference: Sequence[bool] | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[str]]:
         """The inputs normalised, and how each clip was: `speaker`, or `population` (with why, when adaptive).
 
-        A speaker's statistics are those of their clips among `inputs` (those `reference` marks, when given:
-        the original clips, not their augmented copies); labels never enter.
+        `speakers`: each clip's speaker, None where unknown. A speaker's statistics are those of their clips among
+        `inputs` (those `reference` marks, when given: the original clips, not their augmented copies); labels
+        never enter.
         """
-        count = len(speakers) if speakers is not None else len(next(iter(inputs.values())))
         if not self.adaptive:  # (windowed inputs have a row per window: `speakers` says how many clips)
-            return dict(inputs), [BY_POPULATION] * count
-        speakers = list(speakers) if speakers is not None else [None] * count
+            return dict(inputs), [BY_POPULATION] * len(speakers)
         counted = [s if reference is None or reference[row] else None for row, s in enumerate(speakers)]
+        clips_of = Counter(counted)
         statistics = self.speaker_statistics(inputs, counted)
         normalized = {name: x.clone().float() for name, x in inputs.items()}
         ways: list[str] = []
@@ -131,7 +132,7 @@ class SpeakerNormalizer(nn.Module):
                 mean = getattr(self.population, f"{name}_mean")
                 std = getattr(self.population, f"{name}_std")
                 normalized[name][row] = self._standardize(inputs[name][row], mean, std)
-            ways.append(self._fallback_reason(speaker, counted.count(speaker)))
+            ways.append(self._fallback_reason(speaker, clips_of[speaker]))
         return normalized, ways
 
     def speaker_statistics(

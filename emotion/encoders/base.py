@@ -110,10 +110,6 @@ class Encoder(ABC):
         """Samples a clip of `samples` costs in a padded batch (an encoder of fixed input length costs it in full)."""
         return samples
 
-    def pooled_layers(self, waves: Sequence[torch.Tensor], batch_samples: int) -> torch.Tensor:
-        """Each clip's layers averaged over its real frames: (clips, layers, width), on the CPU."""
-        return self.pooled_statistics(waves, batch_samples)[0]
-
     @torch.no_grad()
     def pooled_statistics(self, waves: Sequence[torch.Tensor], batch_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each clip's layers' mean and standard deviation over its real frames: two (clips, layers, width).

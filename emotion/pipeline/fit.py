@@ -39,11 +39,13 @@ log = logging.getLogger(__name__)
 def log_trained_model(logger: Any, checkpoint: str) -> None:
     """The run's pyfunc as its model `model` (MLflow's convention): `runs:/ID/model` predicts and serves.
 
-    A fold of a cross-validation logs none: it is trained on a subset of the speakers and is never promoted.
+    Unless `logger.log_model` is off, or the run is a fold of a cross-validation: a fold is trained on a subset of
+    the speakers and is never promoted.
     """
     from emotion.serving.pyfunc import log_pyfunc
 
-    log_pyfunc(logger.run_id, Path(checkpoint))
+    if logger.log_trained_model and FOLD_TAG not in logger.tags:
+        log_pyfunc(logger.run_id, Path(checkpoint))
 
 
 @dataclass
@@ -111,8 +113,7 @@ def _fit_estimator_and_test(
     head, metrics, y_true, y_pred = fit_estimator(spec, datamodule, logger, cfg.monitor)
     path = save_head(head, spec.hparams["recipe"], cfg.paths.output_dir)
     runs.log_checkpoint(logger, path)
-    if logger.log_trained_model and FOLD_TAG not in logger.tags:
-        log_trained_model(logger, str(path))
+    log_trained_model(logger, str(path))
     return RunOutcome(logger.run_id, metrics, y_true, y_pred, speakers, _test_corpora(datamodule), str(path))
 
 
@@ -149,8 +150,7 @@ def _fit_and_test(
         log.warning("no per-corpus test scores: %d of %d test clips were tested", len(y_true), len(corpora))
     if best:
         runs.log_checkpoint(logger, best)
-        if logger.log_trained_model and FOLD_TAG not in logger.tags:
-            log_trained_model(logger, best)
+        log_trained_model(logger, best)
     results = {name: float(value) for name, value in trainer.callback_metrics.items()}
     weights = layer_weights_of(model)  # the kept checkpoint's, which the test ran with
     if weights is not None:
