@@ -34,6 +34,12 @@ def cpu_precision() -> str:
     return "bf16-mixed" if native_bf16 else "32-true"
 
 
+#: The variable naming the speaker profiles store's SQLAlchemy URL (`none`: keep no profiles).
+PROFILES_VARIABLE = "EMOTION_PROFILES"
+#: The store used when the variable is unset: an SQLite file in the user's cache folder, made on first use.
+DEFAULT_PROFILES = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emotion" / "profiles.db"
+
+
 #: The project's folder (that of `conf/`): home of the default MLflow store, `mlruns.db`, and `mlartifacts/`.
 PROJECT_ROOT = CONFIG_DIR.parent
 

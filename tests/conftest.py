@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub reads it: no test reaches the hub
+import tempfile
+
+# Speaker profiles of servers and commands started outside a test's own fixture go to a temporary folder too
+# (each test has its own store: `speaker_profiles`).
+os.environ["EMOTION_PROFILES"] = f"sqlite:///{tempfile.mkdtemp(prefix='emotion-profiles-')}/profiles.db"
 import signal
 import socket
 import subprocess
@@ -18,7 +23,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from emotion.config import CONFIG_DIR, register_resolvers
+from emotion.config import CONFIG_DIR, PROFILES_VARIABLE, register_resolvers
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from emotion.ops.team import venv_environment, wait_until_answering
 
@@ -52,6 +57,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def speaker_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own speaker profiles store, under its tmp folder (never the user's cache)."""
+    store = tmp_path / "profiles.db"
+    monkeypatch.setenv(PROFILES_VARIABLE, f"sqlite:///{store}")
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from emotion.cli import evaluate, predict, runs
 from emotion.data.corpora import read_corpus
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import MelMean, Spectral
-from emotion.data.normalize import SpeakerNormalizer, feature_statistics
+from emotion.data.normalize import SpeakerNormalizer
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from emotion.pipeline.build import build_datamodule, built
 from emotion.serving.recognizer import EmotionRecognizer
@@ -86,10 +86,13 @@ def test_predict_and_the_served_model_normalise_a_speakers_clips_together_and_ag
     assert predicted["file"].tolist() == [str(w) for w in wavs] and set(predicted["speaker"]) == {speaker}
     assert set(predicted["normalization"]) == set(served["normalization"]) == {"speaker"}
     np.testing.assert_allclose(served.filter(like="prob_"), predicted.filter(like="prob_"), atol=1e-4)  # CSV: 4 dp
-    # normalised by the group, not clip by clip: each clip alone falls back to the population's statistics
+    # the speaker's profile is kept: one clip sent alone later is normalised by all 12 of theirs, as before
     alone = mlflow.pyfunc.load_model("models:/adaptive@champion").predict(request.iloc[:1])
-    assert alone["normalization"][0] == f"population (1 clip(s) of {speaker}, fewer than 4)"
-    assert not np.allclose(alone.filter(like="prob_").to_numpy(), served.filter(like="prob_").to_numpy()[:1])
+    assert alone["normalization"][0] == "speaker"
+    np.testing.assert_allclose(alone.filter(like="prob_"), served.filter(like="prob_")[:1], atol=1e-6)
+    # a speaker never heard: one clip falls back, and the non-adaptive twin answers
+    newcomer = mlflow.pyfunc.load_model("models:/adaptive@champion").predict(request.iloc[:1].assign(speaker="new"))
+    assert newcomer["normalization"][0] == "population (1 clip(s) of new, fewer than 4): non-adaptive head"
 
 
 def test_a_speaker_with_fewer_clips_than_the_minimum_falls_back_to_the_population_and_says_so(
@@ -104,9 +107,10 @@ def test_a_speaker_with_fewer_clips_than_the_minimum_falls_back_to_the_populatio
     predict.main([*args, "-o", str(tmp_path / "three.csv"), "--speaker", speaker, "--min-clips", "3", *given])
     few, none, three = (pd.read_csv(tmp_path / f"{name}.csv") for name in ("few", "none", "three"))
 
-    assert few["normalization"].tolist() == [f"population (3 clip(s) of {speaker}, fewer than 4)"] * 3
-    assert none["normalization"].tolist() == ["population (no speaker given)"] * 3
-    np.testing.assert_allclose(few.filter(like="prob_"), none.filter(like="prob_"))  # the same statistics
+    twin = "non-adaptive head"
+    assert few["normalization"].tolist() == [f"population (3 clip(s) of {speaker}, fewer than 4): {twin}"] * 3
+    assert none["normalization"].tolist() == [f"population (no speaker given): {twin}"] * 3
+    np.testing.assert_allclose(few.filter(like="prob_"), none.filter(like="prob_"))  # the same twin
     assert three["normalization"].tolist() == ["speaker"] * 3  # --min-clips 3: their own statistics
 
 
@@ -122,7 +126,8 @@ def test_predict_reads_each_files_speaker_from_its_folder(adaptive, tiny_corpus:
                   "-o", str(tmp_path / "p.csv"), "--speaker-folders", str(tmp_path / "recordings")])  # fmt: skip
     predicted = pd.read_csv(tmp_path / "p.csv", dtype={"speaker": str}).set_index("speaker")
     assert predicted.loc[speaker, "normalization"].tolist() == ["speaker"] * 4
-    assert predicted.loc["someone", "normalization"] == "population (1 clip(s) of someone, fewer than 4)"
+    said = "population (1 clip(s) of someone, fewer than 4): non-adaptive head"
+    assert predicted.loc["someone", "normalization"] == said
 
 
 def test_a_test_speakers_statistics_come_from_their_own_clips_only_never_from_labels(tmp_path: Path) -> None:
@@ -138,7 +143,7 @@ def test_a_test_speakers_statistics_come_from_their_own_clips_only_never_from_la
         features = MelMean(Spectral())
         datamodule = EmotionDataModule(
             features, tmp_path / "cache", name="mine", root=str(tmp_path / "labels.csv"), reader="manifest",
-            normalize=SpeakerNormalizer(features.shapes(), mode=mode, min_clips=4),
+            normalize=SpeakerNormalizer(features.shapes(), mode=mode, min_clips=4, shrinkage=0),
         )  # fmt: skip
         datamodule.setup()
         assert datamodule.table is not None
@@ -153,8 +158,8 @@ def test_a_test_speakers_statistics_come_from_their_own_clips_only_never_from_la
     others_fewer = [row for i, row in enumerate(relabelled) if row["speaker"] == test_speaker or i % 2 == 0]
     _, changed = normalised(others_fewer, "speaker")  # every label changed, other speakers' clips halved
 
-    mean, std = feature_statistics(raw["mel_mean"])
-    torch.testing.assert_close(adapted["mel_mean"], (raw["mel_mean"] - mean) / std)
+    own = raw["mel_mean"].double()  # (without shrinkage) the z-scores of the speaker's own clips
+    torch.testing.assert_close(adapted["mel_mean"], ((own - own.mean(0)) / own.std(0, correction=0)).float())
     torch.testing.assert_close(changed["mel_mean"], adapted["mel_mean"])
     assert adaptive.split is not None and adaptive.table is not None
     for partition in ("train", "val", "test"):  # what the network trains and is tested on went through the stage
@@ -211,7 +216,7 @@ def test_an_svm_head_restored_from_its_skops_file_alone_predicts_the_test_speake
     tmp_path: Path, cache_dir: Path, tiny_corpus: Path
 ) -> None:
     store = Store(tmp_path, cache_dir, model=())
-    run_id = store.train("svm", "model=svm", "model.grid.estimator__C=[1,10]", *SPEAKER_STAGE)
+    run_id = store.train("svm", "model=svm", "model.grid.C=[1,10]", *SPEAKER_STAGE)
     alone = tmp_path / "alone" / "model.skops"
     alone.parent.mkdir()
     shutil.copy(Path(store.configs[run_id].paths.output_dir) / "model.skops", alone)

@@ -88,13 +88,16 @@ def resolve_source(client: mlflow.MlflowClient, uri: str) -> Source:
 
 
 def heard_speakers(client: mlflow.MlflowClient, run_id: str, corpus: str, clips: list[Any]) -> int:
-    """How many of `clips` are of speakers the run trained or validated on (its `split.*_speakers` params)."""
-    params = client.get_run(run_id).data.params
+    """How many of `clips` are of speakers the run trained or validated on (its `split.json`)."""
+    import mlflow
+
+    run = client.get_run(run_id)
+    split = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/split.json")
     heard = set()
     for partition in ("train", "val"):
-        for speaker in filter(None, params.get(f"split.{partition}_speakers", "").split(",")):
+        for speaker in split[partition]["speakers"]:
             owner, _, name = speaker.rpartition(":")  # data=mix names speakers CORPUS:SPEAKER
-            heard.add((owner or params.get("data.name"), name))
+            heard.add((owner or run.data.params.get("data.name"), name))
     return sum((clip.corpus or corpus, clip.speaker.rpartition(":")[2]) in heard for clip in clips)
 
 

@@ -7,6 +7,7 @@ emotion-predict recordings/ --on-bad-file error       # stop at the first unread
 emotion-predict alice/*.wav --speaker alice            # a speaker-adaptive model: one speaker's clips
 emotion-predict recordings/ --speaker-folders          # recordings/SPEAKER/*.wav
 emotion-predict --manifest clips.csv                   # columns path and speaker
+emotion-predict new.wav --speaker alice                # alice's clips of earlier calls count too (--profiles)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emotion.cli import fail
-from emotion.config import logger_defaults
+from emotion.config import DEFAULT_PROFILES, PROFILES_VARIABLE, logger_defaults
 from emotion.data.corpora import AUDIO_SUFFIXES
 from emotion.errors import EmotionError
 from emotion.serving.files import (
@@ -33,6 +34,8 @@ from emotion.serving.files import (
 
 if TYPE_CHECKING:  # MLflow and pandas are imported once the arguments are read: `--help` answers at once
     import pandas as pd
+
+    from emotion.serving.profiles import ProfileStore
 
 FORMATS = ("table", "csv", "json")
 
@@ -69,13 +72,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     speakers.add_argument(
         "--min-clips", type=int, help="the fewest clips a speaker's own statistics need (default: the model's)"
     )
+    speakers.add_argument(
+        "--profiles",
+        help="the speaker profiles store, which keeps each speaker's clips across calls (an SQLAlchemy URL: "
+        f"sqlite:///FILE or postgresql+psycopg2://...; `none`: keep none; default: ${PROFILES_VARIABLE}, "
+        f"else {DEFAULT_PROFILES})",
+    )
     args = parser.parse_args(argv)
     if not args.paths and args.manifest is None:
         parser.error("give audio files or folders, or --manifest")
     if args.paths and args.manifest is not None:
         parser.error("give audio files or folders, or --manifest, not both")
-    if args.min_clips is not None and args.min_clips < 2:
-        parser.error(f"--min-clips {args.min_clips}: a speaker's statistics need 2 clips at least")
+    if args.min_clips is not None and args.min_clips < 1:
+        parser.error(f"--min-clips {args.min_clips}: a speaker's statistics need 1 clip at least")
     return args
 
 
@@ -87,6 +96,15 @@ def files_and_speakers(args: argparse.Namespace) -> tuple[list[Path], list[str |
     if args.speaker_folders:
         return files, folder_speakers(files)
     return files, [args.speaker] * len(files)
+
+
+def profile_store(url: str | None) -> ProfileStore | None:
+    """The store `--profiles` names (`none`: none), else the one the environment names."""
+    from emotion.serving.profiles import ProfileStore
+
+    if url is None:
+        return ProfileStore.from_environment()
+    return None if url == "none" else ProfileStore(url)
 
 
 def check_writable(output: Path | None) -> None:
@@ -142,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         recognizer = load_recognizer(args.model, args.tracking_uri)
         if args.min_clips is not None:
             recognizer.normalizer.min_clips = args.min_clips
-        predictions, skipped = predict(recognizer, files, args.batch_size, args.on_bad_file, speakers)
+        profiles = profile_store(args.profiles) if recognizer.adaptive else None
+        predictions, skipped = predict(recognizer, files, args.batch_size, args.on_bad_file, speakers, profiles)
     except PartialPredictions as stopped:  # what was predicted before the failure is kept
         write(render(stopped.predictions, args.format), args.output, len(stopped.predictions))
         fail(str(stopped))

@@ -99,6 +99,10 @@ class EmotionDataModule(pl.LightningDataModule):
         self.augmentation = augment or Augmentation()
         self.normalizer = normalize or SpeakerNormalizer(features.shapes())
         self.table: FeatureTable | None = None
+        #: With `normalize=speaker`: the features before the stage (a non-adaptive twin head learns from them), and
+        #: the clips of other classes that only join their speakers' statistics.
+        self.unnormalized: FeatureTable | None = None
+        self.pool: FeatureTable | None = None
         self.split: Split | None = None
         self.dropped_classes: dict[str, int] = {}
         self.bad_names = 0
@@ -122,11 +126,20 @@ class EmotionDataModule(pl.LightningDataModule):
         assert self.synthetic is not None
         return generate_corpus(self.synthetic, self.cache_dir)
 
-    def read_manifest(self) -> Manifest:
-        """The clips of the corpus, or of every corpus of `data.roots`, with what was left out."""
+    def read_manifest(self, classes: Sequence[str] | None = None) -> Manifest:
+        """The clips of the corpus, or of every corpus of `data.roots`, of `classes` (else `data.classes`), with
+        what was left out."""
+        classes = classes or self.classes
         if self.roots is not None:
-            return read_corpora(self.roots, self.on_bad_name, self.classes)
-        return read_corpus(self.corpus_root(), self.reader, self.on_bad_name, self.classes, self.reader_options)
+            return read_corpora(self.roots, self.on_bad_name, classes)
+        return read_corpus(self.corpus_root(), self.reader, self.on_bad_name, classes, self.reader_options)
+
+    def unlabelled_pool(self, cache: FeatureCache) -> FeatureTable | None:
+        """The features of the clips of classes outside `data.classes` (Emo-DB's boredom, SAVEE's surprise): they
+        join their speakers' statistics, which are label-free, and nothing else. None when there are none."""
+        known = list(dict.fromkeys([*self.classes, *EMOTIONS, *EXTRA_EMOTIONS]))
+        others = [clip for clip in self.read_manifest(known).clips if clip.emotion not in self.classes]
+        return cache.table(others, "skip") if others else None
 
     def setup(self, stage: str | None = None) -> None:
         """Read, split, augment and featurise the corpus once; later calls reuse it."""
@@ -158,6 +171,9 @@ class EmotionDataModule(pl.LightningDataModule):
                 )
         if self.splitter.speaker_independent:
             check_no_leakage(table.clips, self.split)  # again, with the augmented copies
+        if self.normalizer.adaptive:
+            self.unnormalized = table
+            self.pool = self.unlabelled_pool(cache)
         self.table = table = self._normalized(table)
         labels = torch.tensor([self.classes.index(c.emotion) for c in table.clips])
         for partition in PARTITIONS:
@@ -173,9 +189,10 @@ class EmotionDataModule(pl.LightningDataModule):
         self.normalizer.fit(self.clean_train_features(table))
         if not self.normalizer.adaptive:
             return table
-        speakers = [clip.speaker for clip in table.clips]
-        tensors, _ = self.normalizer(table.tensors, speakers, reference=[clip.copy == 0 for clip in table.clips])
-        return replace(table, tensors=tensors)
+        pooled = _concat(table, self.pool) if self.pool is not None else table
+        speakers = [clip.speaker for clip in pooled.clips]
+        tensors, _ = self.normalizer(pooled.tensors, speakers, reference=[clip.copy == 0 for clip in pooled.clips])
+        return replace(table, tensors={name: tensor[: len(table.clips)] for name, tensor in tensors.items()})
 
     def _waveform_dataset(self, rows: list[int], labels: torch.Tensor) -> WaveformDataset:
         assert self.table is not None and self.augmentation.wave is not None

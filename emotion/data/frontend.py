@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 from tqdm.auto import tqdm
 
-from emotion.data.audio import MAX_DURATION, check_not_longer, load_audio
+from emotion.data.audio import MAX_DURATION, check_not_longer, check_sample_rate, load_audio, resample
 from emotion.data.augment import WaveAugment
 from emotion.data.corpora import BadFilePolicy, Clip
 from emotion.data.features import FeatureSet
@@ -92,10 +91,9 @@ class AudioFrontEnd:
             raise DataError(f"a waveform must be a non-empty 1-D array of samples, got shape {tuple(wave.shape)}")
         if not torch.isfinite(wave).all():
             raise DataError("the waveform holds samples that are not finite numbers (NaN or infinity)")
-        if sample_rate <= 0:
-            raise DataError(f"sample rate must be positive, got {sample_rate}")
+        check_sample_rate(sample_rate, "the waveform")
         check_not_longer(wave.numel() / sample_rate, self.max_duration, "the waveform")
-        wave = AF.resample(wave, int(sample_rate), self.sample_rate) if sample_rate != self.sample_rate else wave
+        wave = resample(wave, int(sample_rate), self.sample_rate)
         self.check_duration(wave, "the waveform")
         return wave
 

@@ -5,20 +5,25 @@
 
 `normalize=population` (the default) leaves the features to the head, which standardises them with the
 training partition's statistics. `normalize=speaker` first standardises each speaker's clips by that speaker's
-own statistics (mean and std, or the mean only with `scale=mean`), taken from that speaker's clips alone and
-never from labels: a speaker the model never heard needs only some unlabeled clips of theirs. A speaker with
-fewer than `min_clips` clips (or none named) is standardised by the training population's statistics instead,
-which the normaliser keeps with the trained model. Training, validation and test clips all go through the same
+own statistics (mean and std, or the mean only with `scale=mean`), taken from all that speaker's clips and never
+from labels: a speaker the model never heard needs only some unlabeled clips of theirs. A speaker's statistics
+are their clips' `Moments` (sums, which add up across requests: `emotion.serving.profiles`), shrunk toward the
+training population's by `shrinkage` clips' worth: with n clips, a weight n / (n + shrinkage) on the speaker's
+own. A speaker with fewer than `min_clips` clips (or none named) is standardised by the training population's
+statistics instead, which the normaliser keeps with the trained model (and a scikit-learn head then answers with
+its non-adaptive twin: `emotion.models.estimator`). Training, validation and test clips all go through the same
 stage (the datamodule applies it to the cached features), and so do the clips `emotion-predict`, the served
 model and `emotion-evaluate` classify (`emotion.serving.recognizer`). `normalize=none`: no standardisation at all.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,10 +72,84 @@ class Standardizer(nn.Module):
         return {name: (x - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std") for name, x in inputs.items()}
 
 
+@dataclass
+class Moments:
+    """What a speaker's statistics are made of, summed over some of their clips: how many clips, and per input the
+    number of values summed into each (channel, frequency) row (clips x frames), their sums and sums of squares.
+
+    Sums add up (`+`), so a speaker's statistics can grow one request at a time and be stored between them.
+    """
+
+    clips: int
+    count: dict[str, float]
+    sum: dict[str, torch.Tensor]
+    sumsq: dict[str, torch.Tensor]
+
+    @classmethod
+    def of(cls, inputs: Mapping[str, torch.Tensor], rows: Sequence[int]) -> Moments:
+        """The moments of `rows` of every input."""
+        index = torch.tensor(list(rows), dtype=torch.long)
+        count, sums, squares = {}, {}, {}
+        for name, x in inputs.items():
+            picked = x[index].double()
+            dims = [0, *range(3, x.dim())]
+            sums[name] = picked.sum(dim=dims, keepdim=True)[0]
+            squares[name] = picked.square().sum(dim=dims, keepdim=True)[0]
+            count[name] = float(picked.numel() / sums[name].numel())
+        return cls(len(index), count, sums, squares)
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(
+            self.clips + other.clips,
+            {name: self.count[name] + other.count[name] for name in self.count},
+            {name: self.sum[name] + other.sum[name] for name in self.sum},
+            {name: self.sumsq[name] + other.sumsq[name] for name in self.sumsq},
+        )
+
+    def mean_var(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and (population) variance of one input's rows."""
+        mean = self.sum[name] / self.count[name]
+        return mean, (self.sumsq[name] / self.count[name] - mean.square()).clamp_min(0.0)
+
+    def to_bytes(self) -> bytes:
+        """The moments as an .npz file's bytes (numbers only: read back without unpickling anything)."""
+        arrays = {"clips": np.array(self.clips)}
+        for name in self.sum:
+            arrays |= {
+                f"count/{name}": np.array(self.count[name]),
+                f"sum/{name}": self.sum[name].numpy(),
+                f"sumsq/{name}": self.sumsq[name].numpy(),
+            }
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Moments:
+        """The moments `to_bytes` wrote."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            names = [key.split("/", 1)[1] for key in arrays.files if key.startswith("sum/")]
+            return cls(
+                int(arrays["clips"]),
+                {name: float(arrays[f"count/{name}"]) for name in names},
+                {name: torch.from_numpy(arrays[f"sum/{name}"]) for name in names},
+                {name: torch.from_numpy(arrays[f"sumsq/{name}"]) for name in names},
+            )
+
+
+def saved_settings(settings: Mapping[str, object]) -> dict[str, object]:
+    """A trained model's `normalize` settings (its recipe's); one saved before shrinkage existed keeps none."""
+    settings = dict(settings)
+    if settings.get("mode") == "speaker":
+        settings.setdefault("shrinkage", 0.0)
+    return settings
+
+
 class SpeakerNormalizer(nn.Module):
     """The `normalize` stage: each speaker's clips by their own statistics, or nothing (the head standardises).
 
-    `fit` keeps the training population's statistics: the fallback for a speaker with under `min_clips` clips.
+    `fit` keeps the training population's statistics: what a speaker's own are shrunk toward (by `shrinkage`
+    clips' worth), and the fallback for a speaker with under `min_clips` clips.
     """
 
     def __init__(
@@ -79,15 +158,20 @@ class SpeakerNormalizer(nn.Module):
         mode: Mode = "population",
         scale: Scale = "mean_var",
         min_clips: int = 3,
+        shrinkage: float = 2.0,
     ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"normalize.mode={mode}: choose one of {list(MODES)}")
         if scale not in SCALES:
             raise ConfigError(f"normalize.scale={scale}: choose one of {list(SCALES)}")
-        if min_clips < 2:
-            raise ConfigError(f"normalize.min_clips={min_clips}: a speaker's statistics need 2 clips at least")
-        self.mode, self.scale, self.min_clips = mode, scale, int(min_clips)
+        if min_clips < 1:
+            raise ConfigError(f"normalize.min_clips={min_clips}: a speaker's statistics need 1 clip at least")
+        if shrinkage < 0 or (shrinkage == 0 and min_clips < 2):
+            raise ConfigError(
+                f"normalize.shrinkage={shrinkage}: give 0 or more clips' worth (and min_clips 2 or more with 0)"
+            )
+        self.mode, self.scale, self.min_clips, self.shrinkage = mode, scale, int(min_clips), float(shrinkage)
         # Population statistics only where they are used: models of the other modes keep their checkpoints' keys.
         self.population = Standardizer(shapes) if self.adaptive else None
 
@@ -108,18 +192,24 @@ class SpeakerNormalizer(nn.Module):
         inputs: Mapping[str, torch.Tensor],
         speakers: Sequence[str | None],
         reference: Sequence[bool] | None = None,
+        profiles: Mapping[str, Moments] | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[str]]:
         """The inputs normalised, and how each clip was: `speaker`, or `population` (with why, when adaptive).
 
         `speakers`: each clip's speaker, None where unknown. A speaker's statistics are those of their clips among
-        `inputs` (those `reference` marks, when given: the original clips, not their augmented copies); labels
-        never enter.
+        `inputs` (those `reference` marks, when given: the original clips, not their augmented copies), or their
+        `profiles` when given (moments that already hold these clips: `emotion.serving.profiles`); labels never
+        enter.
         """
         if not self.adaptive:  # (windowed inputs have a row per window: `speakers` says how many clips)
             return dict(inputs), [BY_POPULATION] * len(speakers)
-        counted = [s if reference is None or reference[row] else None for row, s in enumerate(speakers)]
-        clips_of = Counter(counted)
-        statistics = self.speaker_statistics(inputs, counted)
+        if profiles is None:
+            profiles = self.profiles(inputs, speakers, reference)
+        statistics = {
+            speaker: self.statistics(moments)
+            for speaker, moments in profiles.items()
+            if moments.clips >= self.min_clips
+        }
         normalized = {name: x.clone().float() for name, x in inputs.items()}
         ways: list[str] = []
         for row, speaker in enumerate(speakers):
@@ -132,22 +222,33 @@ class SpeakerNormalizer(nn.Module):
                 mean = getattr(self.population, f"{name}_mean")
                 std = getattr(self.population, f"{name}_std")
                 normalized[name][row] = self._standardize(inputs[name][row], mean, std)
-            ways.append(self._fallback_reason(speaker, clips_of[speaker]))
+            ways.append(self._fallback_reason(speaker, profiles[speaker].clips if speaker in profiles else 0))
         return normalized, ways
 
-    def speaker_statistics(
-        self, inputs: Mapping[str, torch.Tensor], speakers: Sequence[str | None]
-    ) -> dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """Each named speaker's statistics of each input, from their own rows; only speakers with `min_clips`."""
+    @staticmethod
+    def profiles(
+        inputs: Mapping[str, torch.Tensor], speakers: Sequence[str | None], reference: Sequence[bool] | None = None
+    ) -> dict[str, Moments]:
+        """Each named speaker's moments, from their own rows (those `reference` marks, when given)."""
         rows: dict[str, list[int]] = {}
         for row, speaker in enumerate(speakers):
-            if speaker is not None:
+            if speaker is not None and (reference is None or reference[row]):
                 rows.setdefault(speaker, []).append(row)
-        return {
-            speaker: {name: feature_statistics(x[torch.tensor(own)]) for name, x in inputs.items()}
-            for speaker, own in rows.items()
-            if len(own) >= self.min_clips
-        }
+        return {speaker: Moments.of(inputs, own) for speaker, own in rows.items()}
+
+    def statistics(self, moments: Moments) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """A speaker's mean and std of each input: their own, shrunk toward the training population's."""
+        assert self.population is not None
+        weight = moments.clips / (moments.clips + self.shrinkage)
+        statistics = {}
+        for name in moments.sum:
+            mean, var = moments.mean_var(name)
+            population_mean = getattr(self.population, f"{name}_mean").double()
+            population_var = getattr(self.population, f"{name}_std").double().square()
+            shrunk_mean = weight * mean + (1 - weight) * population_mean
+            shrunk_var = weight * var + (1 - weight) * population_var
+            statistics[name] = (shrunk_mean.float(), shrunk_var.sqrt().clamp_min(1e-5).float())
+        return statistics
 
     def _standardize(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         return (x - mean) / std if self.scale == "mean_var" else x - mean

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from emotion.data.normalize import SpeakerNormalizer
+from emotion.data.normalize import SpeakerNormalizer, saved_settings
 from emotion.data.windows import average_over_windows
 from emotion.errors import ConfigError, EmotionError
 
@@ -71,7 +71,8 @@ class EstimatorHead:
     Each clip's inputs are flattened and concatenated in the order of `input_names` (a `LayerView` in the
     estimator's pipeline picks the layers it reads); windowed clips (`segments` given) get the mean of their
     windows' probabilities, as the networks do. `normalizer`: the `normalize` stage its inputs went through (its
-    fallback statistics).
+    fallback statistics). `fallback`: of a speaker-adaptive head, its non-adaptive twin (the same grid selected and
+    fitted on the features before the stage), which answers for the clips of speakers with too few clips.
     """
 
     def __init__(
@@ -80,11 +81,13 @@ class EstimatorHead:
         classes: Sequence[str],
         input_names: Sequence[str],
         normalizer: SpeakerNormalizer | None = None,
+        fallback: Any = None,
     ) -> None:
         self.estimator = estimator
         self.classes = tuple(classes)
         self.input_names = tuple(input_names)
         self.normalizer = normalizer or SpeakerNormalizer({})
+        self.fallback = fallback
 
     def rows(self, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
         """One row of numbers per clip (or window): the estimator's input."""
@@ -92,9 +95,16 @@ class EstimatorHead:
 
     def probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(clips, classes) probabilities, in the order of `classes`."""
-        predicted = self.estimator.predict_proba(self.rows(inputs))
+        return self._probabilities(self.estimator, inputs)
+
+    def fallback_probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(clips, classes) probabilities of the non-adaptive twin, from inputs before the `normalize` stage."""
+        return self._probabilities(self.fallback, inputs)
+
+    def _probabilities(self, estimator: Any, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        predicted = estimator.predict_proba(self.rows(inputs))
         probabilities = np.zeros((len(predicted), len(self.classes)))
-        probabilities[:, np.asarray(self.estimator.classes_, dtype=int)] = predicted  # classes it never saw: 0
+        probabilities[:, np.asarray(estimator.classes_, dtype=int)] = predicted  # classes it never saw: 0
         probabilities = torch.from_numpy(probabilities).float()
         if "segments" not in inputs:
             return probabilities
@@ -102,12 +112,13 @@ class EstimatorHead:
         return average_over_windows(probabilities, segments, int(segments.max()) + 1)
 
     def save(self, path: str | Path, recipe: Mapping[str, Any]) -> None:
-        """The estimator, its classes, inputs and the recipe, as a skops file."""
+        """The estimator (and its twin), its classes, inputs and the recipe, as a skops file."""
         import skops.io
 
         normalizer = {name: tensor.numpy() for name, tensor in self.normalizer.state_dict().items()}
         state = {
             "estimator": self.estimator,
+            "fallback": self.fallback,
             "classes": list(self.classes),
             "input_names": list(self.input_names),
             "normalizer": normalizer,
@@ -127,16 +138,29 @@ class EstimatorHead:
         state = skops.io.load(path, trusted=list(TRUSTED_TYPES))
         recipe = state["recipe"]
         normalizer = saved_normalizer(state.get("normalizer", {}), recipe.get("normalize") or {})
-        return cls(state["estimator"], state["classes"], state["input_names"], normalizer), recipe
+        head = cls(state["estimator"], state["classes"], state["input_names"], normalizer, state.get("fallback"))
+        return head, recipe
 
 
 def saved_normalizer(state: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> SpeakerNormalizer:
     """The `normalize` stage of a skops file: its settings (the recipe's) and its statistics."""
     means = {key: value for key, value in state.items() if key.endswith("_mean")}  # population.NAME_mean
     shapes = {key.split(".", 1)[1].removesuffix("_mean"): value.shape for key, value in means.items()}
-    normalizer = SpeakerNormalizer(shapes, **settings)
+    normalizer = SpeakerNormalizer(shapes, **saved_settings(settings))
     normalizer.load_state_dict({key: torch.from_numpy(np.asarray(value)) for key, value in state.items()})
     return normalizer
+
+
+#: `inner_folds=auto`: leave one speaker out up to this many speakers, else `AUTO_FOLDS` speaker folds.
+AUTO_LOSO_SPEAKERS = 12
+AUTO_FOLDS = 5
+
+
+def check_inner_folds(inner_folds: str | int) -> str | int:
+    """`inner_folds` as given; ConfigError unless `auto`, `loso` or a number of folds (2 or more)."""
+    if inner_folds in ("auto", "loso") or (isinstance(inner_folds, int) and inner_folds >= 2):
+        return inner_folds
+    raise ConfigError(f"model.inner_folds={inner_folds}: choose auto, loso or a number of speaker folds (2 or more)")
 
 
 class ScikitLearnHead:
@@ -145,11 +169,15 @@ class ScikitLearnHead:
 
     `estimator`: an unfitted scikit-learn classifier with `predict_proba` (an SVM through
     `sklearn.calibration.CalibratedClassifierCV`). `layers`: of an encoder's (layers, width) features, `all`
-    concatenated, their `mean`, or one layer's index. `grid`: the candidates, chosen by leave-one-speaker-out over
-    the training and validation speakers: the estimator's hyperparameters (`{"C": [0.1, 1]}`), and `layers` and
-    `estimator` themselves; a list of such grids searches each (a head per grid, say). The features are
-    standardised with the training clips' statistics first (scikit-learn's StandardScaler, in the pipeline the
-    search fits), unless `normalize=none`. `name`: the run's `architecture` tag.
+    concatenated, their `mean`, or one layer's index. `grid`: the candidates, chosen over the training and
+    validation speakers only: the estimator's hyperparameters (`{"C": [0.1, 1]}`), and `layers` and `estimator`
+    themselves; a list of such grids searches each (a head per grid, say). `inner_folds`: how the candidates are
+    scored: `loso` (leave one speaker out), a number of speaker folds, or `auto` (`loso` up to
+    `AUTO_LOSO_SPEAKERS` speakers, else `AUTO_FOLDS` folds); `n_jobs`: candidates fitted at once (-1: one per
+    core). An estimator without `predict_proba` (an SVC) is calibrated once, after the search, on the same
+    speaker folds. The features are standardised with the training clips' statistics first (scikit-learn's
+    StandardScaler, in the pipeline the search fits), unless `normalize=none`. `name`: the run's `architecture`
+    tag.
 
     `optimizer`, `scheduler` and `loss` are accepted and unused: those groups compose into every `model`, and a
     scikit-learn estimator has its own solver.
@@ -163,6 +191,8 @@ class ScikitLearnHead:
         name: str = "estimator",
         grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None = None,
         layers: str | int = "all",
+        inner_folds: str | int = "auto",
+        n_jobs: int | None = -1,
         optimizer: Any = None,
         scheduler: Any = None,
         loss: Any = None,
@@ -176,6 +206,8 @@ class ScikitLearnHead:
         self.name = name
         self.grids = [{key: list(values) for key, values in g.items()} for g in grids]
         self.layers = layers
+        self.inner_folds = check_inner_folds(inner_folds)
+        self.n_jobs = n_jobs
         self.hparams: dict[str, Any] = {}  # the recipe goes here, as on a LightningModule
 
     @property

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from emotion.data.normalize import SpeakerNormalizer, Standardizer
+from emotion.data.normalize import SpeakerNormalizer, Standardizer, saved_settings
 from emotion.data.windows import average_over_windows
 from emotion.metrics import scores
 from emotion.models.network import layer_weights_of
@@ -97,7 +97,7 @@ class EmotionClassifier(pl.LightningModule):
         self.model = net(input_shapes=input_shapes, num_classes=len(classes)).to(memory_format=torch.channels_last)
         self.standardizer = Standardizer(input_shapes)
         # The `normalize` stage the inputs went through before this module (its fallback statistics, trained state).
-        self.normalizer = SpeakerNormalizer(input_shapes, **dict((recipe or {}).get("normalize") or {}))
+        self.normalizer = SpeakerNormalizer(input_shapes, **saved_settings((recipe or {}).get("normalize") or {}))
         self.classes = tuple(classes)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler or None  # `scheduler=none` composes to an empty node

@@ -1,11 +1,15 @@
 """One run of a scikit-learn head (`model=logreg`, `svm`, `heads`) on cached features: select, fit, test, log.
 
-The hyperparameters of `model.grid` are chosen by leave-one-speaker-out over the run's training and validation
-speakers together (each held-out speaker normalised as the `normalize` stage says, like any other): the test
-speakers choose nothing, and their clips are not read before the chosen model predicts them. The chosen model
-is then fitted on those speakers' clips. `val/<metric>` is the chosen candidate's mean over the held-out
-speakers, the run's monitor and a sweep's objective. The run logs what a network's run logs (params, split,
-test scores, confusion matrix) and keeps the fitted head as a skops file (`model.skops`), its checkpoint.
+The hyperparameters of `model.grid` are chosen over the run's training and validation speakers together, in
+speaker folds (`model.inner_folds`: leave one speaker out, or k folds for many speakers; each held-out speaker
+normalised as the `normalize` stage says, like any other), the candidates fitted in parallel (`model.n_jobs`):
+the test speakers choose nothing, and their clips are not read before the chosen model predicts them. The chosen
+model is then fitted on those speakers' clips, and calibrated on the same folds if it gives no probabilities (an
+SVC): once, not inside every candidate. `val/<metric>` is the chosen candidate's mean over the held-out folds,
+the run's monitor and a sweep's objective. A speaker-adaptive run also selects and fits the same grid on the
+features before the `normalize` stage: the non-adaptive twin that answers for speakers with too few clips. The
+run logs what a network's run logs (params, split, test scores, confusion matrix) and keeps the fitted head as a
+skops file (`model.skops`), its checkpoint.
 """
 
 from __future__ import annotations
@@ -14,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import make_scorer
-from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
+from sklearn.model_selection import GridSearchCV, GroupKFold, LeaveOneGroupOut
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import ConfigError
 from emotion.metrics import METRICS, scores
-from emotion.models.estimator import EstimatorHead, LayerView, ScikitLearnHead
+from emotion.models.estimator import AUTO_FOLDS, AUTO_LOSO_SPEAKERS, EstimatorHead, LayerView, ScikitLearnHead
 from emotion.tracking import reports
 from emotion.tracking.names import best_metric
 
@@ -39,14 +45,29 @@ def selection_metric(monitor: str) -> Any:
     raise ConfigError(f"monitor={monitor}: a scikit-learn head selects by one of {keys}")
 
 
-def search(spec: ScikitLearnHead, standardize: bool, monitor: str) -> GridSearchCV:
+def search(spec: ScikitLearnHead, standardize: bool, monitor: str, folds: list[Folds]) -> GridSearchCV:
     """The search: the layer view, the standardiser (unless `normalize=none`) and the estimator, every candidate of
-    the grids scored by leave-one-speaker-out, the best refitted on every speaker given."""
+    the grids scored on the speaker `folds`, `model.n_jobs` at once (the best is fitted afterwards: `fitted_best`)."""
     steps = [("layers", LayerView(spec.layers, spec.num_layers))]
     steps += [("scale", StandardScaler())] if standardize else []
     pipeline = Pipeline([*steps, (STEP, spec.estimator)])
     grids = [{pipeline_key(key): values for key, values in grid.items()} for grid in spec.grids]
-    return GridSearchCV(pipeline, grids, scoring=selection_metric(monitor), cv=LeaveOneGroupOut(), refit=True)
+    return GridSearchCV(pipeline, grids, scoring=selection_metric(monitor), cv=folds, refit=False, n_jobs=spec.n_jobs)
+
+
+#: One speaker fold of the inner selection: the rows it fits on, and those it scores.
+Folds = tuple[np.ndarray, np.ndarray]
+
+
+def speaker_folds(inner_folds: str | int, speakers: list[str]) -> list[Folds]:
+    """The inner selection's folds over the given clips' speakers: leave one speaker out (`loso`, or `auto` up to
+    `AUTO_LOSO_SPEAKERS` speakers), else k speaker folds (`AUTO_FOLDS` for `auto`), no speaker in two."""
+    count = len(set(speakers))
+    if inner_folds == "loso" or (inner_folds == "auto" and count <= AUTO_LOSO_SPEAKERS):
+        splitter: Any = LeaveOneGroupOut()
+    else:
+        splitter = GroupKFold(n_splits=min(AUTO_FOLDS if inner_folds == "auto" else int(inner_folds), count))
+    return list(splitter.split(np.zeros(len(speakers)), groups=speakers))
 
 
 def pipeline_key(key: str) -> str:
@@ -70,29 +91,47 @@ def _named(value: Any) -> Any:
 
 def select_and_fit(
     spec: ScikitLearnHead, rows: np.ndarray, labels: np.ndarray, speakers: list[str], standardize: bool, monitor: str
-) -> GridSearchCV:
-    """The fitted search over the given clips only (the run's training and validation speakers)."""
+) -> tuple[GridSearchCV, Any]:
+    """The search over the given clips only (the run's training and validation speakers), and its best candidate
+    fitted on them all (calibrated on the same folds when it gives no probabilities)."""
     if len(set(speakers)) < 2:
         raise ConfigError("a scikit-learn head chooses its hyperparameters over 2 speakers or more: use more speakers")
-    return search(spec, standardize, monitor).fit(rows, labels, groups=speakers)
+    folds = speaker_folds(spec.inner_folds, speakers)
+    fitted = search(spec, standardize, monitor, folds).fit(rows, labels)
+    return fitted, fitted_best(fitted, rows, labels, folds)
+
+
+def fitted_best(fitted: GridSearchCV, rows: np.ndarray, labels: np.ndarray, folds: list[Folds]) -> Any:
+    """The search's best candidate fitted on every row; one without `predict_proba` (an SVC) is wrapped in a
+    sigmoid calibration fitted on the search's folds (one SVC on all rows: `ensemble=False`)."""
+    best = clone(fitted.estimator).set_params(**fitted.best_params_)
+    if hasattr(best, "predict_proba"):
+        return best.fit(rows, labels)
+    return CalibratedClassifierCV(best, method="sigmoid", cv=folds, ensemble=False).fit(rows, labels)
 
 
 def fit_estimator(
     spec: ScikitLearnHead, datamodule: EmotionDataModule, logger: Any, monitor: str
 ) -> tuple[EstimatorHead, dict[str, float], np.ndarray, np.ndarray]:
-    """Select, fit and test `spec` on the datamodule's split, logging to `logger`'s run: the fitted head, the
-    metrics, and the test clips' true and predicted class indices."""
+    """Select, fit and test `spec` on the datamodule's split, logging to `logger`'s run: the fitted head (with its
+    non-adaptive twin when the run is speaker-adaptive), the metrics, and the test clips' true and predicted class
+    indices."""
     table, split = datamodule.table, datamodule.split
     assert table is not None and split is not None
     names = list(datamodule.features.shapes())
     head = EstimatorHead(None, spec.classes, names, datamodule.normalizer)
     labels = np.array([spec.classes.index(clip.emotion) for clip in table.clips])
     chosen = split.train + split.val  # never the test speakers'
-    rows = head.rows({name: table.tensors[name][chosen] for name in names})
     speakers = [table.clips[i].speaker for i in chosen]
-    fitted = select_and_fit(spec, rows, labels[chosen], speakers, datamodule.normalizer.mode != "none", monitor)
-    head.estimator = fitted.best_estimator_
-    logger.log_hyperparams({"selected": selected(fitted.best_params_), "candidates": len(fitted.cv_results_["params"])})
+    rows = head.rows({name: table.tensors[name][chosen] for name in names})
+    standardize = datamodule.normalizer.mode != "none"
+    fitted, head.estimator = select_and_fit(spec, rows, labels[chosen], speakers, standardize, monitor)
+    said = {"selected": selected(fitted.best_params_), "candidates": len(fitted.cv_results_["params"])}
+    if datamodule.unnormalized is not None:
+        raw = head.rows({name: datamodule.unnormalized.tensors[name][chosen] for name in names})
+        twin, head.fallback = select_and_fit(spec, raw, labels[chosen], speakers, True, monitor)
+        said["fallback_selected"] = selected(twin.best_params_)
+    logger.log_hyperparams(said)
     y_true = labels[split.test]
     y_pred = head.probabilities({name: table.tensors[name][split.test] for name in names}).argmax(dim=1).numpy()
     metrics = {f"test/{key}": value for key, value in scores(y_true, y_pred).items()}

@@ -33,6 +33,9 @@ from emotion.tracking import layer_weights, reports, runs
 from emotion.tracking.cv import FoldResult
 from emotion.tracking.names import FOLD_TAG, best_metric
 
+#: The most speakers a `split.<partition>_speakers` param names (a corpus of 91 speakers: its count instead).
+SPEAKERS_IN_PARAM = 20
+
 log = logging.getLogger(__name__)
 
 
@@ -92,12 +95,20 @@ def _log_inputs(cfg: DictConfig, datamodule: EmotionDataModule, logger: Any) -> 
             "clips_skipped": len(table.skipped),
             "names_skipped": datamodule.bad_names,
             "dropped_classes": json.dumps(datamodule.dropped_classes, sort_keys=True),
-            **{f"split.{p}_speakers": ",".join(speakers[p]) for p in PARTITIONS},
+            **{f"split.{p}_speakers": speakers_param(speakers[p]) for p in PARTITIONS},
             **{f"split.{p}_clips": len(split.partition(p)) for p in PARTITIONS},
         }
     )
     runs.log_json(logger, split.summary(datamodule.clips), "split.json")
     return speakers
+
+
+def speakers_param(speakers: list[str]) -> str:
+    """A partition's speakers as a param: their names, or up from `SPEAKERS_IN_PARAM` of them, how many (every
+    name is in the run's `split.json`, which `emotion-evaluate` reads)."""
+    if len(speakers) <= SPEAKERS_IN_PARAM:
+        return ",".join(speakers)
+    return f"{len(speakers)} speakers (split.json)"
 
 
 def _test_corpora(datamodule: EmotionDataModule) -> list[str]:

@@ -17,6 +17,7 @@ from emotion.errors import DataError, EmotionError
 if TYPE_CHECKING:  # torch, MLflow and pandas load only when a model is loaded: the CLIs' `--help` answers at once
     import pandas as pd
 
+    from emotion.serving.profiles import ProfileStore
     from emotion.serving.recognizer import EmotionRecognizer
 
 
@@ -88,13 +89,15 @@ def predict(
     batch_size: int,
     on_bad_file: str = "error",
     speakers: Sequence[str | None] | None = None,
+    profiles: ProfileStore | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable file, in the order given: `file`, `speaker` (when given), then the served model's
     columns; and one message per file skipped (undecodable, too short or too long: under `on_bad_file="error"` the
     first one stops it, keeping the rows made before).
 
     `speakers`: the speaker of each file (None: unknown). A speaker-adaptive model classifies each speaker's files
-    together, normalised by their own statistics when there are at least `normalizer.min_clips` of them (the
+    together, normalised by their own statistics when there are at least `normalizer.min_clips` of them (with a
+    `profiles` store, counting the clips of theirs it kept from earlier calls, and keeping these; the
     `normalization` column says which way each row went); other files go in batches of `batch_size`.
     """
     from tqdm.auto import tqdm
@@ -112,13 +115,13 @@ def predict(
                     kept.append(index)
                 except DataError as exc:
                     if on_bad_file == "error":  # the files decoded before it are predicted, and kept
-                        frames += [_frame(recognizer, waves, kept, files, speakers)] if kept else []
+                        frames += [_frame(recognizer, waves, kept, files, speakers, profiles)] if kept else []
                         made = _in_given_order(frames)
                         raise PartialPredictions(f"{exc} ({len(made)} files predicted before it)", made) from None
                     skipped.append(str(exc))
                     tqdm.write(f"warning: skipped {files[index]}: {exc}", file=sys.stderr)
             if kept:
-                frames.append(_frame(recognizer, waves, kept, files, speakers))
+                frames.append(_frame(recognizer, waves, kept, files, speakers, profiles))
             bar.update(len(group))
     if not frames:
         raise DataError(f"no file could be predicted ({len(skipped)} skipped), e.g. {skipped[0]}")
@@ -131,10 +134,11 @@ def _frame(
     kept: list[int],
     files: list[Path],
     speakers: Sequence[str | None],
+    profiles: ProfileStore | None,
 ) -> pd.DataFrame:
     """The predictions of the decoded files `kept` (indices into `files`), indexed by them: `file`, `speaker` (when
     any file has one), then the served model's columns."""
-    frame = recognizer.classify_waves(waves, [speakers[i] for i in kept]).frame()
+    frame = recognizer.classify_waves(waves, [speakers[i] for i in kept], profiles).frame()
     if any(speaker is not None for speaker in speakers):
         frame.insert(0, "speaker", [speakers[i] or "" for i in kept])
     frame.insert(0, "file", [str(files[i]) for i in kept])

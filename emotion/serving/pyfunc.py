@@ -3,11 +3,14 @@
 Input: a DataFrame with one row per clip: `audio` (an audio file's bytes, base64-encoded: WAV, FLAC or
 OGG), a `waveform` (mono samples) with its `sample_rate`, or a `path` to a file on the model's host,
 read only under the folders its host allows (`EMOTION_AUDIO_DIRS`), and optionally the clip's `speaker`: a
-speaker-adaptive model normalises the clips of each speaker in one request together, by their own statistics
-when they are at least the model's `min_clips`, else by the training population's (as `emotion-predict` does
-with the same clips; the `normalization` column says which). At most `EMOTION_MAX_ROWS` rows
-(default 64) a request, and clips no longer than the training's `data.max_duration`; anything else is
-refused with one line (MLflow's INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
+speaker-adaptive model keeps each speaker's profile (`emotion.serving.profiles`: the store `EMOTION_PROFILES`
+names, by default an SQLite file made on first use) and normalises their clips by it, these clips included, once
+it holds the model's `min_clips`; before that, the model's non-adaptive twin answers (the `normalization`
+column says which). One clip per request is enough: the profile grows with every request. A request whose
+rows have `update_profile` false is read against the profiles without adding to them. At most
+`EMOTION_MAX_ROWS` rows (default 64) a request, clips no longer than the training's `data.max_duration`, sample
+rates from 4 kHz to 384 kHz; anything else, and any failure, is refused with one line (MLflow's
+INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
 Output: `emotion`, `confidence`, `silent`, `normalization` and one `prob_<class>` column per class; a clip quieter than
 `emotion.serving.recognizer.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
 The model carries the trained model's checkpoint (restored alone by `EmotionRecognizer.from_checkpoint`: the
@@ -39,6 +42,7 @@ from mlflow.types.schema import ColSpec, Schema
 
 import emotion
 from emotion.errors import DataError, EmotionError
+from emotion.serving.profiles import ProfileStore
 from emotion.serving.recognizer import EmotionRecognizer
 
 #: Packages the model imports, pinned to the versions it was logged with (and those of its feature set).
@@ -62,7 +66,7 @@ MAX_ROWS = "EMOTION_MAX_ROWS"
 DEFAULT_MAX_ROWS = 64
 
 #: The columns a request's rows may hold (each row: `audio`, or `path`, or `waveform` with `sample_rate`).
-INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate", "speaker")
+INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate", "speaker", "update_profile")
 #: What a request looks like, as a refusal says it.
 REQUEST_SHAPE = '{"dataframe_records": [{"audio": "<a file\'s bytes, base64>"}]}'
 #: The artifacts of a model logged before checkpoints carried their recipe (refused at load: `StaleModel`).
@@ -84,11 +88,21 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
                 "train its run again (its `overrides` tag holds the emotion-train arguments) and promote the new run"
             )
         self.recognizer = EmotionRecognizer.from_checkpoint(artifacts["checkpoint"], artifacts.get("upstream"))
+        self.profiles = ProfileStore.from_environment() if self.recognizer.adaptive else None
         refuse_bad_json_in_one_line()
 
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
+        """The request's clips classified; any failure is one line (HTTP 400 when served), never a stack trace."""
+        try:
+            return self._classified(model_input)
+        except Refusal:
+            raise
+        except Exception as exc:  # whatever failed: the caller gets one line, the server goes on
+            raise refusal(f"the request could not be classified: {type(exc).__name__}: {exc}") from None
+
+    def _classified(self, model_input: pd.DataFrame) -> pd.DataFrame:
         rows = checked_rows(model_input)
         waveforms = []
         for number, row in enumerate(rows):
@@ -97,7 +111,8 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
             except DataError as exc:
                 raise refusal(f"row {number}: {exc}" if len(rows) > 1 else str(exc)) from None
         speakers = [_speaker(row.get("speaker")) for row in rows]
-        return self.recognizer.classify_waves(waveforms, speakers).frame()
+        update = not any(_says_no(row.get("update_profile")) for row in rows)
+        return self.recognizer.classify_waves(waveforms, speakers, self.profiles, update).frame()
 
     def _waveform(self, row: dict[str, Any]) -> torch.Tensor:
         audio, path, waveform, rate = row.get("audio"), row.get("path"), row.get("waveform"), row.get("sample_rate")
@@ -110,7 +125,7 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
         if waveform is not None and not _missing(rate):
             if not isinstance(rate, int | float) or isinstance(rate, bool):
                 raise DataError("`sample_rate` must be a number of samples a second")
-            return self.recognizer.from_samples(waveform, int(rate))
+            return self.recognizer.from_samples(waveform, rate)
         raise DataError(
             "each input row needs `audio` (a file's bytes, base64), a `waveform` with its `sample_rate`, or a `path`"
         )
@@ -218,6 +233,11 @@ def _given(value: Any) -> bool:
 def _speaker(value: Any) -> str | None:
     """A row's speaker as a name; None when the row names none."""
     return None if _missing(value) or value == "" else str(value)
+
+
+def _says_no(value: Any) -> bool:
+    """True for a given false value (`update_profile: false`); a missing one says nothing."""
+    return not _missing(value) and not bool(value)
 
 
 def _missing(value: Any) -> bool:

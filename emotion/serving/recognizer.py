@@ -26,17 +26,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 
 from emotion.data.audio import MAX_DURATION
 from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
-from emotion.data.normalize import SpeakerNormalizer
+from emotion.data.normalize import BY_SPEAKER, SpeakerNormalizer
 from emotion.encoders import saved_encoder_overrides
 from emotion.errors import ConfigError, EmotionError
 from emotion.models.estimator import SUFFIX, EstimatorHead
 from emotion.models.module import EmotionClassifier
 from emotion.models.weights import NETWORK_PREFIX
+from emotion.serving.profiles import ProfileStore, clip_digest, clip_moments, model_version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +48,10 @@ SILENCE_DBFS = -60.0
 SILENCE = "silence"
 #: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
 INFERENCE_PREFIXES = (NETWORK_PREFIX, "standardizer.", "normalizer.")
+
+
+class UnsafeRecipe(EmotionError):
+    """A saved recipe that names something other than one of the project's classes: nothing of it is built."""
 
 
 class StaleCheckpoint(EmotionError):
@@ -107,10 +112,14 @@ class Head(Protocol):
 class EmotionRecognizer:
     """A trained classifier: waveforms or audio files in, class probabilities out, as its training saw them."""
 
-    def __init__(self, head: Head, front_end: AudioFrontEnd, recipe: Mapping[str, Any]) -> None:
+    def __init__(
+        self, head: Head, front_end: AudioFrontEnd, recipe: Mapping[str, Any], version: str | None = None
+    ) -> None:
         self.head = head.eval() if isinstance(head, EmotionClassifier) else head
         self.front_end = front_end
         self.recipe = dict(recipe)
+        #: The key of this model's speaker profiles: a digest of the file it was restored from.
+        self.version = version
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, encoder: str | Path | None = None) -> EmotionRecognizer:
@@ -126,12 +135,12 @@ class EmotionRecognizer:
             features_config |= saved_encoder_overrides(encoder)
         durations = recipe["front_end"]
         front_end = AudioFrontEnd(
-            features_of(features_config),
+            features_of(features_config, Path(path).name),
             durations["min_duration"],
             durations.get("max_duration", MAX_DURATION),
             trained_model=True,
         )
-        return cls(head, front_end, recipe)
+        return cls(head, front_end, recipe, model_version(path))
 
     @property
     def file_name(self) -> str:
@@ -179,18 +188,45 @@ class EmotionRecognizer:
 
     @torch.no_grad()
     def classify_waves(
-        self, waves: Sequence[torch.Tensor], speakers: Sequence[str | None] | None = None
+        self,
+        waves: Sequence[torch.Tensor],
+        speakers: Sequence[str | None] | None = None,
+        profiles: ProfileStore | None = None,
+        update: bool = True,
     ) -> Classification:
         """Waveforms at the model's sample rate (any lengths), classified by the model's window policy.
 
         `speakers`: the speaker of each clip (None: unknown). A speaker-adaptive model normalises the clips of each
-        speaker with at least `normalizer.min_clips` of them here by their own statistics; the others by the
-        training population's. Other models ignore speakers.
+        speaker with at least `normalizer.min_clips` clips by that speaker's own statistics: those of these clips,
+        or, with a `profiles` store, of every clip of theirs it has kept for this model, these included (kept for
+        later calls unless `update` is false). The clips of the other speakers are normalised by the training
+        population's statistics, and a head with a non-adaptive twin answers for them with it. Other models
+        ignore speakers.
         """
-        inputs = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
-        inputs, ways = self.normalizer(inputs, speakers if speakers is not None else [None] * len(waves))
+        raw = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
+        speakers = list(speakers) if speakers is not None else [None] * len(waves)
+        known = None
+        if profiles is not None and self.adaptive and self.version is not None:
+            digests = [clip_digest(wave) for wave in waves]
+            known = profiles.profiles(self.version, speakers, digests, clip_moments(raw), update)
+        inputs, ways = self.normalizer(raw, speakers, profiles=known)
         probabilities = self.head.probabilities(inputs)
+        if getattr(self.head, "fallback", None) is not None:
+            probabilities, ways = self._answered_by_twin(raw, probabilities, ways)
         return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes, ways)
+
+    def _answered_by_twin(
+        self, raw: Mapping[str, torch.Tensor], probabilities: torch.Tensor, ways: list[str]
+    ) -> tuple[torch.Tensor, list[str]]:
+        """The probabilities of the clips not normalised by their speaker's statistics replaced by the head's
+        non-adaptive twin's (from the features before the stage), and their `normalization` saying so."""
+        fell_back = [row for row, way in enumerate(ways) if way != BY_SPEAKER]
+        if not fell_back:
+            return probabilities, ways
+        assert isinstance(self.head, EstimatorHead)
+        probabilities = probabilities.clone()
+        probabilities[fell_back] = self.head.fallback_probabilities(raw)[fell_back]
+        return probabilities, [way if way == BY_SPEAKER else f"{way}: non-adaptive head" for way in ways]
 
     def classify_batch(
         self, waves: torch.Tensor, lengths: torch.Tensor | None = None, speakers: Sequence[str | None] | None = None
@@ -212,8 +248,37 @@ def inference_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {k: v for k, v in state.items() if k.startswith(INFERENCE_PREFIXES)}
 
 
-def features_of(config: Mapping[str, Any]) -> FeatureSet:
+def check_saved_targets(config: Any, source: str) -> None:
+    """UnsafeRecipe unless every `_target_` in a saved recipe is a class of the `emotion` package.
+
+    A checkpoint or skops file is data someone else may have written: its recipe could name `torch.load` or
+    `os.system`, which Hydra would call. Only the project's own classes (nets, feature sets, encoders) are built,
+    each looked up and checked to be a class defined in `emotion` (`emotion.config.os.system` is not).
+    """
+    if isinstance(config, Mapping):
+        target = config.get("_target_")
+        if target is not None and not _is_project_class(target):
+            raise UnsafeRecipe(f"{source}'s recipe names {target!r}, which is not one of emotion's classes: not loaded")
+        for value in config.values():
+            check_saved_targets(value, source)
+    elif isinstance(config, Sequence) and not isinstance(config, str):
+        for value in config:
+            check_saved_targets(value, source)
+
+
+def _is_project_class(target: Any) -> bool:
+    if not isinstance(target, str) or not target.startswith("emotion."):
+        return False
+    try:
+        found = get_object(target)
+    except Exception:  # a name that cannot be found, for whatever reason, is not built
+        return False
+    return isinstance(found, type) and found.__module__.split(".")[0] == "emotion"
+
+
+def features_of(config: Mapping[str, Any], source: str = "the model") -> FeatureSet:
     """The feature set of a recipe; an encoder that cannot be loaded here is one line saying how to carry it."""
+    check_saved_targets(config, source)
     try:
         return instantiate(config)
     except InstantiationException as exc:
@@ -238,6 +303,7 @@ def network_head(path: str | Path) -> tuple[EmotionClassifier, dict[str, Any]]:
             f"{Path(path).name} was saved before checkpoints carried their recipe, so it cannot be restored "
             "alone: train the run again (its `overrides` tag holds the emotion-train arguments) and promote that"
         )
+    check_saved_targets(recipe["net"], Path(path).name)
     net = instantiate(recipe["net"])
     module = EmotionClassifier(net, hyperparameters["classes"], hyperparameters["input_shapes"], recipe=recipe)
     state = inference_state(checkpoint["state_dict"])
