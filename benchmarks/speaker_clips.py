@@ -1,33 +1,53 @@
-"""How many clips of a new speaker a speaker-adaptive model needs: UAR against k, through `emotion-predict`.
+"""What a speaker-adaptive model gives a new speaker, clip by clip, through the served model.
 
-Each fold model of a leave-one-speaker-out cross-validation (a run of `normalize=speaker`) predicts its own
-held-out speaker's clips with `emotion-predict --manifest`: the clips are shuffled and cut into groups of about k
-(`numpy.array_split`: k to 2k-1 clips each), each group named as a speaker of its own, so each clip is normalised
-by the statistics of its group alone (`--min-clips k`). k=0: no speaker given, the training population's
-statistics. Draws reshuffle; the figure per k is the pooled UAR over every fold's clips, mean and range over
-draws.
+Each fold model of a leave-one-speaker-out cross-validation (a run of `normalize=speaker`) serves its own held-out
+speaker: the served model's class (`emotion.serving.pyfunc.EmotionModel`, with a fresh profile store), one clip
+per request.
 
-python -m benchmarks.speaker_clips --cv-run RUN_ID --tracking-uri sqlite:///mlruns.db --data ../shared/data/savee
+- `--study clips` (the k-clip curve): k of the speaker's clips, drawn from all of theirs whatever their class
+  (label-free), are sent first, one a request, and kept in the speaker's profile; then every other clip of theirs
+  of the six classes is sent alone with `update_profile` false, so each is classified with a profile of k clips
+  and itself. `all`: every clip enrolled first. Beside it, the same clips sent with no speaker: the non-adaptive
+  model (the head's twin, selected and fitted as a `normalize=population` run of the same recipe would be).
+- `--study mix` (emotion-mix sensitivity): a profile of `--pool` clips drawn `random`ly, `balanced` over the six
+  emotions, `neutral`-heavy (two thirds neutral) or `angry`-heavy (two thirds angry); then every other clip of
+  the speaker is classified against it, for each shrinkage of `--shrinkage` (the served normaliser's, changed
+  here: a remedy tried). This study classifies each clip's cached front-end output (`classify_inputs`, the served
+  model's path after the encoder), so each clip is encoded once.
+
+The figure is the pooled UAR over every fold's scored clips, mean over `--draws` draws.
+
+python -m benchmarks.speaker_clips --cv-run RUN_ID --tracking-uri sqlite:///mlruns.db --data ../shared/data/savee \
+    --reader savee --study clips
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+import soundfile as sf
+from mlflow.pyfunc import PythonModelContext
+from tqdm.auto import tqdm
 
 from benchmarks.common import machine
-from emotion.cli import predict
-from emotion.data.corpora import read_corpus
+from emotion.config import PROFILES_VARIABLE
+from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, Clip, read_corpus
 from emotion.metrics import unweighted_average_recall
+from emotion.serving.profiles import ProfileStore, clip_digest
+from emotion.serving.pyfunc import EmotionModel
 
-KS = (0, 3, 5, 10, 20, "all")
+KS = (0, 1, 3, 5, 10, 20, "all")
+MIXES = ("random", "balanced", "neutral", "angry")
+RESULTS = Path(__file__).with_suffix(".json")
 
 
 def fold_runs(client: mlflow.MlflowClient, cv_run: str) -> list[mlflow.entities.Run]:
@@ -37,42 +57,60 @@ def fold_runs(client: mlflow.MlflowClient, cv_run: str) -> list[mlflow.entities.
     return sorted(children, key=lambda run: int(run.data.tags["fold"]))
 
 
-def groups(count: int, k: int | str, rng: np.random.Generator) -> list[np.ndarray]:
-    """Indices 0..count-1 shuffled and cut into groups of about k (one group for `all`)."""
-    order = rng.permutation(count)
-    if k == "all":
-        return [order]
-    return np.array_split(order, max(1, count // int(k)))
+def served_model(run: mlflow.entities.Run, min_clips: int | None) -> EmotionModel:
+    """The served model of a fold run's checkpoint (its skops file), loaded as the scoring server loads it
+    (`min_clips`: instead of the model's own, as `emotion-predict --min-clips` does)."""
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints/model.skops")
+    model = EmotionModel()
+    model.load_context(PythonModelContext(artifacts={"checkpoint": path}, model_config={}))
+    if min_clips is not None:
+        model.recognizer.normalizer.min_clips = min_clips
+    return model
 
 
-def predicted_uar(
-    tracking_uri: str, runs: list[mlflow.entities.Run], clips_of: dict, k: int | str, draw: int, folder: Path
-) -> float:
-    """The pooled UAR of every fold's held-out clips, each group of about k normalised by its own statistics."""
-    rng = np.random.default_rng(draw)
-    truths, guesses = [], []
-    for run in runs:
-        speaker = run.data.params["split.test_speakers"]
-        clips = clips_of[speaker]
-        manifest = folder / f"{speaker}-{k}-{draw}.csv"
-        with manifest.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "speaker"])
-            for number, group in enumerate(groups(len(clips), k, rng) if k else [np.arange(len(clips))]):
-                writer.writerows([Path(clips[i].path).resolve(), f"{speaker}-{number}" if k else ""] for i in group)
-        output = folder / f"{manifest.stem}.out.csv"
-        minimum = ["--min-clips", str(max(2, int(k)))] if k and k != "all" else []
-        predict.main(["--tracking-uri", tracking_uri, "--model", f"runs:/{run.info.run_id}", "--manifest",
-                      str(manifest), "--format", "csv", "-o", str(output), *minimum])  # fmt: skip
-        predicted = pd.read_csv(output)
-        truth = {str(Path(clip.path).resolve()): clip.emotion for clip in clips}
-        truths += [truth[path] for path in predicted["file"]]
-        guesses += predicted["emotion"].tolist()
+def uar(truths: list[str], guesses: list[str]) -> float:
     classes = sorted(set(truths))
     return unweighted_average_recall(
         np.array([classes.index(t) for t in truths]),
         np.array([classes.index(g) if g in classes else -1 for g in guesses]),
     )
+
+
+def request(clip: Clip, speaker: str | None, update: bool) -> pd.DataFrame:
+    """One clip as one request's row, as a client sends it (samples and their rate)."""
+    samples, rate = sf.read(clip.path, dtype="float32")
+    row: dict[str, Any] = {"waveform": samples.tolist(), "sample_rate": rate}
+    if speaker is not None:
+        row |= {"speaker": speaker, "update_profile": update}
+    return pd.DataFrame([row])
+
+
+def clip_curve(
+    model: EmotionModel, clips: list[Clip], scored: list[Clip], k: int | str, seed: int
+) -> tuple[list[str], list[str]]:
+    """The true emotions of `scored` clips not enrolled, and those the served model gives each alone after k of
+    `clips` were sent (`all`: every one) to a new speaker's profile."""
+    rng = np.random.default_rng(seed)
+    speaker = f"speaker-{k}-{seed}"
+    enrolled = list(clips) if k == "all" else [clips[i] for i in rng.permutation(len(clips))[: int(k)]]
+    for clip in enrolled:
+        model.predict(None, request(clip, speaker, update=True))
+    left = scored if k == "all" else [c for c in scored if c.path not in {e.path for e in enrolled}]
+    guesses = [model.predict(None, request(c, speaker, update=False))["emotion"][0] for c in left]
+    return [c.emotion for c in left], guesses
+
+
+def pool_of(clips: list[Clip], mix: str, size: int, rng: np.random.Generator) -> list[Clip]:
+    """`size` of a speaker's clips drawn as `mix` says (two thirds of one emotion for `neutral` and `angry`)."""
+    order = [clips[i] for i in rng.permutation(len(clips))]
+    if mix == "random":
+        return order[:size]
+    if mix == "balanced":
+        per_class = [[c for c in order if c.emotion == e] for e in EMOTIONS]
+        return [c for round_ in range(size) for group in per_class for c in group[round_ : round_ + 1]][:size]
+    heavy = [c for c in order if c.emotion == mix][: (2 * size) // 3]
+    rest = [c for c in order if c.emotion != mix][: size - len(heavy)]
+    return heavy + rest
 
 
 def main() -> None:
@@ -81,22 +119,93 @@ def main() -> None:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--data", type=Path, required=True, help="the corpus folder the cross-validation read")
     parser.add_argument("--reader", default="savee")
-    parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument("--study", choices=("clips", "mix"), default="clips")
+    parser.add_argument("--draws", type=int, default=1)
+    parser.add_argument("--min-clips", type=int, help="the served normaliser's (default: the model's)")
+    parser.add_argument("--pool", type=int, default=12, help="--study mix: the clips of each profile")
+    parser.add_argument("--shrinkage", type=float, nargs="+", default=[0.0, 2.0, 8.0], help="--study mix")
     args = parser.parse_args()
+    mlflow.set_tracking_uri(args.tracking_uri)
     client = mlflow.MlflowClient(args.tracking_uri)
     runs = fold_runs(client, args.cv_run)
-    clips_of: dict[str, list] = {}
-    for clip in read_corpus(args.data, args.reader).clips:
-        clips_of.setdefault(clip.speaker, []).append(clip)
-    curve = {}
+    everything = read_corpus(args.data, args.reader, classes=[*EMOTIONS, *EXTRA_EMOTIONS]).clips
     with tempfile.TemporaryDirectory() as folder:
+        os.environ[PROFILES_VARIABLE] = f"sqlite:///{folder}/profiles.db"
+        study = clips_study if args.study == "clips" else mix_study
+        figures = study(runs, everything, args)
+    result = {"study": args.study, "cv_run": args.cv_run, "corpus": args.reader, "folds": len(runs),
+              "draws": args.draws, "min_clips": args.min_clips, **figures, "machine": machine()}  # fmt: skip
+    print(json.dumps(result, indent=2))
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    key = (args.study, args.reader, args.min_clips)
+    saved = [r for r in saved if (r.get("study"), r.get("corpus"), r.get("min_clips")) != key]
+    RESULTS.write_text(json.dumps([*saved, result], indent=2) + "\n")
+
+
+def per_fold(
+    runs: list[mlflow.entities.Run],
+    everything: list[Clip],
+    score: Callable[[Any, list[Clip], list[Clip]], None],
+    min_clips: int | None,
+) -> None:
+    """`score(model, the held-out speaker's clips of every class, those of the six)` for each fold."""
+    for run in tqdm(runs, desc="folds", unit="fold"):
+        speaker = run.data.params["split.test_speakers"]
+        clips = [c for c in everything if c.speaker == speaker]
+        score(served_model(run, min_clips), clips, [c for c in clips if c.emotion in EMOTIONS])
+
+
+def clips_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: argparse.Namespace) -> dict:
+    """The k-clip curve of the adaptive model as served, and the non-adaptive twin's UAR on the same clips."""
+    truths: dict[str, list[str]] = {"none": []} | {str(k): [] for k in KS}
+    guesses: dict[str, list[str]] = {key: [] for key in truths}
+
+    def score(model: EmotionModel, clips: list[Clip], scored: list[Clip]) -> None:
+        truths["none"] += [c.emotion for c in scored]
+        guesses["none"] += [model.predict(None, request(c, None, True))["emotion"][0] for c in scored]
         for k in KS:
-            draws = 1 if k in (0, "all") else args.draws
-            values = [predicted_uar(args.tracking_uri, runs, clips_of, k, d, Path(folder)) for d in range(draws)]
-            curve[str(k)] = {"mean": round(float(np.mean(values)), 4), "min": round(min(values), 4),
-                             "max": round(max(values), 4), "draws": draws}  # fmt: skip
-            print(f"k={k}: pooled UAR {curve[str(k)]}", flush=True)
-    print(json.dumps({"cv_run": args.cv_run, "curve": curve, "machine": machine()}, indent=2))
+            for draw in range(1 if k in (0, "all") else args.draws):
+                true, said = clip_curve(model, clips, scored, k, draw)
+                truths[str(k)] += true
+                guesses[str(k)] += said
+            print(f"  k={k}: UAR so far {uar(truths[str(k)], guesses[str(k)]):.3f}", flush=True)
+
+    per_fold(runs, everything, score, args.min_clips)
+    non_adaptive = uar(truths["none"], guesses["none"])
+    curve = {str(k): round(uar(truths[str(k)], guesses[str(k)]), 4) for k in KS}
+    return {"non_adaptive": round(non_adaptive, 4), "adaptive": curve}
+
+
+def mix_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: argparse.Namespace) -> dict:
+    """UAR of each emotion mix of a speaker's profile, for each shrinkage (cached front-end outputs)."""
+    keys = [(mix, shrink) for mix in MIXES for shrink in args.shrinkage]
+    truths: dict[tuple[str, float], list[str]] = {key: [] for key in keys}
+    guesses: dict[tuple[str, float], list[str]] = {key: [] for key in keys}
+
+    def score(model: EmotionModel, clips: list[Clip], scored: list[Clip]) -> None:
+        recognizer = model.recognizer
+        raw = {c.path: recognizer.front_end.inputs([recognizer.front_end.prepare(recognizer.decode(c.path))])
+               for c in clips}  # fmt: skip
+        digest = {path: clip_digest(next(iter(inputs.values()))) for path, inputs in raw.items()}
+        for (mix, shrink), draw in [(key, d) for key in keys for d in range(args.draws)]:
+            recognizer.normalizer.shrinkage = shrink
+            pool = pool_of(clips, mix, args.pool, np.random.default_rng(draw))
+            store = ProfileStore(os.environ[PROFILES_VARIABLE])
+            speaker = f"{mix}-{shrink}-{draw}-{scored[0].speaker}"
+            for c in pool:
+                recognizer.classify_inputs(raw[c.path], [speaker], [digest[c.path]], store, update=True)
+            pooled = {c.path for c in pool}
+            for c in scored:
+                if c.path in pooled:
+                    continue
+                probabilities, _ = recognizer.classify_inputs(raw[c.path], [speaker], [digest[c.path]], store, False)
+                truths[(mix, shrink)].append(c.emotion)
+                guesses[(mix, shrink)].append(recognizer.classes[int(probabilities.argmax())])
+
+    per_fold(runs, everything, score, args.min_clips)
+    table = {mix: {str(shrink): round(uar(truths[(mix, shrink)], guesses[(mix, shrink)]), 4)
+                   for shrink in args.shrinkage} for mix in MIXES}  # fmt: skip
+    return {"pool": args.pool, "shrinkage": args.shrinkage, "uar": table}
 
 
 if __name__ == "__main__":

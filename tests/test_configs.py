@@ -131,9 +131,9 @@ def build_nested_features(tmp_path: Path, group: str, option: str) -> None:
 
 def build_model(tmp_path: Path, option: str) -> None:
     cfg = composed(tmp_path, f"model={option}", f"features={FEATURES_OF[option]}")
-    if "net" not in cfg.model:  # a scikit-learn head: an estimator with probabilities, and its recipe
+    if "net" not in cfg.model:  # a scikit-learn head: a classifier (calibrated after selection if it must be)
         head = build_module(cfg, instantiate(cfg.features))
-        assert isinstance(head, ScikitLearnHead) and hasattr(head.estimator, "predict_proba")
+        assert isinstance(head, ScikitLearnHead) and hasattr(head.estimator, "decision_function")
         assert head.name == option and head.hparams["recipe"]["normalize"]["mode"] == "population"
         return
     module = built_module(cfg).eval()

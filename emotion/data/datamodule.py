@@ -99,8 +99,7 @@ class EmotionDataModule(pl.LightningDataModule):
         self.augmentation = augment or Augmentation()
         self.normalizer = normalize or SpeakerNormalizer(features.shapes())
         self.table: FeatureTable | None = None
-        #: With `normalize=speaker`: the features before the stage (a non-adaptive twin head learns from them), and
-        #: the clips of other classes that only join their speakers' statistics.
+        # normalize=speaker: the features before the stage (the non-adaptive twin's), other classes' clips (`pool`)
         self.unnormalized: FeatureTable | None = None
         self.pool: FeatureTable | None = None
         self.split: Split | None = None
@@ -127,16 +126,14 @@ class EmotionDataModule(pl.LightningDataModule):
         return generate_corpus(self.synthetic, self.cache_dir)
 
     def read_manifest(self, classes: Sequence[str] | None = None) -> Manifest:
-        """The clips of the corpus, or of every corpus of `data.roots`, of `classes` (else `data.classes`), with
-        what was left out."""
+        """The clips of `classes` (default `data.classes`) of the corpus or corpora, with what was left out."""
         classes = classes or self.classes
         if self.roots is not None:
             return read_corpora(self.roots, self.on_bad_name, classes)
         return read_corpus(self.corpus_root(), self.reader, self.on_bad_name, classes, self.reader_options)
 
     def unlabelled_pool(self, cache: FeatureCache) -> FeatureTable | None:
-        """The features of the clips of classes outside `data.classes` (Emo-DB's boredom, SAVEE's surprise): they
-        join their speakers' statistics, which are label-free, and nothing else. None when there are none."""
+        """Features of other classes' clips (SAVEE's surprise): only in their speakers' label-free statistics."""
         known = list(dict.fromkeys([*self.classes, *EMOTIONS, *EXTRA_EMOTIONS]))
         others = [clip for clip in self.read_manifest(known).clips if clip.emotion not in self.classes]
         return cache.table(others, "skip") if others else None
@@ -171,10 +168,7 @@ class EmotionDataModule(pl.LightningDataModule):
                 )
         if self.splitter.speaker_independent:
             check_no_leakage(table.clips, self.split)  # again, with the augmented copies
-        if self.normalizer.adaptive:
-            self.unnormalized = table
-            self.pool = self.unlabelled_pool(cache)
-        self.table = table = self._normalized(table)
+        self.table = table = self._normalized(table, cache)
         labels = torch.tensor([self.classes.index(c.emotion) for c in table.clips])
         for partition in PARTITIONS:
             rows = torch.tensor(self.split.partition(partition), dtype=torch.long)
@@ -183,12 +177,13 @@ class EmotionDataModule(pl.LightningDataModule):
             self.datasets["train"] = self._waveform_dataset(self.split.train, labels)
         log.info("split %s: %s", self.splitter.name, self._sizes())
 
-    def _normalized(self, table: FeatureTable) -> FeatureTable:
+    def _normalized(self, table: FeatureTable, cache: FeatureCache) -> FeatureTable:
         """The table through the `normalize` stage, whose population statistics are fitted on the clean training clips
         first (the fallback of speakers with few clips). Each speaker's statistics come from their original clips."""
         self.normalizer.fit(self.clean_train_features(table))
         if not self.normalizer.adaptive:
             return table
+        self.unnormalized, self.pool = table, self.unlabelled_pool(cache)
         pooled = _concat(table, self.pool) if self.pool is not None else table
         speakers = [clip.speaker for clip in pooled.clips]
         tensors, _ = self.normalizer(pooled.tensors, speakers, reference=[clip.copy == 0 for clip in pooled.clips])

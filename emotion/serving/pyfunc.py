@@ -3,14 +3,11 @@
 Input: a DataFrame with one row per clip: `audio` (an audio file's bytes, base64-encoded: WAV, FLAC or
 OGG), a `waveform` (mono samples) with its `sample_rate`, or a `path` to a file on the model's host,
 read only under the folders its host allows (`EMOTION_AUDIO_DIRS`), and optionally the clip's `speaker`: a
-speaker-adaptive model keeps each speaker's profile (`emotion.serving.profiles`: the store `EMOTION_PROFILES`
-names, by default an SQLite file made on first use) and normalises their clips by it, these clips included, once
-it holds the model's `min_clips`; before that, the model's non-adaptive twin answers (the `normalization`
-column says which). One clip per request is enough: the profile grows with every request. A request whose
-rows have `update_profile` false is read against the profiles without adding to them. At most
-`EMOTION_MAX_ROWS` rows (default 64) a request, clips no longer than the training's `data.max_duration`, sample
-rates from 4 kHz to 384 kHz; anything else, and any failure, is refused with one line (MLflow's
-INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
+speaker-adaptive model keeps each speaker's profile (`emotion.serving.profiles`), growing with every request, and
+normalises their clips by it once it holds `min_clips`; before, its non-adaptive twin answers (`normalization`
+says which). `update_profile` false: read the profiles, add nothing. At most `EMOTION_MAX_ROWS` rows (default
+64), clips no longer than the training's `data.max_duration`, rates of 4 to 384 kHz; anything else, and any
+failure, is refused in one line (INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
 Output: `emotion`, `confidence`, `silent`, `normalization` and one `prob_<class>` column per class; a clip quieter than
 `emotion.serving.recognizer.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
 The model carries the trained model's checkpoint (restored alone by `EmotionRecognizer.from_checkpoint`: the

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 
 from emotion.data.audio import MAX_DURATION
 from emotion.data.features import FeatureSet
@@ -38,6 +38,7 @@ from emotion.models.estimator import SUFFIX, EstimatorHead
 from emotion.models.module import EmotionClassifier
 from emotion.models.weights import NETWORK_PREFIX
 from emotion.serving.profiles import ProfileStore, clip_digest, clip_moments, model_version
+from emotion.serving.recipes import check_saved_targets
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,10 +49,6 @@ SILENCE_DBFS = -60.0
 SILENCE = "silence"
 #: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
 INFERENCE_PREFIXES = (NETWORK_PREFIX, "standardizer.", "normalizer.")
-
-
-class UnsafeRecipe(EmotionError):
-    """A saved recipe that names something other than one of the project's classes: nothing of it is built."""
 
 
 class StaleCheckpoint(EmotionError):
@@ -205,15 +202,28 @@ class EmotionRecognizer:
         """
         raw = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
         speakers = list(speakers) if speakers is not None else [None] * len(waves)
+        digests = [clip_digest(wave) for wave in waves]
+        probabilities, ways = self.classify_inputs(raw, speakers, digests, profiles, update)
+        return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes, ways)
+
+    def classify_inputs(
+        self,
+        raw: Mapping[str, torch.Tensor],
+        speakers: Sequence[str | None],
+        digests: Sequence[str],
+        profiles: ProfileStore | None = None,
+        update: bool = True,
+    ) -> tuple[torch.Tensor, list[str]]:
+        """What follows the front end (`classify_waves`): the clips' features normalised and classified; their
+        class probabilities and how each was normalised. `digests`: each clip's identity in the profiles."""
         known = None
         if profiles is not None and self.adaptive and self.version is not None:
-            digests = [clip_digest(wave) for wave in waves]
             known = profiles.profiles(self.version, speakers, digests, clip_moments(raw), update)
         inputs, ways = self.normalizer(raw, speakers, profiles=known)
         probabilities = self.head.probabilities(inputs)
         if getattr(self.head, "fallback", None) is not None:
             probabilities, ways = self._answered_by_twin(raw, probabilities, ways)
-        return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes, ways)
+        return probabilities, ways
 
     def _answered_by_twin(
         self, raw: Mapping[str, torch.Tensor], probabilities: torch.Tensor, ways: list[str]
@@ -246,34 +256,6 @@ class EmotionRecognizer:
 def inference_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tensors of an EmotionClassifier's state that inference needs: the network's and the standardiser's."""
     return {k: v for k, v in state.items() if k.startswith(INFERENCE_PREFIXES)}
-
-
-def check_saved_targets(config: Any, source: str) -> None:
-    """UnsafeRecipe unless every `_target_` in a saved recipe is a class of the `emotion` package.
-
-    A checkpoint or skops file is data someone else may have written: its recipe could name `torch.load` or
-    `os.system`, which Hydra would call. Only the project's own classes (nets, feature sets, encoders) are built,
-    each looked up and checked to be a class defined in `emotion` (`emotion.config.os.system` is not).
-    """
-    if isinstance(config, Mapping):
-        target = config.get("_target_")
-        if target is not None and not _is_project_class(target):
-            raise UnsafeRecipe(f"{source}'s recipe names {target!r}, which is not one of emotion's classes: not loaded")
-        for value in config.values():
-            check_saved_targets(value, source)
-    elif isinstance(config, Sequence) and not isinstance(config, str):
-        for value in config:
-            check_saved_targets(value, source)
-
-
-def _is_project_class(target: Any) -> bool:
-    if not isinstance(target, str) or not target.startswith("emotion."):
-        return False
-    try:
-        found = get_object(target)
-    except Exception:  # a name that cannot be found, for whatever reason, is not built
-        return False
-    return isinstance(found, type) and found.__module__.split(".")[0] == "emotion"
 
 
 def features_of(config: Mapping[str, Any], source: str = "the model") -> FeatureSet:

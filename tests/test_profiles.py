@@ -1,0 +1,221 @@
+"""Speaker profiles as served: one clip per request builds a speaker's statistics across requests; a speaker with
+too few clips gets the non-adaptive twin's answer; statistics are label-free and shrunk toward the population;
+the inner selection's folds; and what a saved model or a request may not do."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from emotion.data.audio import MAX_RATIO_TERMS, resample
+from emotion.data.corpora import read_corpus
+from emotion.data.datamodule import EmotionDataModule
+from emotion.data.features import MelMean, Spectral
+from emotion.data.normalize import SpeakerNormalizer
+from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
+from emotion.errors import DataError
+from emotion.models.estimator import EstimatorHead
+from emotion.pipeline.estimator import speaker_folds
+from emotion.serving.profiles import ProfileStore
+from emotion.serving.pyfunc import Refusal
+from emotion.serving.recipes import UnsafeRecipe
+from emotion.serving.recognizer import EmotionRecognizer
+from tests.conftest import TINY_CORPUS
+from tests.stores import Store
+from tests.test_speakers import ADAPTIVE, speaker_of_the_test
+
+TWIN = "non-adaptive head"
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Store, str, str]:
+    """A speaker-adaptive logistic regression promoted as `adaptive@champion`, and the same recipe's
+    non-adaptive run (`normalize=population`)."""
+    store = Store(tmp_path_factory.mktemp("profiles"), cache_dir, model=())
+    adaptive = store.train("adaptive", *ADAPTIVE)
+    store.promote("--name", "adaptive")
+    population = store.train("population", *ADAPTIVE, "normalize=population")
+    return store, adaptive, population
+
+
+def checkpoint(store: Store, run_id: str) -> Path:
+    return Path(store.configs[run_id].paths.output_dir) / "model.skops"
+
+
+def one_request(model: mlflow.pyfunc.PyFuncModel, wav: Path, speaker: str, **row: object) -> pd.DataFrame:
+    samples, rate = sf.read(wav, dtype="float32")
+    return model.predict(pd.DataFrame([{"waveform": samples.tolist(), "sample_rate": rate, "speaker": speaker, **row}]))
+
+
+def test_one_clip_per_request_builds_the_speakers_profile_across_requests(twins, tiny_corpus: Path) -> None:
+    store, run_id, _ = twins
+    speaker, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    mlflow.set_tracking_uri(store.uri)
+    served = mlflow.pyfunc.load_model("models:/adaptive@champion")
+
+    said = [one_request(served, wav, "alice")["normalization"][0] for wav in wavs]
+
+    assert said[:3] == [f"population ({k} clip(s) of alice, fewer than 4): {TWIN}" for k in (1, 2, 3)]
+    assert said[3:] == ["speaker"] * (len(wavs) - 3)  # from the 4th request on, alice's own statistics
+    version = served.unwrap_python_model().recognizer.version  # a digest of the served model's file
+    profiles = ProfileStore.from_environment()
+    assert profiles is not None and profiles.clips_of(version, "alice") == len(wavs)
+    one_request(served, wavs[0], "alice")  # the same clip again counts once
+    assert profiles.clips_of(version, "alice") == len(wavs)
+    other = sorted(Path(c.path) for c in read_corpus(tiny_corpus).clips if c.speaker != speaker)[0]
+    one_request(served, other, "alice", update_profile=False)  # read against the profile, not kept
+    assert profiles.clips_of(version, "alice") == len(wavs)
+    assert profiles.clips_of("another model", "alice") == 0  # profiles are the model's own
+    # the last clip, alone, is classified as the whole group sent at once (the same profile)
+    samples = [sf.read(w, dtype="float32")[0].tolist() for w in wavs]
+    group = served.predict(pd.DataFrame({"waveform": samples, "sample_rate": 16000, "speaker": "bob"}))
+    last = one_request(served, wavs[-1], "alice")
+    np.testing.assert_allclose(last.filter(like="prob_"), group.filter(like="prob_").iloc[-1:], atol=1e-5)
+
+
+def test_a_speaker_with_too_few_clips_gets_exactly_the_non_adaptive_runs_answer(twins, tiny_corpus: Path) -> None:
+    store, adaptive_run, population_run = twins
+    _, wavs = speaker_of_the_test(store, adaptive_run, tiny_corpus)
+    adaptive = EmotionRecognizer.from_checkpoint(checkpoint(store, adaptive_run))
+    population = EmotionRecognizer.from_checkpoint(checkpoint(store, population_run))
+
+    alone = [adaptive.classify_files([wav], ["carol"]) for wav in wavs]
+    unnamed = adaptive.classify_files(wavs)
+    plain = population.classify_files(wavs)
+
+    assert {c.normalization[0] for c in alone} == {f"population (1 clip(s) of carol, fewer than 4): {TWIN}"}
+    assert isinstance(adaptive.head, EstimatorHead) and adaptive.head.fallback is not None
+    torch.testing.assert_close(torch.cat([c.probabilities for c in alone]), plain.probabilities)
+    torch.testing.assert_close(unnamed.probabilities, plain.probabilities)
+    run = store.client.get_run(adaptive_run).data.params
+    assert run["fallback_selected"] == store.client.get_run(population_run).data.params["selected"]
+
+
+def test_a_speakers_statistics_shrink_toward_the_population_by_their_clip_count() -> None:
+    population = {"x": torch.randn(50, 2, 3) * 2 + 1}
+    normalizer = SpeakerNormalizer({"x": (2, 3)}, mode="speaker", min_clips=1, shrinkage=2.0)
+    normalizer.fit(population)
+    clip = {"x": torch.randn(1, 2, 3) + 5}
+
+    (normalized, ways) = normalizer(clip, ["dave"])
+
+    mean, std = population["x"].double().mean(0), population["x"].double().std(0)
+    shrunk_mean = (1 * clip["x"][0].double() + 2 * mean) / 3  # one clip weighs 1 / (1 + 2)
+    shrunk_std = ((0 + 2 * std.square()) / 3).sqrt()  # a single clip has no spread of its own
+    assert ways == ["speaker"]
+    torch.testing.assert_close(normalized["x"][0], ((clip["x"][0] - shrunk_mean) / shrunk_std).float())
+
+
+def test_clips_of_other_classes_join_their_speakers_statistics_and_nothing_else(tmp_path: Path) -> None:
+    corpus = generate_corpus(SyntheticCorpusConfig(**TINY_CORPUS), tmp_path, workers=1)
+    clips = read_corpus(corpus).clips
+    speaker = clips[0].speaker
+    rows = [{"path": c.path, "label": c.emotion, "speaker": c.speaker} for c in clips]
+    surprised = [row | {"label": "surprise"} for row in rows if row["speaker"] == speaker and row["label"] == "fear"]
+    kept = [row for row in rows if not (row["speaker"] == speaker and row["label"] == "fear")]
+
+    def speakers_features(manifest_rows: list[dict[str, str]]) -> tuple[EmotionDataModule, torch.Tensor]:
+        with (tmp_path / "labels.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["path", "label", "speaker"])
+            writer.writeheader()
+            writer.writerows(manifest_rows)
+        features = MelMean(Spectral())
+        datamodule = EmotionDataModule(
+            features, tmp_path / "cache", name="mine", root=str(tmp_path / "labels.csv"), reader="manifest",
+            normalize=SpeakerNormalizer(features.shapes(), mode="speaker", min_clips=4, shrinkage=0),
+        )  # fmt: skip
+        datamodule.setup()
+        assert datamodule.table is not None and datamodule.unnormalized is not None
+        own = [i for i, c in enumerate(datamodule.table.clips) if c.speaker == speaker]
+        return datamodule, datamodule.table.tensors["mel_mean"][own]
+
+    with_surprise, normalized = speakers_features(kept + surprised)
+    _, without = speakers_features(kept)
+
+    assert all(c.emotion != "surprise" for c in with_surprise.clips)  # never trained or tested on
+    assert with_surprise.pool is not None and len(with_surprise.pool.clips) == len(surprised)
+    every = torch.cat([with_surprise.unnormalized.tensors["mel_mean"][[i for i, c in enumerate(with_surprise.clips)
+                                                                       if c.speaker == speaker]],
+                       with_surprise.pool.tensors["mel_mean"]]).double()  # fmt: skip
+    own = with_surprise.unnormalized.tensors["mel_mean"][
+        [i for i, c in enumerate(with_surprise.clips) if c.speaker == speaker]
+    ].double()
+    expected = (own - every.mean(0)) / every.std(0, correction=0)
+    torch.testing.assert_close(normalized, expected.float())
+    assert not torch.allclose(normalized, without)
+
+
+def test_the_inner_selection_leaves_one_speaker_out_for_few_speakers_and_folds_many() -> None:
+    few = [f"s{i % 6}" for i in range(60)]
+    many = [f"s{i % 40}" for i in range(400)]
+
+    loso, folded, three = speaker_folds("auto", few), speaker_folds("auto", many), speaker_folds(3, many)
+
+    assert len(loso) == 6 and len(folded) == 5 and len(three) == 3
+    assert [sorted({few[i] for i in test}) for _, test in loso] == [[f"s{i}"] for i in range(6)]
+    for train, test in folded + three:  # no speaker on both sides, every speaker held out once
+        assert not {many[i] for i in train} & {many[i] for i in test}
+    assert sorted(i for _, test in folded for i in test) == list(range(400))
+
+
+def test_a_saved_recipe_that_names_anything_but_emotions_classes_is_refused(tmp_path: Path, twins) -> None:
+    store, run_id, _ = twins
+    marker = tmp_path / "ran"
+    attacks = {
+        "torch.load": {"_target_": "torch.load", "f": str(tmp_path / "x.pt"), "weights_only": False},
+        "emotion.config.os.system": {"_target_": "emotion.config.os.system", "_args_": [f"touch {marker}"]},
+    }
+    for target, net in attacks.items():
+        crafted = tmp_path / "crafted.ckpt"
+        recipe = {"net": net, "features": {"_target_": "emotion.data.features.MelMean"}}
+        torch.save({"state_dict": {}, "hyper_parameters": {"recipe": recipe}}, crafted)
+        with pytest.raises(UnsafeRecipe, match=f"crafted.ckpt's recipe names '{target}', which is not one of"):
+            EmotionRecognizer.from_checkpoint(crafted)
+    assert not marker.exists()
+
+    head, recipe = EstimatorHead.load(checkpoint(store, run_id))
+    command = {"_target_": "os.system", "command": f"touch {marker}"}
+    head.save(tmp_path / "crafted.skops", recipe | {"features": command})
+    with pytest.raises(UnsafeRecipe, match=r"crafted\.skops's recipe names 'os\.system'"):
+        EmotionRecognizer.from_checkpoint(tmp_path / "crafted.skops")
+    assert not marker.exists()
+
+
+def test_any_sample_rate_in_bounds_resamples_in_bounded_memory_and_others_are_refused_in_one_line(
+    twins, tmp_path: Path
+) -> None:
+    store, run_id, _ = twins
+    shutil.copy(checkpoint(store, run_id), tmp_path / "model.skops")
+    recognizer = EmotionRecognizer.from_checkpoint(tmp_path / "model.skops")
+    clip = np.sin(np.arange(13230) / 7).astype("float32")  # 0.3 s at 44.1 kHz
+
+    assert MAX_RATIO_TERMS < 44101 * 16000  # 44101:16000 cannot be reduced: approximated, not gigabytes
+    wave = recognizer.from_samples(clip, 44101)
+    exact = resample(torch.from_numpy(clip), 44100, 16000)  # 441:160, exact as before
+    assert abs(wave.numel() - 4800) <= 1 and exact.numel() == 4800 and torch.isfinite(wave).all()
+    for rate, said in ((44100.5, "44100.5 Hz"), (10**9, r"1e\+09 Hz"), (100, "100 Hz")):
+        with pytest.raises(DataError, match=f"the waveform has a sample rate of {said}: give a whole number of Hz"):
+            recognizer.from_samples(clip, rate)
+
+
+def test_every_failure_of_a_request_is_one_line_for_the_caller(twins, tiny_corpus: Path, speaker_profiles) -> None:
+    store, run_id, _ = twins
+    _, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    mlflow.set_tracking_uri(store.uri)
+    served = mlflow.pyfunc.load_model("models:/adaptive@champion")
+    one_request(served, wavs[0], "erin")
+    speaker_profiles.write_bytes(b"not a database")  # the profiles store breaks under the served model
+
+    with pytest.raises(Refusal) as refused:
+        one_request(served, wavs[1], "erin")
+
+    assert refused.value.message.startswith("the request could not be classified: DatabaseError")
+    assert "\n" not in refused.value.message and refused.value.get_http_status_code() == 400
