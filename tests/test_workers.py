@@ -22,10 +22,12 @@ import optuna
 import pytest
 import sqlalchemy
 import sqlalchemy.exc
+import torch
 from optuna.trial import TrialState
 
 from emotion.errors import EmotionError
 from emotion.ops.team import postgres_tool
+from emotion.serving.profiles import ProfileStore, clip_moments
 from emotion.sweep.sweeper import worker_of
 from tests.conftest import free_port
 from tests.test_sweep import QUICK
@@ -109,6 +111,24 @@ def test_the_team_services_refuse_clients_without_the_passwords(team: dict, tmp_
         f"error: the MLflow server at {exports['MLFLOW_TRACKING_URI']} refused the credentials "
         "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD: `emotion-team env` prints them)"
     )
+
+
+def test_two_servers_share_a_speakers_profile_in_the_teams_postgresql(services: dict[str, str], monkeypatch) -> None:
+    """Two replicas of a served model add one speaker's clips to one profile; a clip both saw counts once."""
+    if "PGPASSWORD" in services:
+        monkeypatch.setenv("PGPASSWORD", services["PGPASSWORD"])
+    url = services["EMOTION_STUDY_STORAGE"]  # the team's PostgreSQL (a database of its own would do as well)
+    inputs = {"layers": torch.randn(3, 2, 4, dtype=torch.float64)}
+    clips = clip_moments(inputs)
+    one, two = ProfileStore(url), ProfileStore(url)
+
+    one.profiles("model", ["ann", "ann"], ["clip0", "clip1"], clips[:2])
+    shared = two.profiles("model", ["ann", "ann"], ["clip1", "clip2"], clips[1:])["ann"]
+
+    assert shared.clips == 3 and one.clips_of("model", "ann") == 3
+    mean, var = shared.mean_var("layers")
+    torch.testing.assert_close(mean, inputs["layers"].mean(0))
+    torch.testing.assert_close(var, inputs["layers"].var(0, correction=0))
 
 
 def start_worker(folder: Path, cache_dir: Path, services: dict[str, str]) -> subprocess.Popen:

@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     speakers.add_argument(
         "--profiles",
         help="the speaker profiles store, which keeps each speaker's clips across calls (an SQLAlchemy URL: "
-        f"sqlite:///FILE or postgresql+psycopg2://...; `none`: keep none; default: ${PROFILES_VARIABLE}, "
+        f"sqlite:///FILE or postgresql://...; `none`: keep none; default: ${PROFILES_VARIABLE}, "
         f"else {DEFAULT_PROFILES})",
     )
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ enough once a speaker has spoken a few times.
 
 The store is a database reached with SQLAlchemy: by default an SQLite file that is created on first use
 (`EMOTION_PROFILES` unset: `DEFAULT_PROFILES`), or any URL SQLAlchemy takes, PostgreSQL for a team's services
-(`postgresql+psycopg2://user@host/db`, the same tables).
+(`postgresql://user@host/db`, with psycopg 3 from `emotion[team]`; the same tables).
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class ProfileStore:
     """Speaker profiles in a database (SQLite or PostgreSQL through SQLAlchemy), created on first use."""
 
     def __init__(self, url: str) -> None:
+        if url.startswith("postgresql://"):  # the driver `emotion[team]` installs (psycopg 3), as Optuna's URLs
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
         try:
