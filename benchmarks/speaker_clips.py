@@ -87,17 +87,16 @@ def request(clip: Clip, speaker: str | None, update: bool) -> pd.DataFrame:
 
 def clip_curve(
     model: EmotionModel, clips: list[Clip], scored: list[Clip], k: int | str, seed: int
-) -> tuple[list[str], list[str]]:
-    """The true emotions of `scored` clips not enrolled, and those the served model gives each alone after k of
-    `clips` were sent (`all`: every one) to a new speaker's profile."""
+) -> tuple[list[Clip], list[str]]:
+    """The `scored` clips not enrolled, and the emotions the served model gives each alone after k of `clips` were
+    sent (`all`: every one) to a new speaker's profile."""
     rng = np.random.default_rng(seed)
     speaker = f"speaker-{k}-{seed}"
     enrolled = list(clips) if k == "all" else [clips[i] for i in rng.permutation(len(clips))[: int(k)]]
     for clip in enrolled:
         model.predict(None, request(clip, speaker, update=True))
     left = scored if k == "all" else [c for c in scored if c.path not in {e.path for e in enrolled}]
-    guesses = [model.predict(None, request(c, speaker, update=False))["emotion"][0] for c in left]
-    return [c.emotion for c in left], guesses
+    return left, [model.predict(None, request(c, speaker, update=False))["emotion"][0] for c in left]
 
 
 def pool_of(clips: list[Clip], mix: str, size: int, rng: np.random.Generator) -> list[Clip]:
@@ -156,24 +155,29 @@ def per_fold(
 
 
 def clips_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: argparse.Namespace) -> dict:
-    """The k-clip curve of the adaptive model as served, and the non-adaptive twin's UAR on the same clips."""
-    truths: dict[str, list[str]] = {"none": []} | {str(k): [] for k in KS}
-    guesses: dict[str, list[str]] = {key: [] for key in truths}
+    """The k-clip curve of the adaptive model as served, and beside each k the non-adaptive twin's UAR on the very
+    same clips (those not enrolled)."""
+    truths: dict[str, list[str]] = {str(k): [] for k in KS}
+    adaptive: dict[str, list[str]] = {key: [] for key in truths}
+    twin: dict[str, list[str]] = {key: [] for key in truths}
 
     def score(model: EmotionModel, clips: list[Clip], scored: list[Clip]) -> None:
-        truths["none"] += [c.emotion for c in scored]
-        guesses["none"] += [model.predict(None, request(c, None, True))["emotion"][0] for c in scored]
+        unnamed = {c.path: model.predict(None, request(c, None, True))["emotion"][0] for c in scored}
         for k in KS:
             for draw in range(1 if k in (0, "all") else args.draws):
-                true, said = clip_curve(model, clips, scored, k, draw)
-                truths[str(k)] += true
-                guesses[str(k)] += said
-            print(f"  k={k}: UAR so far {uar(truths[str(k)], guesses[str(k)]):.3f}", flush=True)
+                left, said = clip_curve(model, clips, scored, k, draw)
+                truths[str(k)] += [c.emotion for c in left]
+                adaptive[str(k)] += said
+                twin[str(k)] += [unnamed[c.path] for c in left]
+            print(f"  k={k}: UAR so far {uar(truths[str(k)], adaptive[str(k)]):.3f} "
+                  f"(non-adaptive {uar(truths[str(k)], twin[str(k)]):.3f})", flush=True)  # fmt: skip
 
     per_fold(runs, everything, score, args.min_clips)
-    non_adaptive = uar(truths["none"], guesses["none"])
-    curve = {str(k): round(uar(truths[str(k)], guesses[str(k)]), 4) for k in KS}
-    return {"non_adaptive": round(non_adaptive, 4), "adaptive": curve}
+    return {
+        "adaptive": {str(k): round(uar(truths[str(k)], adaptive[str(k)]), 4) for k in KS},
+        "non_adaptive": {str(k): round(uar(truths[str(k)], twin[str(k)]), 4) for k in KS},
+        "scored_clips": {str(k): len(truths[str(k)]) for k in KS},
+    }
 
 
 def mix_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: argparse.Namespace) -> dict:

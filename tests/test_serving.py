@@ -212,6 +212,7 @@ def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refus
         "Inf": [{"waveform": [*one_second[:-1], float("inf")], "sample_rate": 16000}],
         "wrong type": [{"waveform": "0.1, 0.2", "sample_rate": 16000}],
         "rate of the wrong type": [{"waveform": one_second, "sample_rate": "fast"}],
+        "rate out of bounds": [{"waveform": one_second, "sample_rate": 44100.5}],
     }
     with running_server([sys.executable, "-m", *serve], port, "/ping", tmp_path / "serve.log", env=env) as url:
         answers = {
@@ -265,15 +266,16 @@ def test_the_served_model_takes_audio_bytes_reads_only_allowed_folders_and_refus
         == ("no audio file 'PATH' in the folders this model may read")
     )
     assert messages["too long"] == "the waveform is 3600.0 s long, longer than data.max_duration=300 s"
+    assert messages["rate out of bounds"] == (
+        "the waveform has a sample rate of 44100.5 Hz: give a whole number of Hz from 4000 to 384000"
+    )
     assert messages["too short"].startswith("the waveform is 0.050 s long, shorter than the data.min_duration=0.25 s")
     assert messages["corrupt base64"] == "`audio` is not valid base64 (send the file's bytes, base64-encoded)"
     assert messages["not audio"].startswith("cannot decode the audio file sent in `audio`:")
     assert messages["empty audio"] == "`audio` is empty: the file sent holds no bytes"
     assert messages["too many rows"] == "5 rows in one request, more than the 4 this model takes (EMOTION_MAX_ROWS)"
-    assert (
-        messages["wrong column"]
-        == "unknown column(s) ['wav']: each row takes ['audio', 'path', 'waveform', 'sample_rate', 'speaker']"
-    )
+    columns = "['audio', 'path', 'waveform', 'sample_rate', 'speaker', 'update_profile']"
+    assert messages["wrong column"] == f"unknown column(s) ['wav']: each row takes {columns}"
     assert messages["empty records"] == "the request holds no rows: send one row per clip"
     assert (
         messages["NaN"] == messages["Inf"] == "the waveform holds samples that are not finite numbers (NaN or infinity)"

@@ -91,8 +91,9 @@ class AudioFrontEnd:
             raise DataError(f"a waveform must be a non-empty 1-D array of samples, got shape {tuple(wave.shape)}")
         if not torch.isfinite(wave).all():
             raise DataError("the waveform holds samples that are not finite numbers (NaN or infinity)")
+        if sample_rate > 0:  # how long it lasts first: a waveform of an hour is refused as such, whatever its rate
+            check_not_longer(wave.numel() / sample_rate, self.max_duration, "the waveform")
         check_sample_rate(sample_rate, "the waveform")
-        check_not_longer(wave.numel() / sample_rate, self.max_duration, "the waveform")
         wave = resample(wave, int(sample_rate), self.sample_rate)
         self.check_duration(wave, "the waveform")
         return wave

@@ -108,7 +108,7 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
             except DataError as exc:
                 raise refusal(f"row {number}: {exc}" if len(rows) > 1 else str(exc)) from None
         speakers = [_speaker(row.get("speaker")) for row in rows]
-        update = not any(_says_no(row.get("update_profile")) for row in rows)
+        update = all(_missing(flag) or bool(flag) for flag in (row.get("update_profile") for row in rows))
         return self.recognizer.classify_waves(waveforms, speakers, self.profiles, update).frame()
 
     def _waveform(self, row: dict[str, Any]) -> torch.Tensor:
@@ -230,11 +230,6 @@ def _given(value: Any) -> bool:
 def _speaker(value: Any) -> str | None:
     """A row's speaker as a name; None when the row names none."""
     return None if _missing(value) or value == "" else str(value)
-
-
-def _says_no(value: Any) -> bool:
-    """True for a given false value (`update_profile: false`); a missing one says nothing."""
-    return not _missing(value) and not bool(value)
 
 
 def _missing(value: Any) -> bool:
