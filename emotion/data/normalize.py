@@ -157,7 +157,7 @@ class SpeakerNormalizer(nn.Module):
         shapes: Mapping[str, tuple[int, ...]],
         mode: Mode = "population",
         scale: Scale = "mean_var",
-        min_clips: int = 3,
+        min_clips: int = 10,
         shrinkage: float = 2.0,
     ) -> None:
         super().__init__()

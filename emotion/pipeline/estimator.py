@@ -45,6 +45,10 @@ def selection_metric(monitor: str) -> Any:
     raise ConfigError(f"monitor={monitor}: a scikit-learn head selects by one of {keys}")
 
 
+#: One speaker fold of the inner selection: the rows it fits on, and those it scores.
+Folds = tuple[np.ndarray, np.ndarray]
+
+
 def search(spec: ScikitLearnHead, standardize: bool, monitor: str, folds: list[Folds]) -> GridSearchCV:
     """The search: the layer view, the standardiser (unless `normalize=none`) and the estimator, every candidate of
     the grids scored on the speaker `folds`, `model.n_jobs` at once (the best is fitted afterwards: `fitted_best`)."""
@@ -53,10 +57,6 @@ def search(spec: ScikitLearnHead, standardize: bool, monitor: str, folds: list[F
     pipeline = Pipeline([*steps, (STEP, spec.estimator)])
     grids = [{pipeline_key(key): values for key, values in grid.items()} for grid in spec.grids]
     return GridSearchCV(pipeline, grids, scoring=selection_metric(monitor), cv=folds, refit=False, n_jobs=spec.n_jobs)
-
-
-#: One speaker fold of the inner selection: the rows it fits on, and those it scores.
-Folds = tuple[np.ndarray, np.ndarray]
 
 
 def speaker_folds(inner_folds: str | int, speakers: list[str]) -> list[Folds]:
