@@ -4,7 +4,6 @@ the inner selection's folds; and what a saved model or a request may not do."""
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import torch
 from emotion.data.audio import MAX_RATIO_TERMS, resample
 from emotion.data.corpora import read_corpus
 from emotion.data.datamodule import EmotionDataModule
-from emotion.data.features import MelMean, Spectral
 from emotion.data.normalize import SpeakerNormalizer
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from emotion.errors import DataError
@@ -30,7 +28,7 @@ from emotion.serving.recipes import UnsafeRecipe
 from emotion.serving.recognizer import EmotionRecognizer
 from tests.conftest import TINY_CORPUS
 from tests.stores import Store
-from tests.test_speakers import ADAPTIVE, speaker_of_the_test
+from tests.test_speakers import ADAPTIVE, manifest_datamodule, speaker_of_the_test, speaker_rows
 
 TWIN = "non-adaptive head"
 
@@ -123,31 +121,18 @@ def test_clips_of_other_classes_join_their_speakers_statistics_and_nothing_else(
     kept = [row for row in rows if not (row["speaker"] == speaker and row["label"] == "fear")]
 
     def speakers_features(manifest_rows: list[dict[str, str]]) -> tuple[EmotionDataModule, torch.Tensor]:
-        with (tmp_path / "labels.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["path", "label", "speaker"])
-            writer.writeheader()
-            writer.writerows(manifest_rows)
-        features = MelMean(Spectral())
-        datamodule = EmotionDataModule(
-            features, tmp_path / "cache", name="mine", root=str(tmp_path / "labels.csv"), reader="manifest",
-            normalize=SpeakerNormalizer(features.shapes(), mode="speaker", min_clips=4, shrinkage=0),
-        )  # fmt: skip
-        datamodule.setup()
-        assert datamodule.table is not None and datamodule.unnormalized is not None
-        own = [i for i, c in enumerate(datamodule.table.clips) if c.speaker == speaker]
-        return datamodule, datamodule.table.tensors["mel_mean"][own]
+        datamodule = manifest_datamodule(tmp_path, manifest_rows, "speaker")
+        assert datamodule.table is not None
+        return datamodule, datamodule.table.tensors["mel_mean"][speaker_rows(datamodule.table.clips, speaker)]
 
     with_surprise, normalized = speakers_features(kept + surprised)
     _, without = speakers_features(kept)
 
     assert all(c.emotion != "surprise" for c in with_surprise.clips)  # never trained or tested on
     assert with_surprise.pool is not None and len(with_surprise.pool.clips) == len(surprised)
-    every = torch.cat([with_surprise.unnormalized.tensors["mel_mean"][[i for i, c in enumerate(with_surprise.clips)
-                                                                       if c.speaker == speaker]],
-                       with_surprise.pool.tensors["mel_mean"]]).double()  # fmt: skip
-    own = with_surprise.unnormalized.tensors["mel_mean"][
-        [i for i, c in enumerate(with_surprise.clips) if c.speaker == speaker]
-    ].double()
+    assert with_surprise.unnormalized is not None
+    own = with_surprise.unnormalized.tensors["mel_mean"][speaker_rows(with_surprise.clips, speaker)].double()
+    every = torch.cat([own, with_surprise.pool.tensors["mel_mean"].double()])
     expected = (own - every.mean(0)) / every.std(0, correction=0)
     torch.testing.assert_close(normalized, expected.float())
     assert not torch.allclose(normalized, without)

@@ -46,6 +46,27 @@ def speaker_of_the_test(store: Store, run_id: str, corpus: Path) -> tuple[str, l
     return speaker, sorted(Path(c.path) for c in read_corpus(corpus).clips if c.speaker == speaker)
 
 
+def manifest_datamodule(folder: Path, rows: list[dict[str, str]], mode: str) -> EmotionDataModule:
+    """The datamodule of a CSV manifest of `rows` (path, label, speaker), mean log-mel features, set up with
+    `normalize.mode=mode` (at least 4 clips a speaker, no shrinkage: each speaker's own statistics)."""
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["path", "label", "speaker"])
+        writer.writeheader()
+        writer.writerows(rows)
+    features = MelMean(Spectral())
+    datamodule = EmotionDataModule(
+        features, folder / "cache", name="mine", root=str(folder / "labels.csv"), reader="manifest",
+        normalize=SpeakerNormalizer(features.shapes(), mode=mode, min_clips=4, shrinkage=0),
+    )  # fmt: skip
+    datamodule.setup()
+    return datamodule
+
+
+def speaker_rows(clips: list, speaker: str) -> list[int]:
+    """The rows of `speaker`'s clips."""
+    return [i for i, clip in enumerate(clips) if clip.speaker == speaker]
+
+
 def test_a_scikit_learn_head_is_tracked_like_a_network_with_its_protocol_said(adaptive, capsys) -> None:
     store, run_id = adaptive
     run = store.client.get_run(run_id)
@@ -136,18 +157,9 @@ def test_a_test_speakers_statistics_come_from_their_own_clips_only_never_from_la
     test_speaker = clips[0].speaker
 
     def normalised(rows: list[dict[str, str]], mode: str) -> tuple[EmotionDataModule, dict[str, torch.Tensor]]:
-        with (tmp_path / "labels.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["path", "label", "speaker"])
-            writer.writeheader()
-            writer.writerows(rows)
-        features = MelMean(Spectral())
-        datamodule = EmotionDataModule(
-            features, tmp_path / "cache", name="mine", root=str(tmp_path / "labels.csv"), reader="manifest",
-            normalize=SpeakerNormalizer(features.shapes(), mode=mode, min_clips=4, shrinkage=0),
-        )  # fmt: skip
-        datamodule.setup()
+        datamodule = manifest_datamodule(tmp_path, rows, mode)
         assert datamodule.table is not None
-        own = [i for i, c in enumerate(datamodule.table.clips) if c.speaker == test_speaker]
+        own = speaker_rows(datamodule.table.clips, test_speaker)
         return datamodule, {n: t[own] for n, t in datamodule.table.tensors.items()}
 
     rows = [{"path": c.path, "label": c.emotion, "speaker": c.speaker} for c in clips]
