@@ -202,7 +202,7 @@ class EmotionRecognizer:
         """
         raw = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
         speakers = list(speakers) if speakers is not None else [None] * len(waves)
-        digests = [clip_digest(wave) for wave in waves]
+        digests = [clip_digest(wave) for wave in waves] if self.keeps_profiles(profiles) else [""] * len(waves)
         probabilities, ways = self.classify_inputs(raw, speakers, digests, profiles, update)
         return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes, ways)
 
@@ -217,13 +217,17 @@ class EmotionRecognizer:
         """What follows the front end (`classify_waves`): the clips' features normalised and classified; their
         class probabilities and how each was normalised. `digests`: each clip's identity in the profiles."""
         known = None
-        if profiles is not None and self.adaptive and self.version is not None:
+        if self.keeps_profiles(profiles):
             known = profiles.profiles(self.version, speakers, digests, clip_moments(raw), update)
         inputs, ways = self.normalizer(raw, speakers, profiles=known)
         probabilities = self.head.probabilities(inputs)
         if getattr(self.head, "fallback", None) is not None:
             probabilities, ways = self._answered_by_twin(raw, probabilities, ways)
         return probabilities, ways
+
+    def keeps_profiles(self, profiles: ProfileStore | None) -> bool:
+        """True when clips go into `profiles`: a speaker-adaptive model restored from a file (its version)."""
+        return profiles is not None and self.adaptive and self.version is not None
 
     def _answered_by_twin(
         self, raw: Mapping[str, torch.Tensor], probabilities: torch.Tensor, ways: list[str]
