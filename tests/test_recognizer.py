@@ -32,7 +32,9 @@ from emotion.errors import ConfigError
 from emotion.models.estimator import EstimatorHead, UntrustedFile
 from emotion.pipeline.build import inference_recipe
 from emotion.serving import pyfunc
-from emotion.serving.recognizer import EmotionRecognizer, StaleCheckpoint
+from emotion.serving.model_file import StaleCheckpoint
+from emotion.serving.recipes import ENCODER_DIRS
+from emotion.serving.recognizer import EmotionRecognizer
 from tests.conftest import TINY_CORPUS
 from tests.stores import Store, run_id_of
 
@@ -104,7 +106,7 @@ def test_a_checkpoint_without_its_recipe_is_refused_in_one_line(store: Store, tm
     assert "\n" not in str(refused.value)
 
 
-def test_a_run_records_its_encoder_folder_by_an_absolute_path_so_the_model_loads_from_anywhere(
+def test_a_run_records_its_encoder_folder_by_its_name_alone_never_a_path_of_its_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "models" / "whisper-base").mkdir(parents=True)
@@ -112,23 +114,28 @@ def test_a_run_records_its_encoder_folder_by_an_absolute_path_so_the_model_loads
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", ["experiment=whisper_base", "features.encoder=./whisper-base"])
     recipe = inference_recipe(cfg)
-    assert recipe["features"]["encoder"] == str(tmp_path / "models" / "whisper-base")
+    assert recipe["features"]["encoder"] == "whisper-base"
+    assert str(tmp_path) not in repr(recipe)  # the model file holds no path of the machine that trained it
     assert cfg.features.encoder == "./whisper-base"  # the config keeps what the user wrote
 
 
-def test_an_encoder_that_is_not_here_is_one_line_naming_the_way_to_carry_it(store: Store, tmp_path: Path) -> None:
+def test_an_encoder_that_is_not_here_is_one_line_naming_where_to_put_it_or_how_to_carry_it(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENCODER_DIRS, str(tmp_path / "encoders"))
     cfg = store.configs[run_id_of(store, "a")]
     (checkpoint,) = Path(cfg.paths.output_dir, "checkpoints").rglob("*.ckpt")
     saved = torch.load(checkpoint, weights_only=True)
     recipe = saved["hyper_parameters"]["recipe"]
-    gone = tmp_path / "whisper-base"  # the folder the run read its encoder from, since moved or deleted
+    gone = tmp_path / "an-encoder-moved-away"  # the folder an older model recorded, since moved or deleted
     recipe["features"] = {"_target_": "emotion.data.ssl.SSLLayers", "spectral": recipe["features"]["spectral"],
                           "encoder": str(gone)}  # fmt: skip
     torch.save(saved, tmp_path / "model.ckpt")
     with pytest.raises(ConfigError) as refused:
         EmotionRecognizer.from_checkpoint(tmp_path / "model.ckpt")
     message = str(refused.value)
-    assert "\n" not in message and str(gone) in message and "emotion-promote --with-upstream" in message
+    assert "\n" not in message and "an-encoder-moved-away" in message and str(tmp_path) not in message
+    assert ENCODER_DIRS in message and "emotion-promote --with-upstream" in message
 
 
 def test_a_model_registered_before_the_recognizer_is_refused_in_one_line_saying_how_to_retrain(

@@ -38,7 +38,7 @@ class SSLLayers(FeatureSet):
     def __init__(
         self,
         spectral: Spectral,
-        encoder: str = "WAVLM_BASE_PLUS",
+        encoder: str | Encoder = "WAVLM_BASE_PLUS",
         checkpoint: str | None = None,
         whisper_input: WhisperInput = "pad30",
         batch_seconds: float = 60.0,
@@ -51,10 +51,11 @@ class SSLLayers(FeatureSet):
         self.pooling = pooling
         if self.window.whole_utterance:
             raise ConfigError("features=ssl already pools each whole clip: use features/window=crop")
-        self.encoder: Encoder = load_encoder(encoder, checkpoint, whisper_input)
+        # An Encoder given as such: a saved model's, found where its host keeps it (emotion.serving.recipes).
+        self.encoder = encoder if isinstance(encoder, Encoder) else load_encoder(encoder, checkpoint, whisper_input)
         if self.encoder.sample_rate != self.sample_rate:
             rate = self.encoder.sample_rate
-            raise ConfigError(f"{encoder} takes {rate} Hz audio: set features.spectral.sample_rate={rate}")
+            raise ConfigError(f"{self.encoder.source} takes {rate} Hz audio: set features.spectral.sample_rate={rate}")
         self.batch_samples = int(batch_seconds * self.sample_rate)
 
     def params(self) -> dict:

@@ -125,22 +125,6 @@ class EstimatorHead:
         }
         skops.io.dump(state | {"recipe": dict(recipe)}, path)
 
-    @classmethod
-    def load(cls, path: str | Path) -> tuple[EstimatorHead, dict[str, Any]]:
-        """The head a skops file holds, and its recipe; UntrustedFile if it holds a type skops does not trust."""
-        import skops.io
-
-        untrusted = [name for name in skops.io.get_untrusted_types(file=path) if name not in TRUSTED_TYPES]
-        if untrusted:
-            raise UntrustedFile(
-                f"{Path(path).name} holds types skops does not trust ({', '.join(untrusted)}): not loaded"
-            )
-        state = skops.io.load(path, trusted=list(TRUSTED_TYPES))
-        recipe = state["recipe"]
-        normalizer = saved_normalizer(state.get("normalizer", {}), recipe.get("normalize") or {})
-        head = cls(state["estimator"], state["classes"], state["input_names"], normalizer, state.get("fallback"))
-        return head, recipe
-
 
 def saved_normalizer(state: Mapping[str, np.ndarray], settings: Mapping[str, Any]) -> SpeakerNormalizer:
     """The `normalize` stage of a skops file: its settings (the recipe's) and its statistics."""

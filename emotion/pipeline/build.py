@@ -22,6 +22,7 @@ from emotion.errors import ConfigError, EmotionError
 from emotion.models.estimator import ScikitLearnHead
 from emotion.models.module import EmotionClassifier
 from emotion.models.network import architecture_name
+from emotion.serving.recipes import parse_recipe, recorded_encoder
 from emotion.tracking.checkpoints import resolve_checkpoint
 from emotion.tracking.names import OVERRIDES_TAG
 
@@ -77,23 +78,23 @@ def build_module(cfg: DictConfig, features: FeatureSet) -> EmotionClassifier | S
 def inference_recipe(cfg: DictConfig) -> dict[str, Any]:
     """What the trained model needs to be built again from its checkpoint alone, in plain values: the net's and
     the features' configs, the front end's duration limits and the `normalize` stage's settings
-    (`EmotionClassifier`'s `recipe`).
+    (`EmotionClassifier`'s `recipe`), written through the schema that reads it (`emotion.serving.recipes`).
 
     A stacked fusion's net is recorded as end-to-end without branch checkpoints (the checkpoint holds every
-    weight), and an encoder's folder or weights file by its absolute path (the model may load elsewhere).
+    weight), and an encoder's folder or weights file by its name alone (the host that loads the model says where
+    it keeps encoders).
     """
     net = OmegaConf.to_container(cfg.model.net, resolve=True) if "net" in cfg.model else {}
     features = OmegaConf.to_container(cfg.features, resolve=True)
     assert isinstance(net, dict) and isinstance(features, dict)
     if net.get("mode") == "stacked":
         net |= {"mode": "end_to_end", "branch_checkpoints": None}
-    for key in ("encoder", "checkpoint"):  # a pretrained encoder's folder or weights file
-        path = features.get(key)
-        if isinstance(path, str) and Path(path).expanduser().exists():
-            features[key] = str(Path(path).expanduser().resolve())
+    if isinstance(features.get("encoder"), str):
+        features["encoder"], features["checkpoint"] = recorded_encoder(features["encoder"], features.get("checkpoint"))
     front_end = {"min_duration": float(cfg.data.min_duration), "max_duration": float(cfg.data.max_duration)}
     normalize = {key: value for key, value in cfg.normalize.items() if key != "_target_"}
-    return {"net": net, "features": features, "front_end": front_end, "normalize": normalize}
+    recipe = {"net": net, "features": features, "front_end": front_end, "normalize": normalize}
+    return parse_recipe(recipe, "the run").to_dict()
 
 
 def local_checkpoints(sources: Any) -> list[str]:

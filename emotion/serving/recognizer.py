@@ -25,20 +25,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 
-from emotion.data.audio import MAX_DURATION
 from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
 from emotion.data.normalize import BY_SPEAKER, SpeakerNormalizer
-from emotion.encoders import saved_encoder_overrides
-from emotion.errors import ConfigError, EmotionError
 from emotion.models.estimator import SUFFIX, EstimatorHead
 from emotion.models.module import EmotionClassifier
-from emotion.models.weights import NETWORK_PREFIX
-from emotion.serving.profiles import ProfileStore, clip_digest, clip_moments, model_version
-from emotion.serving.recipes import check_saved_targets
+from emotion.serving.model_file import inference_state, read_model_file
+from emotion.serving.profiles import ProfileStore, clip_digest, clip_moments
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,13 +41,6 @@ if TYPE_CHECKING:
 SILENCE_DBFS = -60.0
 #: The `emotion` of a silent clip.
 SILENCE = "silence"
-#: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
-INFERENCE_PREFIXES = (NETWORK_PREFIX, "standardizer.", "normalizer.")
-
-
-class StaleCheckpoint(EmotionError):
-    """A checkpoint saved before checkpoints carried their recipe: it cannot be restored alone."""
-
 
 @dataclass
 class Classification:
@@ -115,29 +102,22 @@ class EmotionRecognizer:
         self.head = head.eval() if isinstance(head, EmotionClassifier) else head
         self.front_end = front_end
         self.recipe = dict(recipe)
-        #: The key of this model's speaker profiles: a digest of the file it was restored from.
+        #: The key of this model's speaker profiles: a digest of its parameters and recipe (`model_file.digest`).
         self.version = version
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, encoder: str | Path | None = None) -> EmotionRecognizer:
-        """The model a training checkpoint (`.ckpt`, loaded with `weights_only=True`) or an estimator's skops file
-        (`.skops`, refused if it holds a type skops does not trust) holds.
+        """The model a training checkpoint (`.ckpt`) or an estimator's skops file (`.skops`) holds, read by a schema
+        (`emotion.serving.model_file`): nothing in the file is run, resolved or contacted.
 
         `encoder`: the folder of an encoder carried with the model (`emotion-promote --with-upstream`), read
-        instead of the one the recipe names.
+        instead of the host's copy of the one the recipe names.
         """
-        head, recipe = EstimatorHead.load(path) if Path(path).suffix == SUFFIX else network_head(path)
-        features_config = dict(recipe["features"])
-        if encoder is not None:
-            features_config |= saved_encoder_overrides(encoder)
-        durations = recipe["front_end"]
-        front_end = AudioFrontEnd(
-            features_of(features_config, Path(path).name),
-            durations["min_duration"],
-            durations.get("max_duration", MAX_DURATION),
-            trained_model=True,
-        )
-        return cls(head, front_end, recipe, model_version(path))
+        saved = read_model_file(path)
+        features = saved.recipe.features.build(Path(encoder) if encoder is not None else None)
+        limits = saved.recipe.front_end
+        front_end = AudioFrontEnd(features, limits.min_duration, limits.max_duration, trained_model=True)
+        return cls(saved.head, front_end, saved.recipe.to_dict(), saved.identity)
 
     @property
     def file_name(self) -> str:
@@ -255,43 +235,3 @@ class EmotionRecognizer:
     ) -> Classification:
         """Audio files (WAV, FLAC, OGG), decoded and checked by the front end; DataError naming a bad one."""
         return self.classify_waves([self.decode(path) for path in paths], speakers)
-
-
-def inference_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The tensors of an EmotionClassifier's state that inference needs: the network's and the standardiser's."""
-    return {k: v for k, v in state.items() if k.startswith(INFERENCE_PREFIXES)}
-
-
-def features_of(config: Mapping[str, Any], source: str = "the model") -> FeatureSet:
-    """The feature set of a recipe; an encoder that cannot be loaded here is one line saying how to carry it."""
-    check_saved_targets(config, source)
-    try:
-        return instantiate(config)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ConfigError) and config.get("encoder"):
-            raise ConfigError(
-                f"the model's encoder cannot be loaded here ({cause}): promote its run again with "
-                "emotion-promote --with-upstream, so that the model carries its encoder"
-            ) from None
-        if isinstance(cause, EmotionError):
-            raise cause from None
-        raise
-
-
-def network_head(path: str | Path) -> tuple[EmotionClassifier, dict[str, Any]]:
-    """The network (with its standardisation) a Lightning checkpoint holds, and the recipe it was trained with."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    hyperparameters = checkpoint.get("hyper_parameters") or {}
-    recipe = hyperparameters.get("recipe")
-    if not recipe:
-        raise StaleCheckpoint(
-            f"{Path(path).name} was saved before checkpoints carried their recipe, so it cannot be restored "
-            "alone: train the run again (its `overrides` tag holds the emotion-train arguments) and promote that"
-        )
-    check_saved_targets(recipe["net"], Path(path).name)
-    net = instantiate(recipe["net"])
-    module = EmotionClassifier(net, hyperparameters["classes"], hyperparameters["input_shapes"], recipe=recipe)
-    state = inference_state(checkpoint["state_dict"])
-    module.load_state_dict(state)  # strict: every tensor of the network and the standardiser
-    return module, recipe
