@@ -3,7 +3,6 @@ and loads weights only."""
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -17,7 +16,6 @@ from hydra.utils import instantiate
 
 from emotion.models.module import EmotionClassifier
 from emotion.serving.pyfunc import AUDIO_DIRS
-from emotion.serving.recognizer import EmotionRecognizer
 from tests.stores import TINY_MODEL, Store
 
 
@@ -114,13 +112,3 @@ def test_the_registered_model_carries_its_signature_example_and_weights_only(sto
     checkpoint = torch.load(next(model_dir.rglob("model.ckpt")), weights_only=True)
     assert all(k.startswith(("model.", "standardizer.")) for k in checkpoint["state_dict"])
     assert set(checkpoint["hyper_parameters"]["recipe"]) == {"net", "features", "front_end", "normalize"}
-
-
-def test_a_checkpoint_that_holds_code_is_not_loaded(tmp_path: Path) -> None:
-    class Payload:
-        def __reduce__(self):
-            return (print, ("this ran while loading",))
-
-    torch.save({"state_dict": {}, "extra": Payload()}, tmp_path / "evil.ckpt")
-    with pytest.raises(pickle.UnpicklingError):
-        EmotionRecognizer.from_checkpoint(tmp_path / "evil.ckpt")

@@ -85,8 +85,8 @@ def read_network(path: Path) -> SavedModel:
         with torch.device("meta"):  # nothing allocated: the file's own tensors are assigned below
             module = EmotionClassifier(partial(recipe.net.build), classes, shapes, recipe=recipe.to_dict())
         module.load_state_dict(state, assign=True)  # strict: every tensor of the network and the standardiser
-    except (RuntimeError, TypeError, ValueError, EmotionError) as exc:
-        raise UnsafeRecipe(f"{path.name}'s weights do not fit its recipe: {_first_line(exc)}") from None
+    except (RuntimeError, TypeError, ValueError, EmotionError):
+        raise UnsafeRecipe(f"{path.name}'s weights do not fit its recipe (missing, extra or other shapes)") from None
     if any(tensor.is_meta for tensor in (*module.parameters(), *module.buffers())):
         raise UnsafeRecipe(f"{path.name} lacks some of its network's tensors: not loaded")
     identity = digest(recipe.to_dict(), list(classes), {k: list(v) for k, v in shapes.items()}, state)
@@ -107,6 +107,8 @@ def read_estimator(path: Path) -> SavedModel:
     if not isinstance(state, Mapping) or "recipe" not in state:
         raise UnsafeRecipe(f"{path.name} is not an estimator head saved by emotion: not loaded")
     recipe = parse_recipe(state["recipe"], path.name)
+    if recipe.net is not None:
+        raise UnsafeRecipe(f"{path.name}'s recipe names a network, which an estimator head has none of: not loaded")
     classes = checked_classes(state.get("classes"), path.name)
     input_names = checked_names(state.get("input_names"), path.name)
     arrays = state.get("normalizer") or {}
@@ -147,8 +149,10 @@ def checked_shapes(value: Any, source: str) -> dict[str, tuple[int, ...]]:
     checked_names(list(value), source)
     shapes = {}
     for name, shape in value.items():
-        if not isinstance(shape, list | tuple) or not 1 <= len(shape) <= 4 or not all(
-            isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_SIZE for size in shape
+        if (
+            not isinstance(shape, list | tuple)
+            or not 1 <= len(shape) <= 4
+            or not all(isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_SIZE for size in shape)
         ):
             raise UnsafeRecipe(f"{source}'s input shape of {name} is not 1 to 4 sizes: not loaded")
         shapes[name] = tuple(shape)
@@ -199,9 +203,3 @@ def _feed(hasher: Any, value: Any, depth: int) -> None:
         _feed(hasher, {key: item for key, item in vars(value).items() if not key.startswith("__")}, depth + 1)
     else:
         hasher.update(f"object {type(value).__module__}.{type(value).__qualname__};".encode())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
-

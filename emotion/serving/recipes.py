@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
 
 from emotion.data.audio import MAX_DURATION
 from emotion.data.features import FeatureSet, Spectral
@@ -348,9 +348,17 @@ def parameters_model(cls: type, given: tuple[str, ...]) -> type[BaseModel]:
         if name in given or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         default = ... if parameter.default is parameter.empty else parameter.default
-        fields_[name] = (hints.get(name, Any), default)
+        fields_[name] = (_lists_as_tuples(hints.get(name, Any)), default)
     config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
     return create_model(f"{cls.__name__}Arguments", __config__=config, **fields_)
+
+
+def _lists_as_tuples(hint: Any) -> Any:
+    """A homogeneous tuple's hint that also takes a list (as a file holds it), its items still strict."""
+    arguments = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and len(arguments) == 2 and arguments[1] is Ellipsis:
+        return Annotated[tuple[Annotated[arguments[0], Strict()], ...], Strict(False)]
+    return hint
 
 
 def _entry(registry: Mapping[str, Entry], target: Any, kind: str, source: str) -> Entry:
