@@ -14,23 +14,20 @@ import pytest
 import soundfile as sf
 import torch
 
+from emotion.cli import predict
 from emotion.data.audio import MAX_RATIO_TERMS, resample
 from emotion.data.corpora import read_corpus
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.normalize import SpeakerNormalizer
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from emotion.errors import DataError
-from emotion.models.estimator import EstimatorHead
 from emotion.pipeline.estimator import speaker_folds
 from emotion.serving.profiles import ProfileStore
-from emotion.serving.pyfunc import Refusal
-from emotion.serving.recipes import UnsafeRecipe
-from emotion.serving.recognizer import EmotionRecognizer
+from emotion.serving.pyfunc import READ_ONLY, Refusal
+from emotion.serving.recognizer import BLENDED, NO_SPEAKER, EmotionRecognizer
 from tests.conftest import TINY_CORPUS
 from tests.stores import Store
 from tests.test_speakers import ADAPTIVE, manifest_datamodule, speaker_of_the_test, speaker_rows
-
-TWIN = "non-adaptive head"
 
 
 @pytest.fixture(scope="module")
@@ -53,46 +50,53 @@ def one_request(model: mlflow.pyfunc.PyFuncModel, wav: Path, speaker: str, **row
     return model.predict(pd.DataFrame([{"waveform": samples.tolist(), "sample_rate": rate, "speaker": speaker, **row}]))
 
 
+def served(store: Store) -> mlflow.pyfunc.PyFuncModel:
+    mlflow.set_tracking_uri(store.uri)
+    return mlflow.pyfunc.load_model("models:/adaptive@champion")
+
+
 def test_one_clip_per_request_builds_the_speakers_profile_across_requests(twins, tiny_corpus: Path) -> None:
     store, run_id, _ = twins
     speaker, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
-    mlflow.set_tracking_uri(store.uri)
-    served = mlflow.pyfunc.load_model("models:/adaptive@champion")
+    model = served(store)
 
-    said = [one_request(served, wav, "alice")["normalization"][0] for wav in wavs]
+    said = [one_request(model, wav, "alice")["normalization"][0] for wav in wavs]
 
-    assert said[:3] == [f"population ({k} clip(s) of alice, fewer than 4): {TWIN}" for k in (1, 2, 3)]
+    assert said[:3] == [BLENDED] * 3  # 1, 2 and 3 clips of a minimum of 4: blended with the non-adaptive answer
     assert said[3:] == ["speaker"] * (len(wavs) - 3)  # from the 4th request on, alice's own statistics
-    version = served.unwrap_python_model().recognizer.version  # a digest of the served model's file
+    version = model.unwrap_python_model().recognizer.version  # a digest of what the served model is
     profiles = ProfileStore.from_environment()
     assert profiles is not None and profiles.clips_of(version, "alice") == len(wavs)
-    one_request(served, wavs[0], "alice")  # the same clip again counts once
+    one_request(model, wavs[0], "alice")  # the same clip again counts once
     assert profiles.clips_of(version, "alice") == len(wavs)
     other = sorted(Path(c.path) for c in read_corpus(tiny_corpus).clips if c.speaker != speaker)[0]
-    one_request(served, other, "alice", update_profile=False)  # read against the profile, not kept
+    one_request(model, other, "alice", update_profile=False)  # read against the profile, not kept
     assert profiles.clips_of(version, "alice") == len(wavs)
     assert profiles.clips_of("another model", "alice") == 0  # profiles are the model's own
     # the last clip, alone, is classified as the whole group sent at once (the same profile)
     samples = [sf.read(w, dtype="float32")[0].tolist() for w in wavs]
-    group = served.predict(pd.DataFrame({"waveform": samples, "sample_rate": 16000, "speaker": "bob"}))
-    last = one_request(served, wavs[-1], "alice")
+    group = model.predict(pd.DataFrame({"waveform": samples, "sample_rate": 16000, "speaker": "bob"}))
+    last = one_request(model, wavs[-1], "alice")
     np.testing.assert_allclose(last.filter(like="prob_"), group.filter(like="prob_").iloc[-1:], atol=1e-5)
 
 
-def test_a_speaker_with_too_few_clips_gets_exactly_the_non_adaptive_runs_answer(twins, tiny_corpus: Path) -> None:
+def test_a_clip_of_no_speaker_gets_exactly_the_non_adaptive_runs_answer_and_few_clips_a_blend_of_both(
+    twins, tiny_corpus: Path
+) -> None:
     store, adaptive_run, population_run = twins
     _, wavs = speaker_of_the_test(store, adaptive_run, tiny_corpus)
     adaptive = EmotionRecognizer.from_checkpoint(checkpoint(store, adaptive_run))
     population = EmotionRecognizer.from_checkpoint(checkpoint(store, population_run))
 
-    alone = [adaptive.classify_files([wav], ["carol"]) for wav in wavs]
     unnamed = adaptive.classify_files(wavs)
     plain = population.classify_files(wavs)
+    alone = torch.cat([adaptive.classify_files([wav], ["carol"]).probabilities for wav in wavs])
+    adaptive.normalizer.min_clips = 1  # the same clip, its own statistics fully
+    own = torch.cat([adaptive.classify_files([wav], ["carol"]).probabilities for wav in wavs])
 
-    assert {c.normalization[0] for c in alone} == {f"population (1 clip(s) of carol, fewer than 4): {TWIN}"}
-    assert isinstance(adaptive.head, EstimatorHead) and adaptive.head.fallback is not None
-    torch.testing.assert_close(torch.cat([c.probabilities for c in alone]), plain.probabilities)
-    torch.testing.assert_close(unnamed.probabilities, plain.probabilities)
+    assert set(unnamed.normalization) == {NO_SPEAKER}
+    torch.testing.assert_close(unnamed.probabilities, plain.probabilities)  # the twin: the population run's head
+    torch.testing.assert_close(alone, own / 4 + plain.probabilities * 3 / 4)  # 1 clip of a minimum of 4
     run = store.client.get_run(adaptive_run).data.params
     assert run["fallback_selected"] == store.client.get_run(population_run).data.params["selected"]
 
@@ -151,29 +155,6 @@ def test_the_inner_selection_leaves_one_speaker_out_for_few_speakers_and_folds_m
     assert sorted(i for _, test in folded for i in test) == list(range(400))
 
 
-def test_a_saved_recipe_that_names_anything_but_emotions_classes_is_refused(tmp_path: Path, twins) -> None:
-    store, run_id, _ = twins
-    marker = tmp_path / "ran"
-    attacks = {
-        "torch.load": {"_target_": "torch.load", "f": str(tmp_path / "x.pt"), "weights_only": False},
-        "emotion.config.os.system": {"_target_": "emotion.config.os.system", "_args_": [f"touch {marker}"]},
-    }
-    for target, net in attacks.items():
-        crafted = tmp_path / "crafted.ckpt"
-        recipe = {"net": net, "features": {"_target_": "emotion.data.features.MelMean"}}
-        torch.save({"state_dict": {}, "hyper_parameters": {"recipe": recipe}}, crafted)
-        with pytest.raises(UnsafeRecipe, match=f"crafted.ckpt's recipe names '{target}', which is not one of"):
-            EmotionRecognizer.from_checkpoint(crafted)
-    assert not marker.exists()
-
-    head, recipe = EstimatorHead.load(checkpoint(store, run_id))
-    command = {"_target_": "os.system", "command": f"touch {marker}"}
-    head.save(tmp_path / "crafted.skops", recipe | {"features": command})
-    with pytest.raises(UnsafeRecipe, match=r"crafted\.skops's recipe names 'os\.system'"):
-        EmotionRecognizer.from_checkpoint(tmp_path / "crafted.skops")
-    assert not marker.exists()
-
-
 def test_any_sample_rate_in_bounds_resamples_in_bounded_memory_and_others_are_refused_in_one_line(
     twins, tmp_path: Path
 ) -> None:
@@ -191,16 +172,110 @@ def test_any_sample_rate_in_bounds_resamples_in_bounded_memory_and_others_are_re
             recognizer.from_samples(clip, rate)
 
 
-def test_every_failure_of_a_request_is_one_line_for_the_caller(twins, tiny_corpus: Path, speaker_profiles) -> None:
+def test_every_failure_of_a_request_is_one_line_for_the_caller_naming_nothing_of_the_server(
+    twins, tiny_corpus: Path, speaker_profiles
+) -> None:
     store, run_id, _ = twins
     _, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
-    mlflow.set_tracking_uri(store.uri)
-    served = mlflow.pyfunc.load_model("models:/adaptive@champion")
-    one_request(served, wavs[0], "erin")
-    speaker_profiles.write_bytes(b"not a database")  # the profiles store breaks under the served model
+    speaker_profiles.write_bytes(b"not a database")  # the profiles store is broken
+    model = served(store)
 
     with pytest.raises(Refusal) as refused:
-        one_request(served, wavs[1], "erin")
+        one_request(model, wavs[1], "erin")
 
-    assert refused.value.message.startswith("the request could not be classified: DatabaseError")
-    assert "\n" not in refused.value.message and refused.value.get_http_status_code() == 400
+    message = refused.value.message
+    assert message == "the request could not be classified: the speaker profiles store is unavailable"
+    assert refused.value.get_http_status_code() == 400
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("update_profile", "no", "`update_profile` must be true or false"),
+        ("update_profile", 0, "`update_profile` must be true or false"),
+        ("speaker", 42, "a speaker's name must be text, not int"),
+        ("speaker", True, "a speaker's name must be text, not bool"),
+        ("speaker", ["a"], "a speaker's name must be text, not list"),
+        ("speaker", "x" * 100_000, "a speaker's name of 100000 characters is too long"),
+        ("speaker", "a\nb", "holds '\\n'"),
+    ],
+)
+def test_a_requests_speaker_and_update_profile_are_typed_and_bounded(
+    twins, tiny_corpus: Path, field: str, value: object, said: str
+) -> None:
+    store, run_id, _ = twins
+    _, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    row = {"speaker": "dana", field: value}
+    with pytest.raises(Refusal) as refused:
+        one_request(served(store), wavs[0], **row)
+    message = refused.value.message
+    assert said in message and "\n" not in message and len(message) < 300
+    assert refused.value.get_http_status_code() == 400
+
+
+def test_a_blank_speaker_is_none_and_update_profile_holds_for_its_own_row_only(twins, tiny_corpus: Path) -> None:
+    store, run_id, _ = twins
+    _, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    model = served(store)
+    samples = [sf.read(w, dtype="float32")[0].tolist() for w in wavs[:2]]
+    rows = [{"waveform": samples[0], "sample_rate": 16000, "speaker": "fay", "update_profile": False},
+            {"waveform": samples[1], "sample_rate": 16000, "speaker": "fay", "update_profile": True}]  # fmt: skip
+
+    blank = one_request(model, wavs[0], "  ")
+    model.predict(pd.DataFrame(rows))
+
+    assert blank["normalization"][0] == NO_SPEAKER
+    profiles = ProfileStore.from_environment()
+    version = model.unwrap_python_model().recognizer.version
+    assert profiles.clips_of(version, "fay") == 1 and [e.speaker for e in profiles.speakers()] == ["fay"]
+
+
+def test_a_read_only_served_model_adds_nothing_and_predict_enrols(
+    twins, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, run_id, _ = twins
+    _, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    monkeypatch.setenv(READ_ONLY, "1")
+    model = served(store)
+    version = model.unwrap_python_model().recognizer.version
+    profiles = ProfileStore.from_environment()
+
+    said = [one_request(model, wav, "gus")["normalization"][0] for wav in wavs[:6]]
+    assert said == [BLENDED] * 6 and profiles.clips_of(version, "gus") == 0  # each clip read with itself only
+    predict.main(["--tracking-uri", store.uri, "--model", "models:/adaptive@champion", "--speaker", "gus",
+                  *map(str, wavs[:6])])  # fmt: skip
+    assert (
+        profiles.clips_of(version, "gus") == 6 and one_request(model, wavs[6], "gus")["normalization"][0] == "speaker"
+    )
+
+
+def test_silent_clipped_noise_and_replayed_clips_do_not_join_a_profile(twins, tiny_corpus: Path) -> None:
+    store, run_id, _ = twins
+    _, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    model = served(store)
+    version = model.unwrap_python_model().recognizer.version
+    profiles = ProfileStore.from_environment()
+    for wav in wavs[:4]:
+        one_request(model, wav, "hal")
+    clip, rate = sf.read(wavs[0], dtype="float32")
+    noise = np.random.default_rng(0).normal(scale=0.3, size=len(clip)).astype("float32")
+    crafted = {
+        "silent": np.zeros_like(clip),
+        "clipped": np.clip(clip * 1000, -1, 1),
+        "noise": noise,
+        "replayed with 1e-4 noise": clip + noise / 3000,
+    }
+    for name, samples in crafted.items():
+        row = {"waveform": samples.tolist(), "sample_rate": rate, "speaker": "hal"}
+        model.predict(pd.DataFrame([row]))
+        assert profiles.clips_of(version, "hal") == 4, name
+
+
+def test_the_same_model_saved_again_keeps_its_speakers_profiles(twins, tmp_path: Path) -> None:
+    store, run_id, _ = twins
+    model = served(store)
+    run_file = EmotionRecognizer.from_checkpoint(checkpoint(store, run_id))  # as `emotion-predict --model runs:/ID`
+    run_file.save(tmp_path / "again.skops")
+    saved_again = EmotionRecognizer.from_checkpoint(tmp_path / "again.skops")
+
+    assert run_file.version == model.unwrap_python_model().recognizer.version == saved_again.version

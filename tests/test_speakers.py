@@ -22,7 +22,7 @@ from emotion.data.features import MelMean, Spectral
 from emotion.data.normalize import SpeakerNormalizer
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from emotion.pipeline.build import build_datamodule, built
-from emotion.serving.recognizer import EmotionRecognizer
+from emotion.serving.recognizer import BLENDED, NO_SPEAKER, EmotionRecognizer
 from tests.conftest import TINY_CORPUS
 from tests.stores import Store
 
@@ -111,28 +111,28 @@ def test_predict_and_the_served_model_normalise_a_speakers_clips_together_and_ag
     alone = mlflow.pyfunc.load_model("models:/adaptive@champion").predict(request.iloc[:1])
     assert alone["normalization"][0] == "speaker"
     np.testing.assert_allclose(alone.filter(like="prob_"), served.filter(like="prob_")[:1], atol=1e-6)
-    # a speaker never heard: one clip falls back, and the non-adaptive twin answers
+    # a speaker never heard: one clip of theirs weighs 1 / min_clips (4) against the non-adaptive answer
     newcomer = mlflow.pyfunc.load_model("models:/adaptive@champion").predict(request.iloc[:1].assign(speaker="new"))
-    assert newcomer["normalization"][0] == "population (1 clip(s) of new, fewer than 4): non-adaptive head"
+    assert newcomer["normalization"][0] == BLENDED
 
 
-def test_a_speaker_with_fewer_clips_than_the_minimum_falls_back_to_the_population_and_says_so(
+def test_a_speaker_with_fewer_clips_than_the_minimum_gets_the_adaptive_and_non_adaptive_answers_blended_by_count(
     adaptive, tiny_corpus: Path, tmp_path: Path
 ) -> None:
     store, run_id = adaptive
     speaker, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
     given = [str(w) for w in wavs[:3]]
-    args = ["--tracking-uri", store.uri, "--model", "models:/adaptive@champion", "--format", "csv"]
+    args = ["--tracking-uri", store.uri, "--model", "models:/adaptive@champion", "--format", "csv", "--read-only"]
     predict.main([*args, "-o", str(tmp_path / "few.csv"), "--speaker", speaker, *given])
     predict.main([*args, "-o", str(tmp_path / "none.csv"), *given])
     predict.main([*args, "-o", str(tmp_path / "three.csv"), "--speaker", speaker, "--min-clips", "3", *given])
     few, none, three = (pd.read_csv(tmp_path / f"{name}.csv") for name in ("few", "none", "three"))
 
-    twin = "non-adaptive head"
-    assert few["normalization"].tolist() == [f"population (3 clip(s) of {speaker}, fewer than 4): {twin}"] * 3
-    assert none["normalization"].tolist() == [f"population (no speaker given): {twin}"] * 3
-    np.testing.assert_allclose(few.filter(like="prob_"), none.filter(like="prob_"))  # the same twin
-    assert three["normalization"].tolist() == ["speaker"] * 3  # --min-clips 3: their own statistics
+    assert few["normalization"].tolist() == [BLENDED] * 3  # 3 clips of the model's minimum of 4
+    assert none["normalization"].tolist() == [NO_SPEAKER] * 3
+    assert three["normalization"].tolist() == ["speaker"] * 3  # --min-clips 3: their own statistics, fully
+    blend = 3 / 4 * three.filter(like="prob_") + 1 / 4 * none.filter(like="prob_")  # no cliff at the minimum
+    np.testing.assert_allclose(few.filter(like="prob_"), blend, atol=2e-4)  # CSV: 4 decimals
 
 
 def test_predict_reads_each_files_speaker_from_its_folder(adaptive, tiny_corpus: Path, tmp_path: Path) -> None:
@@ -147,8 +147,7 @@ def test_predict_reads_each_files_speaker_from_its_folder(adaptive, tiny_corpus:
                   "-o", str(tmp_path / "p.csv"), "--speaker-folders", str(tmp_path / "recordings")])  # fmt: skip
     predicted = pd.read_csv(tmp_path / "p.csv", dtype={"speaker": str}).set_index("speaker")
     assert predicted.loc[speaker, "normalization"].tolist() == ["speaker"] * 4
-    said = "population (1 clip(s) of someone, fewer than 4): non-adaptive head"
-    assert predicted.loc["someone", "normalization"] == said
+    assert predicted.loc["someone", "normalization"] == BLENDED  # 1 clip
 
 
 def test_a_test_speakers_statistics_come_from_their_own_clips_only_never_from_labels(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ emotion-predict alice/*.wav --speaker alice            # a speaker-adaptive mode
 emotion-predict recordings/ --speaker-folders          # recordings/SPEAKER/*.wav
 emotion-predict --manifest clips.csv                   # columns path and speaker
 emotion-predict new.wav --speaker alice                # alice's clips of earlier calls count too (--profiles)
+emotion-predict new.wav --speaker alice --read-only    # ... and this one is not added to her profile
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ from emotion.serving.files import (
 if TYPE_CHECKING:  # MLflow and pandas are imported once the arguments are read: `--help` answers at once
     import pandas as pd
 
-    from emotion.serving.profiles import ProfileStore
-
 FORMATS = ("table", "csv", "json")
 
 
@@ -62,21 +61,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     speakers = parser.add_argument_group(
         "speakers",
         "a speaker-adaptive model (trained with normalize=speaker) normalises each speaker's clips by "
-        "their own statistics; a speaker with fewer clips than its minimum, or none named, by the training "
-        "population's (the `normalization` column says which)",
+        "their own statistics; with fewer clips than its minimum, its answer is blended with the non-adaptive "
+        "one, and a file of no speaker gets the non-adaptive answer (the `normalization` column says which)",
     )
     given = speakers.add_mutually_exclusive_group()
     given.add_argument("--speaker", help="the speaker of every file given")
     given.add_argument("--speaker-folders", action="store_true", help="each file's speaker is its folder's name")
     given.add_argument("--manifest", type=Path, help="a CSV (or .tsv) of the files: columns path and speaker")
     speakers.add_argument(
-        "--min-clips", type=int, help="the fewest clips a speaker's own statistics need (default: the model's)"
+        "--min-clips", type=int, help="the clips at which a speaker's own statistics weigh fully (default: the model's)"
     )
     speakers.add_argument(
         "--profiles",
-        help="the speaker profiles store, which keeps each speaker's clips across calls (an SQLAlchemy URL: "
+        help="the speaker profiles store, which keeps each speaker's clips across calls (a file path, "
         f"sqlite:///FILE or postgresql://...; `none`: keep none; default: ${PROFILES_VARIABLE}, "
-        f"else {DEFAULT_PROFILES})",
+        f"else {DEFAULT_PROFILES}); emotion-profiles lists, exports and forgets them",
+    )
+    speakers.add_argument(
+        "--read-only",
+        action="store_true",
+        help="read the speakers' profiles without adding these clips to them",
     )
     args = parser.parse_args(argv)
     if not args.paths and args.manifest is None:
@@ -89,22 +93,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def files_and_speakers(args: argparse.Namespace) -> tuple[list[Path], list[str | None]]:
-    """The files to predict and the speaker of each (None: not given)."""
+    """The files to predict and the speaker of each (None: not given), each name checked as a served request's
+    (`emotion.serving.profiles.speaker_name`: a blank one is none)."""
+    from emotion.serving.profiles import speaker_name
+
     if args.manifest is not None:
-        return manifest_files(args.manifest)
-    files = audio_files(args.paths)
-    if args.speaker_folders:
-        return files, folder_speakers(files)
-    return files, [args.speaker] * len(files)
-
-
-def profile_store(url: str | None) -> ProfileStore | None:
-    """The store `--profiles` names (`none`: none), else the one the environment names."""
-    from emotion.serving.profiles import ProfileStore
-
-    if url is None:
-        return ProfileStore.from_environment()
-    return None if url == "none" else ProfileStore(url)
+        files, speakers = manifest_files(args.manifest)
+    else:
+        files = audio_files(args.paths)
+        speakers = folder_speakers(files) if args.speaker_folders else [args.speaker] * len(files)
+    names = {speaker: speaker_name(speaker) for speaker in set(speakers)}
+    return files, [names[speaker] for speaker in speakers]
 
 
 def check_writable(output: Path | None) -> None:
@@ -158,10 +157,16 @@ def main(argv: list[str] | None = None) -> None:
         check_writable(args.output)
         files, speakers = files_and_speakers(args)
         recognizer = load_recognizer(args.model, args.tracking_uri)
+        from emotion.serving.profiles import open_profiles
+
         if args.min_clips is not None:
             recognizer.normalizer.min_clips = args.min_clips
-        profiles = profile_store(args.profiles) if recognizer.adaptive else None
-        predictions, skipped = predict(recognizer, files, args.batch_size, args.on_bad_file, speakers, profiles)
+        profiles = open_profiles(args.profiles) if recognizer.adaptive else None
+        if profiles is not None and recognizer.version is not None:
+            profiles.name_model(recognizer.version, args.model)
+        predictions, skipped = predict(
+            recognizer, files, args.batch_size, args.on_bad_file, speakers, profiles, update=not args.read_only
+        )
     except PartialPredictions as stopped:  # what was predicted before the failure is kept
         write(render(stopped.predictions, args.format), args.output, len(stopped.predictions))
         fail(str(stopped))

@@ -193,22 +193,23 @@ class SpeakerNormalizer(nn.Module):
         speakers: Sequence[str | None],
         reference: Sequence[bool] | None = None,
         profiles: Mapping[str, Moments] | None = None,
+        min_clips: int | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[str]]:
         """The inputs normalised, and how each clip was: `speaker`, or `population` (with why, when adaptive).
 
         `speakers`: each clip's speaker, None where unknown. A speaker's statistics are those of their clips among
         `inputs` (those `reference` marks, when given: the original clips, not their augmented copies), or their
         `profiles` when given (moments that already hold these clips: `emotion.serving.profiles`); labels never
-        enter.
+        enter. `min_clips`: the fewest clips a speaker's own statistics need here (default: the stage's; a served
+        model takes 1, and blends by `weight`).
         """
         if not self.adaptive:  # (windowed inputs have a row per window: `speakers` says how many clips)
             return dict(inputs), [BY_POPULATION] * len(speakers)
         if profiles is None:
             profiles = self.profiles(inputs, speakers, reference)
+        least = self.min_clips if min_clips is None else min_clips
         statistics = {
-            speaker: self.statistics(moments)
-            for speaker, moments in profiles.items()
-            if moments.clips >= self.min_clips
+            speaker: self.statistics(moments) for speaker, moments in profiles.items() if moments.clips >= least
         }
         normalized = {name: x.clone().float() for name, x in inputs.items()}
         ways: list[str] = []
@@ -219,11 +220,23 @@ class SpeakerNormalizer(nn.Module):
                 ways.append(BY_SPEAKER)
                 continue
             for name in normalized:
-                mean = getattr(self.population, f"{name}_mean")
-                std = getattr(self.population, f"{name}_std")
-                normalized[name][row] = self._standardize(inputs[name][row], mean, std)
+                normalized[name][row] = self._by_population(name, inputs[name][row])
             ways.append(self._fallback_reason(speaker, profiles[speaker].clips if speaker in profiles else 0))
         return normalized, ways
+
+    def weight(self, clips: int) -> float:
+        """How much a speaker-adaptive answer weighs against the non-adaptive one for a speaker of `clips` clips
+        when served: n / min_clips up to 1 (a ramp, no cliff at `min_clips`)."""
+        return min(1.0, clips / self.min_clips)
+
+    def by_population(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every clip normalised by the training population's statistics (a speaker-adaptive network's
+        non-adaptive answer)."""
+        return {name: self._by_population(name, x.float()) for name, x in inputs.items()}
+
+    def _by_population(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        mean = getattr(self.population, f"{name}_mean")
+        return self._standardize(x, mean, getattr(self.population, f"{name}_std"))
 
     @staticmethod
     def profiles(

@@ -90,15 +90,17 @@ def predict(
     on_bad_file: str = "error",
     speakers: Sequence[str | None] | None = None,
     profiles: ProfileStore | None = None,
+    update: bool = True,
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable file, in the order given: `file`, `speaker` (when given), then the served model's
     columns; and one message per file skipped (undecodable, too short or too long: under `on_bad_file="error"` the
     first one stops it, keeping the rows made before).
 
     `speakers`: the speaker of each file (None: unknown). A speaker-adaptive model classifies each speaker's files
-    together, normalised by their own statistics when there are at least `normalizer.min_clips` of them (with a
-    `profiles` store, counting the clips of theirs it kept from earlier calls, and keeping these; the
-    `normalization` column says which way each row went); other files go in batches of `batch_size`.
+    together, normalised by their own statistics (blended with the non-adaptive answer below `min_clips`; with a
+    `profiles` store, counting the clips of theirs it kept from earlier calls, and keeping these unless `update`
+    is false; the `normalization` column says which way each row went); other files go in batches of
+    `batch_size`.
     """
     from tqdm.auto import tqdm
 
@@ -115,13 +117,13 @@ def predict(
                     kept.append(index)
                 except DataError as exc:
                     if on_bad_file == "error":  # the files decoded before it are predicted, and kept
-                        frames += [_frame(recognizer, waves, kept, files, speakers, profiles)] if kept else []
+                        frames += [_frame(recognizer, waves, kept, files, speakers, profiles, update)] if kept else []
                         made = _in_given_order(frames)
                         raise PartialPredictions(f"{exc} ({len(made)} files predicted before it)", made) from None
                     skipped.append(str(exc))
                     tqdm.write(f"warning: skipped {files[index]}: {exc}", file=sys.stderr)
             if kept:
-                frames.append(_frame(recognizer, waves, kept, files, speakers, profiles))
+                frames.append(_frame(recognizer, waves, kept, files, speakers, profiles, update))
             bar.update(len(group))
     if not frames:
         raise DataError(f"no file could be predicted ({len(skipped)} skipped), e.g. {skipped[0]}")
@@ -135,10 +137,11 @@ def _frame(
     files: list[Path],
     speakers: Sequence[str | None],
     profiles: ProfileStore | None,
+    update: bool,
 ) -> pd.DataFrame:
     """The predictions of the decoded files `kept` (indices into `files`), indexed by them: `file`, `speaker` (when
     any file has one), then the served model's columns."""
-    frame = recognizer.classify_waves(waves, [speakers[i] for i in kept], profiles).frame()
+    frame = recognizer.classify_waves(waves, [speakers[i] for i in kept], profiles, update).frame()
     if any(speaker is not None for speaker in speakers):
         frame.insert(0, "speaker", [speakers[i] or "" for i in kept])
     frame.insert(0, "file", [str(files[i]) for i in kept])

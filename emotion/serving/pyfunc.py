@@ -2,10 +2,12 @@
 
 Input: a DataFrame with one row per clip: `audio` (an audio file's bytes, base64-encoded: WAV, FLAC or
 OGG), a `waveform` (mono samples) with its `sample_rate`, or a `path` to a file on the model's host,
-read only under the folders its host allows (`EMOTION_AUDIO_DIRS`), and optionally the clip's `speaker`: a
-speaker-adaptive model keeps each speaker's profile (`emotion.serving.profiles`), growing with every request, and
-normalises their clips by it once it holds `min_clips`; before, its non-adaptive twin answers (`normalization`
-says which). `update_profile` false: read the profiles, add nothing. At most `EMOTION_MAX_ROWS` rows (default
+read only under the folders its host allows (`EMOTION_AUDIO_DIRS`), and optionally the clip's `speaker` (a name:
+`emotion.serving.profiles.speaker_name`; blank: none): a speaker-adaptive model keeps each speaker's profile
+(`emotion.serving.profiles`), growing with the clips of every request that `emotion.serving.enrolment` admits,
+and blends its speaker-adaptive answer with its non-adaptive one by the profile's clips (`normalization` says
+which). `update_profile` (a boolean, per row) false: read the profile, add nothing; `EMOTION_PROFILES_READ_ONLY`
+set: no request adds anything. At most `EMOTION_MAX_ROWS` rows (default
 64), clips no longer than the training's `data.max_duration`, rates of 4 to 384 kHz; anything else, and any
 failure, is refused in one line (INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
 Output: `emotion`, `confidence`, `silent`, `normalization` and one `prob_<class>` column per class; a clip quieter than
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import os
 import sys
@@ -39,7 +42,7 @@ from mlflow.types.schema import ColSpec, Schema
 
 import emotion
 from emotion.errors import DataError, EmotionError
-from emotion.serving.profiles import ProfileStore
+from emotion.serving.profiles import ProfileStore, ProfileStoreError, speaker_name
 from emotion.serving.recognizer import EmotionRecognizer
 
 #: Packages the model imports, pinned to the versions it was logged with (and those of its feature set).
@@ -58,6 +61,8 @@ FEATURE_REQUIREMENTS = {"egemaps": ("opensmile",), "ssl": ("transformers", "safe
 
 #: Folders (separated by os.pathsep) whose files the model may read from a `path` column; unset or empty: none.
 AUDIO_DIRS = "EMOTION_AUDIO_DIRS"
+#: Set (1, true): the served model reads speaker profiles and adds nothing to them (enrol with emotion-predict).
+READ_ONLY = "EMOTION_PROFILES_READ_ONLY"
 #: The most rows a request may hold (default DEFAULT_MAX_ROWS).
 MAX_ROWS = "EMOTION_MAX_ROWS"
 DEFAULT_MAX_ROWS = 64
@@ -68,6 +73,9 @@ INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate", "speaker", "update_
 REQUEST_SHAPE = '{"dataframe_records": [{"audio": "<a file\'s bytes, base64>"}]}'
 #: The artifacts of a model logged before checkpoints carried their recipe (refused at load: `StaleModel`).
 STALE_ARTIFACTS = ("config", "weights")
+
+
+log = logging.getLogger(__name__)
 
 
 class StaleModel(EmotionError):
@@ -86,6 +94,12 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
             )
         self.recognizer = EmotionRecognizer.from_checkpoint(artifacts["checkpoint"], artifacts.get("upstream"))
         self.profiles = ProfileStore.from_environment() if self.recognizer.adaptive else None
+        self.read_only = os.environ.get(READ_ONLY, "").lower() in ("1", "true", "yes")
+        if self.profiles is not None and self.recognizer.version is not None:
+            try:  # a label for emotion-profiles; a store down now refuses each request instead, in one line
+                self.profiles.name_model(self.recognizer.version, served_label(Path(artifacts["checkpoint"])))
+            except ProfileStoreError:
+                log.warning("the speaker profiles store is unavailable: requests naming speakers will be refused")
         refuse_bad_json_in_one_line()
 
     def predict(
@@ -96,8 +110,11 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
             return self._classified(model_input)
         except Refusal:
             raise
-        except Exception as exc:  # whatever failed: the caller gets one line, the server goes on
-            raise refusal(f"the request could not be classified: {type(exc).__name__}: {exc}") from None
+        except EmotionError as exc:  # one line about the request or a service, naming nothing of the host
+            raise refusal(f"the request could not be classified: {exc}") from None
+        except Exception:  # whatever else failed: the caller gets one line, the host's log the details
+            log.exception("a request could not be classified")
+            raise refusal("the request could not be classified: an error on the model's host (see its log)") from None
 
     def _classified(self, model_input: pd.DataFrame) -> pd.DataFrame:
         rows = checked_rows(model_input)
@@ -107,9 +124,14 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
                 waveforms.append(self._waveform(row))
             except DataError as exc:
                 raise refusal(f"row {number}: {exc}" if len(rows) > 1 else str(exc)) from None
-        speakers = [_speaker(row.get("speaker")) for row in rows]
-        update = all(_missing(flag) or bool(flag) for flag in (row.get("update_profile") for row in rows))
-        return self.recognizer.classify_waves(waveforms, speakers, self.profiles, update).frame()
+        speakers, updates = [], []
+        for number, row in enumerate(rows):
+            try:
+                speakers.append(speaker_name(row.get("speaker")))
+                updates.append(update_flag(row.get("update_profile")) and not self.read_only)
+            except DataError as exc:
+                raise refusal(f"row {number}: {exc}" if len(rows) > 1 else str(exc)) from None
+        return self.recognizer.classify_waves(waveforms, speakers, self.profiles, updates).frame()
 
     def _waveform(self, row: dict[str, Any]) -> torch.Tensor:
         audio, path, waveform, rate = row.get("audio"), row.get("path"), row.get("waveform"), row.get("sample_rate")
@@ -227,9 +249,23 @@ def _given(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
 
 
-def _speaker(value: Any) -> str | None:
-    """A row's speaker as a name; None when the row names none."""
-    return None if _missing(value) or value == "" else str(value)
+def update_flag(value: Any) -> bool:
+    """A row's `update_profile`: true (or left out) keeps its clip in its speaker's profile, false only reads the
+    profile; DataError for anything but a boolean."""
+    if _missing(value):
+        return True
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise DataError("`update_profile` must be true or false (a JSON boolean), or left out (true)")
+
+
+def served_label(checkpoint: Path) -> str:
+    """What the profiles store calls a served model: its run (`run RUN_ID`), from the MLmodel beside its files."""
+    try:
+        run_id = Model.load(str(checkpoint.parents[1] / "MLmodel")).run_id
+    except Exception:  # a model folder laid out otherwise: named by its file
+        run_id = None
+    return f"run {run_id}" if run_id else checkpoint.name
 
 
 def _missing(value: Any) -> bool:

@@ -28,11 +28,12 @@ import torch
 
 from emotion.data.features import FeatureSet
 from emotion.data.frontend import AudioFrontEnd
-from emotion.data.normalize import BY_SPEAKER, SpeakerNormalizer
+from emotion.data.normalize import BY_POPULATION, BY_SPEAKER, SpeakerNormalizer
 from emotion.models.estimator import SUFFIX, EstimatorHead
 from emotion.models.module import EmotionClassifier
+from emotion.serving.enrolment import ClipsOfRequest, enrolled_profiles
 from emotion.serving.model_file import inference_state, read_model_file
-from emotion.serving.profiles import ProfileStore, clip_digest, clip_moments
+from emotion.serving.profiles import ProfileStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 SILENCE_DBFS = -60.0
 #: The `emotion` of a silent clip.
 SILENCE = "silence"
+#: How a speaker-adaptive model answered, besides `speaker` (its speaker's own statistics, fully).
+BLENDED = "speaker, blended with the non-adaptive answer (few clips)"
+NO_SPEAKER = "population (no speaker given)"
+NO_PROFILE = "population (no clips of this speaker yet)"
+
 
 @dataclass
 class Classification:
@@ -72,6 +78,22 @@ class Classification:
         for index, name in enumerate(self.classes):
             frame[f"prob_{name}"] = probs[:, index]
         return frame
+
+
+def clips_in(raw: Mapping[str, torch.Tensor]) -> int:
+    """How many clips a front end's output holds (windowed clips: a row a window, `segments` saying whose)."""
+    if "segments" in raw:
+        return int(raw["segments"].max()) + 1
+    return len(next(iter(raw.values())))
+
+
+def way_of(speaker: str | None, weight: float) -> str:
+    """How a speaker-adaptive model answered a clip (the `normalization` column), naming no count or name."""
+    if weight >= 1:
+        return BY_SPEAKER
+    if weight > 0:
+        return BLENDED
+    return NO_SPEAKER if speaker is None else NO_PROFILE
 
 
 def is_silent(wave: torch.Tensor) -> bool:
@@ -169,58 +191,64 @@ class EmotionRecognizer:
         waves: Sequence[torch.Tensor],
         speakers: Sequence[str | None] | None = None,
         profiles: ProfileStore | None = None,
-        update: bool = True,
+        update: bool | Sequence[bool] = True,
     ) -> Classification:
         """Waveforms at the model's sample rate (any lengths), classified by the model's window policy.
 
-        `speakers`: the speaker of each clip (None: unknown). A speaker-adaptive model normalises the clips of each
-        speaker with at least `normalizer.min_clips` clips by that speaker's own statistics: those of these clips,
-        or, with a `profiles` store, of every clip of theirs it has kept for this model, these included (kept for
-        later calls unless `update` is false). The clips of the other speakers are normalised by the training
-        population's statistics, and a head with a non-adaptive twin answers for them with it. Other models
-        ignore speakers.
+        `speakers`: the speaker of each clip (None: unknown). A speaker-adaptive model normalises each speaker's
+        clips by that speaker's own statistics: those of these clips, or, with a `profiles` store, of the clips
+        of theirs it keeps for this model and these (kept for later calls where `update`, per clip or for all, is
+        true, and only those `emotion.serving.enrolment` admits). Its answer for a speaker with n clips blends
+        the adaptive answer and the non-adaptive one by `normalizer.weight(n)` (n / min_clips, up to 1); for a
+        clip of no speaker, the non-adaptive answer alone. Other models ignore speakers.
         """
         raw = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
-        speakers = list(speakers) if speakers is not None else [None] * len(waves)
-        digests = [clip_digest(wave) for wave in waves] if self.keeps_profiles(profiles) else [""] * len(waves)
-        probabilities, ways = self.classify_inputs(raw, speakers, digests, profiles, update)
-        return Classification(probabilities, [is_silent(wave) for wave in waves], self.classes, ways)
+        silent = [is_silent(wave) for wave in waves]
+        probabilities, ways = self.classify_inputs(raw, speakers, profiles, update, waves, silent)
+        return Classification(probabilities, silent, self.classes, ways)
 
     def classify_inputs(
         self,
         raw: Mapping[str, torch.Tensor],
-        speakers: Sequence[str | None],
-        digests: Sequence[str],
+        speakers: Sequence[str | None] | None = None,
         profiles: ProfileStore | None = None,
-        update: bool = True,
+        update: bool | Sequence[bool] = True,
+        waves: Sequence[torch.Tensor] | None = None,
+        silent: Sequence[bool] | None = None,
     ) -> tuple[torch.Tensor, list[str]]:
-        """What follows the front end (`classify_waves`): the clips' features normalised and classified; their
-        class probabilities and how each was normalised. `digests`: each clip's identity in the profiles."""
+        """What follows the front end (`classify_waves`): the clips' features (one clip a row) normalised and
+        classified; their class probabilities and how each was normalised. Without `waves`, a clip is identified
+        in the profiles by its features."""
+        count = len(speakers) if speakers is not None else clips_in(raw)
+        speakers = list(speakers) if speakers is not None else [None] * count
+        if not self.adaptive:
+            return self.head.probabilities(dict(raw)), [BY_POPULATION] * count
         known = None
         if self.keeps_profiles(profiles):
-            known = profiles.profiles(self.version, speakers, digests, clip_moments(raw), update)
-        inputs, ways = self.normalizer(raw, speakers, profiles=known)
-        probabilities = self.head.probabilities(inputs)
+            updates = [update] * count if isinstance(update, bool) else list(update)
+            clips = ClipsOfRequest(raw, speakers, waves, silent)
+            known = enrolled_profiles(self.normalizer, profiles, self.version, clips, updates)
+        inputs, _ = self.normalizer(raw, speakers, profiles=known, min_clips=1)
+        if known is None:
+            known = self.normalizer.profiles(raw, speakers)
+        clips_of = [known[speaker].clips if speaker in known else 0 for speaker in speakers]
+        weights = torch.tensor([self.normalizer.weight(n) for n in clips_of]).unsqueeze(1)
+        adaptive = self.head.probabilities(inputs)
+        if bool((weights == 1).all()):
+            return adaptive, [BY_SPEAKER] * count
+        blended = weights * adaptive + (1 - weights) * self.non_adaptive_probabilities(raw)
+        return blended, [way_of(speaker, float(w)) for speaker, w in zip(speakers, weights, strict=True)]
+
+    def non_adaptive_probabilities(self, raw: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """A speaker-adaptive model's answer without the speaker: its head's non-adaptive twin's (a scikit-learn
+        head), or its network's on the training population's statistics."""
         if getattr(self.head, "fallback", None) is not None:
-            probabilities, ways = self._answered_by_twin(raw, probabilities, ways)
-        return probabilities, ways
+            return self.head.fallback_probabilities(raw)
+        return self.head.probabilities(self.normalizer.by_population(raw))
 
     def keeps_profiles(self, profiles: ProfileStore | None) -> bool:
         """True when clips go into `profiles`: a speaker-adaptive model restored from a file (its version)."""
         return profiles is not None and self.adaptive and self.version is not None
-
-    def _answered_by_twin(
-        self, raw: Mapping[str, torch.Tensor], probabilities: torch.Tensor, ways: list[str]
-    ) -> tuple[torch.Tensor, list[str]]:
-        """The probabilities of the clips not normalised by their speaker's statistics replaced by the head's
-        non-adaptive twin's (from the features before the stage), and their `normalization` saying so."""
-        fell_back = [row for row, way in enumerate(ways) if way != BY_SPEAKER]
-        if not fell_back:
-            return probabilities, ways
-        assert isinstance(self.head, EstimatorHead)
-        probabilities = probabilities.clone()
-        probabilities[fell_back] = self.head.fallback_probabilities(raw)[fell_back]
-        return probabilities, [way if way == BY_SPEAKER else f"{way}: non-adaptive head" for way in ways]
 
     def classify_batch(
         self, waves: torch.Tensor, lengths: torch.Tensor | None = None, speakers: Sequence[str | None] | None = None
