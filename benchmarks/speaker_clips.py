@@ -9,13 +9,15 @@ per request.
   of the six classes is sent alone with `update_profile` false, so each is classified with a profile of k clips
   and itself. `all`: every clip enrolled first. Beside it, the same clips sent with no speaker: the non-adaptive
   model (the head's twin, selected and fitted as a `normalize=population` run of the same recipe would be).
+  Each of `--draws` draws enrols other clips; the figures are each draw's UAR pooled over the folds, their mean
+  and spread, and the worst draw's difference from the non-adaptive answer.
 - `--study mix` (emotion-mix sensitivity): a profile of `--pool` clips drawn `random`ly, `balanced` over the six
   emotions, `neutral`-heavy (two thirds neutral) or `angry`-heavy (two thirds angry); then every other clip of
   the speaker is classified against it, for each shrinkage of `--shrinkage` (the served normaliser's, changed
-  here: a remedy tried). This study classifies each clip's cached front-end output (`classify_inputs`, the served
-  model's path after the encoder), so each clip is encoded once.
+  here: a remedy tried); the pooled UAR over every fold's scored clips, over `--draws` draws.
 
-The figure is the pooled UAR over every fold's scored clips, mean over `--draws` draws.
+Both studies classify each clip's cached front-end output (`classify_inputs`: the served model's path after the
+encoder, its profiles and enrolment included), so each clip is encoded once.
 
 python -m benchmarks.speaker_clips --cv-run RUN_ID --tracking-uri sqlite:///mlruns.db --data ../shared/data/savee \
     --reader savee --study clips
@@ -33,8 +35,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
-import soundfile as sf
 from mlflow.pyfunc import PythonModelContext
 from tqdm.auto import tqdm
 
@@ -42,8 +42,8 @@ from benchmarks.common import machine
 from emotion.config import PROFILES_VARIABLE
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, Clip, read_corpus
 from emotion.metrics import unweighted_average_recall
-from emotion.serving.profiles import ProfileStore, clip_digest
 from emotion.serving.pyfunc import EmotionModel
+from emotion.serving.recognizer import is_silent
 
 KS = (0, 1, 3, 5, 10, 20, "all")
 MIXES = ("random", "balanced", "neutral", "angry")
@@ -74,29 +74,6 @@ def uar(truths: list[str], guesses: list[str]) -> float:
         np.array([classes.index(t) for t in truths]),
         np.array([classes.index(g) if g in classes else -1 for g in guesses]),
     )
-
-
-def request(clip: Clip, speaker: str | None, update: bool) -> pd.DataFrame:
-    """One clip as one request's row, as a client sends it (samples and their rate)."""
-    samples, rate = sf.read(clip.path, dtype="float32")
-    row: dict[str, Any] = {"waveform": samples.tolist(), "sample_rate": rate}
-    if speaker is not None:
-        row |= {"speaker": speaker, "update_profile": update}
-    return pd.DataFrame([row])
-
-
-def clip_curve(
-    model: EmotionModel, clips: list[Clip], scored: list[Clip], k: int | str, seed: int
-) -> tuple[list[Clip], list[str]]:
-    """The `scored` clips not enrolled, and the emotions the served model gives each alone after k of `clips` were
-    sent (`all`: every one) to a new speaker's profile."""
-    rng = np.random.default_rng(seed)
-    speaker = f"speaker-{k}-{seed}"
-    enrolled = list(clips) if k == "all" else [clips[i] for i in rng.permutation(len(clips))[: int(k)]]
-    for clip in enrolled:
-        model.predict(None, request(clip, speaker, update=True))
-    left = scored if k == "all" else [c for c in scored if c.path not in {e.path for e in enrolled}]
-    return left, [model.predict(None, request(c, speaker, update=False))["emotion"][0] for c in left]
 
 
 def pool_of(clips: list[Clip], mix: str, size: int, rng: np.random.Generator) -> list[Clip]:
@@ -155,29 +132,61 @@ def per_fold(
 
 
 def clips_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: argparse.Namespace) -> dict:
-    """The k-clip curve of the adaptive model as served, and beside each k the non-adaptive twin's UAR on the very
-    same clips (those not enrolled)."""
-    truths: dict[str, list[str]] = {str(k): [] for k in KS}
-    adaptive: dict[str, list[str]] = {key: [] for key in truths}
-    twin: dict[str, list[str]] = {key: [] for key in truths}
+    """The k-clip curve of the adaptive model as served, one clip a request, and beside each k the non-adaptive
+    answer on the very same clips (those not enrolled); each draw's UAR pooled over the folds, then their mean,
+    spread and the worst draw's difference from the non-adaptive answer."""
+    truths: dict[tuple[str, int], list[str]] = {}
+    adaptive: dict[tuple[str, int], list[str]] = {}
+    twin: dict[tuple[str, int], list[str]] = {}
 
     def score(model: EmotionModel, clips: list[Clip], scored: list[Clip]) -> None:
-        unnamed = {c.path: model.predict(None, request(c, None, True))["emotion"][0] for c in scored}
+        recognizer = model.recognizer
+        front = cached_front_end(recognizer, clips)
+        unnamed = {c.path: said(recognizer, front[c.path], None, None, False) for c in scored}
         for k in KS:
             for draw in range(1 if k in (0, "all") else args.draws):
-                left, said = clip_curve(model, clips, scored, k, draw)
-                truths[str(k)] += [c.emotion for c in left]
-                adaptive[str(k)] += said
-                twin[str(k)] += [unnamed[c.path] for c in left]
-            print(f"  k={k}: UAR so far {uar(truths[str(k)], adaptive[str(k)]):.3f} "
-                  f"(non-adaptive {uar(truths[str(k)], twin[str(k)]):.3f})", flush=True)  # fmt: skip
+                rng = np.random.default_rng(draw)
+                speaker = f"{scored[0].speaker}-{k}-{draw}"
+                order = [clips[i] for i in rng.permutation(len(clips))]
+                enrolled = order if k == "all" else order[: int(k)]
+                for clip in enrolled:
+                    said(recognizer, front[clip.path], speaker, model.profiles, True)
+                left = scored if k == "all" else [c for c in scored if c.path not in {e.path for e in enrolled}]
+                key = (str(k), draw)
+                truths.setdefault(key, []).extend(c.emotion for c in left)
+                adaptive.setdefault(key, []).extend(said(recognizer, front[c.path], speaker, model.profiles, False)
+                                                    for c in left)  # fmt: skip
+                twin.setdefault(key, []).extend(unnamed[c.path] for c in left)
 
     per_fold(runs, everything, score, args.min_clips)
-    return {
-        "adaptive": {str(k): round(uar(truths[str(k)], adaptive[str(k)]), 4) for k in KS},
-        "non_adaptive": {str(k): round(uar(truths[str(k)], twin[str(k)]), 4) for k in KS},
-        "scored_clips": {str(k): len(truths[str(k)]) for k in KS},
-    }
+    curve = {}
+    for k in map(str, KS):
+        draws = sorted(d for kk, d in truths if kk == k)
+        own = [uar(truths[(k, d)], adaptive[(k, d)]) for d in draws]
+        plain = [uar(truths[(k, d)], twin[(k, d)]) for d in draws]
+        curve[k] = {"adaptive": round(float(np.mean(own)), 4), "adaptive_std": round(float(np.std(own)), 4),
+                    "non_adaptive": round(float(np.mean(plain)), 4), "draws": len(draws),
+                    "worst_draw_minus_non_adaptive": round(min(a - p for a, p in zip(own, plain, strict=True)), 4),
+                    "scored_clips": len(truths[(k, draws[0])])}  # fmt: skip
+        print(f"  k={k}: adaptive {curve[k]['adaptive']:.3f} ± {curve[k]['adaptive_std']:.3f} over {len(draws)} "
+              f"draw(s), non-adaptive {curve[k]['non_adaptive']:.3f}", flush=True)  # fmt: skip
+    return {"curve": curve}
+
+
+def cached_front_end(recognizer: Any, clips: list[Clip]) -> dict[str, tuple[Any, Any]]:
+    """Each clip's decoded waveform and front-end output (the encoder runs once a clip)."""
+    front = {}
+    for clip in tqdm(clips, desc="encoding", unit="clip", leave=False):
+        wave = recognizer.decode(clip.path)
+        front[clip.path] = (wave, recognizer.front_end.inputs([recognizer.front_end.prepare(wave)]))
+    return front
+
+
+def said(recognizer: Any, front: tuple[Any, Any], speaker: str | None, profiles: Any, update: bool) -> str:
+    """The emotion the served model gives one clip sent alone (its path after the encoder: `classify_inputs`)."""
+    wave, raw = front
+    probabilities, _ = recognizer.classify_inputs(raw, [speaker], profiles, update, [wave], [is_silent(wave)])
+    return recognizer.classes[int(probabilities.argmax())]
 
 
 def mix_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: argparse.Namespace) -> dict:
@@ -188,23 +197,19 @@ def mix_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: arg
 
     def score(model: EmotionModel, clips: list[Clip], scored: list[Clip]) -> None:
         recognizer = model.recognizer
-        raw = {c.path: recognizer.front_end.inputs([recognizer.front_end.prepare(recognizer.decode(c.path))])
-               for c in clips}  # fmt: skip
-        digest = {path: clip_digest(next(iter(inputs.values()))) for path, inputs in raw.items()}
+        front = cached_front_end(recognizer, clips)
         for (mix, shrink), draw in [(key, d) for key in keys for d in range(args.draws)]:
             recognizer.normalizer.shrinkage = shrink
             pool = pool_of(clips, mix, args.pool, np.random.default_rng(draw))
-            store = ProfileStore(os.environ[PROFILES_VARIABLE])
             speaker = f"{mix}-{shrink}-{draw}-{scored[0].speaker}"
             for c in pool:
-                recognizer.classify_inputs(raw[c.path], [speaker], [digest[c.path]], store, update=True)
+                said(recognizer, front[c.path], speaker, model.profiles, True)
             pooled = {c.path for c in pool}
             for c in scored:
                 if c.path in pooled:
                     continue
-                probabilities, _ = recognizer.classify_inputs(raw[c.path], [speaker], [digest[c.path]], store, False)
                 truths[(mix, shrink)].append(c.emotion)
-                guesses[(mix, shrink)].append(recognizer.classes[int(probabilities.argmax())])
+                guesses[(mix, shrink)].append(said(recognizer, front[c.path], speaker, model.profiles, False))
 
     per_fold(runs, everything, score, args.min_clips)
     table = {mix: {str(shrink): round(uar(truths[(mix, shrink)], guesses[(mix, shrink)]), 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from functools import reduce
 from pathlib import Path
 
 import mlflow
@@ -122,8 +124,9 @@ def test_two_servers_share_a_speakers_profile_in_the_teams_postgresql(services: 
     clips = clip_moments(inputs)
     one, two = ProfileStore(url), ProfileStore(url)
 
-    one.profiles("model", ["ann", "ann"], ["clip0", "clip1"], clips[:2])
-    shared = two.profiles("model", ["ann", "ann"], ["clip1", "clip2"], clips[1:])["ann"]
+    one.add("model", [("ann", "clip0", clips[0]), ("ann", "clip1", clips[1])])
+    two.add("model", [("ann", "clip1", clips[1]), ("ann", "clip2", clips[2])])
+    shared = reduce(operator.add, (moments for _, moments in two.held("model", ["ann"])["ann"]))
 
     assert shared.clips == 3 and one.clips_of("model", "ann") == 3
     mean, var = shared.mean_var("layers")

@@ -9,11 +9,13 @@ own statistics (mean and std, or the mean only with `scale=mean`), taken from al
 from labels: a speaker the model never heard needs only some unlabeled clips of theirs. A speaker's statistics
 are their clips' `Moments` (sums, which add up across requests: `emotion.serving.profiles`), shrunk toward the
 training population's by `shrinkage` clips' worth: with n clips, a weight n / (n + shrinkage) on the speaker's
-own. A speaker with fewer than `min_clips` clips (or none named) is standardised by the training population's
-statistics instead, which the normaliser keeps with the trained model (and a scikit-learn head then answers with
-its non-adaptive twin: `emotion.models.estimator`). Training, validation and test clips all go through the same
-stage (the datamodule applies it to the cached features), and so do the clips `emotion-predict`, the served
-model and `emotion-evaluate` classify (`emotion.serving.recognizer`). `normalize=none`: no standardisation at all.
+own. In training, a speaker with fewer than `min_clips` clips (or none named) is standardised by the training
+population's statistics instead, which the normaliser keeps with the trained model; a trained model blends its
+answer for a speaker of n clips with its non-adaptive one (a scikit-learn head's twin: `emotion.models.estimator`)
+by `weight(n)`, n / min_clips up to 1 (`emotion.serving.recognizer`). Training, validation and test clips all
+go through the same stage (the datamodule applies it to the cached features), and so do the clips
+`emotion-predict`, the served model and `emotion-evaluate` classify (`emotion.serving.recognizer`).
+`normalize=none`: no standardisation at all.
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ class SpeakerNormalizer(nn.Module):
     """The `normalize` stage: each speaker's clips by their own statistics, or nothing (the head standardises).
 
     `fit` keeps the training population's statistics: what a speaker's own are shrunk toward (by `shrinkage`
-    clips' worth), and the fallback for a speaker with under `min_clips` clips.
+    clips' worth), and the fallback for a speaker with under `min_clips` clips (in training; a served model
+    blends by `weight`).
     """
 
     def __init__(

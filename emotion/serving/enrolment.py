@@ -33,9 +33,9 @@ from emotion.serving.profiles import ProfileStore, clip_digest
 CLIPPED_SHARE = 0.01
 CLIPPED_LEVEL = 0.999
 #: The largest mean squared z-score (against the population) of a clip that may join a profile.
-OUT_OF_DISTRIBUTION = 9.0
+OUT_OF_DISTRIBUTION = 6.0
 #: Two clips closer than this (RMS distance of their features, in population standard deviations) are one.
-REPLAY_DISTANCE = 0.05
+REPLAY_DISTANCE = 0.3
 #: Each feature of a clip joins a profile clamped to the population's mean +- this many standard deviations.
 CLAMP_SD = 4.0
 
