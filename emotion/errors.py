@@ -11,3 +11,7 @@ class DataError(EmotionError):
 
 class ConfigError(EmotionError):
     """The configuration is inconsistent (for example a model given features it cannot take)."""
+
+
+class UnsafeRecipe(EmotionError):
+    """A saved model whose recipe is not plain, bounded data of the registered classes: nothing of it is built."""

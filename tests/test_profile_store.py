@@ -24,15 +24,8 @@ from emotion.cli.profiles import main
 from emotion.data.normalize import Moments
 from emotion.errors import ConfigError, DataError, EmotionError
 from emotion.ops.team import postgres_tool, start_postgres, stop_postgres
-from emotion.serving.profiles import (
-    MAX_AGE_VARIABLE,
-    MAX_CLIPS_VARIABLE,
-    ProfileStore,
-    ProfileStoreError,
-    clips_table,
-    open_profiles,
-    speaker_name,
-)
+from emotion.serving.profile_db import ProfileStoreError, clips_table
+from emotion.serving.profiles import MAX_AGE_VARIABLE, MAX_CLIPS_VARIABLE, ProfileStore, open_profiles, speaker_name
 
 MODEL = "0123456789abcdef" * 2
 #: Writers at once: processes (each its own engine) and threads of this process (sharing one).

@@ -23,8 +23,9 @@ from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from emotion.errors import DataError
 from emotion.pipeline.estimator import speaker_folds
 from emotion.serving.profiles import ProfileStore
-from emotion.serving.pyfunc import READ_ONLY, Refusal
+from emotion.serving.pyfunc import READ_ONLY
 from emotion.serving.recognizer import BLENDED, NO_SPEAKER, EmotionRecognizer
+from emotion.serving.requests import Refusal
 from tests.conftest import TINY_CORPUS
 from tests.stores import Store
 from tests.test_speakers import ADAPTIVE, manifest_datamodule, speaker_of_the_test, speaker_rows

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 
 from emotion.models.module import EmotionClassifier
-from emotion.serving.pyfunc import AUDIO_DIRS
+from emotion.serving.requests import AUDIO_DIRS
 from tests.stores import TINY_MODEL, Store
 
 

@@ -32,8 +32,8 @@ from emotion.errors import ConfigError
 from emotion.models.estimator import EstimatorHead, UntrustedFile
 from emotion.pipeline.build import inference_recipe
 from emotion.serving import pyfunc
+from emotion.serving.encoder_refs import ENCODER_DIRS
 from emotion.serving.model_file import StaleCheckpoint
-from emotion.serving.recipes import ENCODER_DIRS
 from emotion.serving.recognizer import EmotionRecognizer
 from tests.conftest import TINY_CORPUS
 from tests.stores import Store, run_id_of

@@ -21,7 +21,7 @@ import soundfile as sf
 from mlflow.exceptions import MlflowException
 
 from emotion.cli import evaluate, predict
-from emotion.serving.pyfunc import AUDIO_DIRS, MAX_ROWS
+from emotion.serving.requests import AUDIO_DIRS, MAX_ROWS
 from tests.conftest import free_port, running_server
 from tests.stores import Store
 

@@ -150,7 +150,7 @@ def one_line(exc: EmotionError) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: a mistake is one `error:` line on standard error and exit status 1."""
     args = parse_args(argv)
-    logging.getLogger("emotion.serving.profiles").setLevel(logging.ERROR)  # its warnings: in the error line
+    logging.getLogger("emotion.serving.profile_db").setLevel(logging.ERROR)  # its warnings: in the error line
     try:
         print(run(args))
     except EmotionError as exc:

@@ -51,7 +51,7 @@ class SSLLayers(FeatureSet):
         self.pooling = pooling
         if self.window.whole_utterance:
             raise ConfigError("features=ssl already pools each whole clip: use features/window=crop")
-        # An Encoder given as such: a saved model's, found where its host keeps it (emotion.serving.recipes).
+        # An Encoder given as such: a saved model's, found where its host keeps it (emotion.serving.encoder_refs).
         self.encoder = encoder if isinstance(encoder, Encoder) else load_encoder(encoder, checkpoint, whisper_input)
         if self.encoder.sample_rate != self.sample_rate:
             rate = self.encoder.sample_rate

@@ -22,7 +22,8 @@ from emotion.errors import ConfigError, EmotionError
 from emotion.models.estimator import ScikitLearnHead
 from emotion.models.module import EmotionClassifier
 from emotion.models.network import architecture_name
-from emotion.serving.recipes import parse_recipe, recorded_encoder
+from emotion.serving.encoder_refs import recorded_encoder
+from emotion.serving.recipes import parse_recipe
 from emotion.tracking.checkpoints import resolve_checkpoint
 from emotion.tracking.names import OVERRIDES_TAG
 

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from emotion.errors import EmotionError
+from emotion.errors import EmotionError, UnsafeRecipe
 from emotion.models.estimator import SUFFIX, TRUSTED_TYPES, EstimatorHead, UntrustedFile, saved_normalizer
 from emotion.models.module import EmotionClassifier
 from emotion.models.weights import NETWORK_PREFIX
-from emotion.serving.recipes import Recipe, UnsafeRecipe, parse_recipe
+from emotion.serving.recipes import Recipe, parse_recipe
 
 #: The parts of an EmotionClassifier's state that inference needs (not the loss weights or optimiser).
 INFERENCE_PREFIXES = (NETWORK_PREFIX, "standardizer.", "normalizer.")

@@ -1,29 +1,26 @@
 """The MLflow pyfunc model of a trained run: raw audio in, emotions out, with nothing else to install.
 
-Input: a DataFrame with one row per clip: `audio` (an audio file's bytes, base64-encoded: WAV, FLAC or
-OGG), a `waveform` (mono samples) with its `sample_rate`, or a `path` to a file on the model's host,
-read only under the folders its host allows (`EMOTION_AUDIO_DIRS`), and optionally the clip's `speaker` (a name:
-`emotion.serving.profiles.speaker_name`; blank: none): a speaker-adaptive model keeps each speaker's profile
-(`emotion.serving.profiles`), growing with the clips of every request that `emotion.serving.enrolment` admits,
-and blends its speaker-adaptive answer with its non-adaptive one by the profile's clips (`normalization` says
-which). `update_profile` (a boolean, per row) false: read the profile, add nothing; `EMOTION_PROFILES_READ_ONLY`
-set: no request adds anything. At most `EMOTION_MAX_ROWS` rows (default
-64), clips no longer than the training's `data.max_duration`, rates of 4 to 384 kHz; anything else, and any
-failure, is refused in one line (INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
+Input: a DataFrame with one row per clip (read by `emotion.serving.requests`): `audio` (an audio file's bytes,
+base64-encoded: WAV, FLAC or OGG), a `waveform` (mono samples) with its `sample_rate`, or a `path` to a file on the
+model's host, read only under the folders its host allows (`EMOTION_AUDIO_DIRS`), and optionally the clip's
+`speaker` (a name: `emotion.serving.profiles.speaker_name`; blank: none): a speaker-adaptive model keeps each
+speaker's profile (`emotion.serving.profiles`), growing with the clips of every request that
+`emotion.serving.enrolment` admits, and blends its speaker-adaptive answer with its non-adaptive one by the
+profile's clips (`normalization` says which). `update_profile` (a boolean, per row) false: read the profile, add
+nothing; `EMOTION_PROFILES_READ_ONLY` set: no request adds anything. At most `EMOTION_MAX_ROWS` rows (default 64),
+clips no longer than the training's `data.max_duration`, rates of 4 to 384 kHz; anything else, and any failure, is
+refused in one line (INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
 Output: `emotion`, `confidence`, `silent`, `normalization` and one `prob_<class>` column per class; a clip quieter than
 `emotion.serving.recognizer.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
-The model carries the trained model's checkpoint (restored alone by `EmotionRecognizer.from_checkpoint`: the
-same object `emotion-predict` and `emotion-evaluate` classify with), optionally its encoder, and the `emotion`
-package.
+The model (`EmotionModel`, logged into its run by `log_pyfunc`) carries the trained model's checkpoint (restored
+alone by `EmotionRecognizer.from_checkpoint`: the same object `emotion-predict` and `emotion-evaluate` classify
+with), optionally its encoder, and the `emotion` package.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -37,13 +34,24 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, Schema
 
 import emotion
 from emotion.errors import DataError, EmotionError
-from emotion.serving.profiles import ProfileStore, ProfileStoreError, speaker_name
+from emotion.serving.profile_db import ProfileStoreError
+from emotion.serving.profiles import ProfileStore, speaker_name
 from emotion.serving.recognizer import EmotionRecognizer
+from emotion.serving.requests import (
+    REQUEST_SHAPE,
+    Refusal,
+    checked_rows,
+    decode_base64,
+    given,
+    missing,
+    readable_path,
+    refusal,
+    update_flag,
+)
 
 #: Packages the model imports, pinned to the versions it was logged with (and those of its feature set).
 REQUIREMENTS = (
@@ -59,18 +67,8 @@ REQUIREMENTS = (
 )
 FEATURE_REQUIREMENTS = {"egemaps": ("opensmile",), "ssl": ("transformers", "safetensors", "huggingface-hub")}
 
-#: Folders (separated by os.pathsep) whose files the model may read from a `path` column; unset or empty: none.
-AUDIO_DIRS = "EMOTION_AUDIO_DIRS"
 #: Set (1, true): the served model reads speaker profiles and adds nothing to them (enrol with emotion-predict).
 READ_ONLY = "EMOTION_PROFILES_READ_ONLY"
-#: The most rows a request may hold (default DEFAULT_MAX_ROWS).
-MAX_ROWS = "EMOTION_MAX_ROWS"
-DEFAULT_MAX_ROWS = 64
-
-#: The columns a request's rows may hold (each row: `audio`, or `path`, or `waveform` with `sample_rate`).
-INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate", "speaker", "update_profile")
-#: What a request looks like, as a refusal says it.
-REQUEST_SHAPE = '{"dataframe_records": [{"audio": "<a file\'s bytes, base64>"}]}'
 #: The artifacts of a model logged before checkpoints carried their recipe (refused at load: `StaleModel`).
 STALE_ARTIFACTS = ("config", "weights")
 
@@ -135,36 +133,19 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
 
     def _waveform(self, row: dict[str, Any]) -> torch.Tensor:
         audio, path, waveform, rate = row.get("audio"), row.get("path"), row.get("waveform"), row.get("sample_rate")
-        if _given(audio):
+        if given(audio):
             return self.recognizer.decode(decode_base64(audio), name="the audio file sent in `audio`")
         if audio == "":  # an empty file, base64-encoded
             raise DataError("`audio` is empty: the file sent holds no bytes")
-        if _given(path):
+        if given(path):
             return self.recognizer.decode(readable_path(path))
-        if waveform is not None and not _missing(rate):
+        if waveform is not None and not missing(rate):
             if not isinstance(rate, int | float) or isinstance(rate, bool):
                 raise DataError("`sample_rate` must be a number of samples a second")
             return self.recognizer.from_samples(waveform, rate)
         raise DataError(
             "each input row needs `audio` (a file's bytes, base64), a `waveform` with its `sample_rate`, or a `path`"
         )
-
-
-class Refusal(MlflowException):
-    """An input the model will not take: one line for the caller (MLflow's INVALID_PARAMETER_VALUE: HTTP 400).
-
-    MLflow's scoring server puts "Failed to predict data '<the whole input>'" before the message of an
-    MlflowException by assigning to its `message`; this one keeps its own line, and carries no stack trace.
-    """
-
-    @property
-    def message(self) -> str:
-        return self._message
-
-    @message.setter
-    def message(self, value: str) -> None:
-        if not hasattr(self, "_message"):
-            self._message = value
 
 
 def refuse_bad_json_in_one_line() -> None:
@@ -195,70 +176,6 @@ def refuse_bad_json_in_one_line() -> None:
     server._decode_json_input = decode_or_refuse
 
 
-def refusal(message: str) -> Refusal:
-    """An input the model will not take, said in one line (HTTP 400 when served)."""
-    return Refusal(" ".join(message.split()), error_code=INVALID_PARAMETER_VALUE)
-
-
-def checked_rows(model_input: Any) -> list[dict[str, Any]]:
-    """The request's rows; Refusal if it has none, too many (`EMOTION_MAX_ROWS`) or a column the model does not take."""
-    if not isinstance(model_input, pd.DataFrame):
-        raise refusal(f"send a table of rows (dataframe_records) with the columns {list(INPUT_COLUMNS)}")
-    unknown = sorted(str(c) for c in model_input.columns if c not in INPUT_COLUMNS)
-    if unknown:
-        raise refusal(f"unknown column(s) {unknown}: each row takes {list(INPUT_COLUMNS)}")
-    if model_input.empty:
-        raise refusal("the request holds no rows: send one row per clip")
-    limit = int(os.environ.get(MAX_ROWS) or DEFAULT_MAX_ROWS)
-    if len(model_input) > limit:
-        raise refusal(f"{len(model_input)} rows in one request, more than the {limit} this model takes ({MAX_ROWS})")
-    return model_input.to_dict("records")
-
-
-def decode_base64(text: Any) -> bytes:
-    """The bytes of a base64 string; DataError if it is not one."""
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise DataError("`audio` is not valid base64 (send the file's bytes, base64-encoded)") from None
-
-
-def allowed_folders() -> list[Path]:
-    """The folders whose files a `path` may name (`EMOTION_AUDIO_DIRS`), symbolic links resolved."""
-    return [Path(folder).resolve() for folder in os.environ.get(AUDIO_DIRS, "").split(os.pathsep) if folder]
-
-
-def readable_path(path: str) -> Path:
-    """`path` resolved, if it names a file under an allowed folder.
-
-    A file outside them gets the same message as a missing one, so a client learns nothing of the host's files.
-    """
-    folders = allowed_folders()
-    if not folders:
-        raise DataError(
-            f"this model reads no files by `path` here (its host allows no folders: {AUDIO_DIRS}); "
-            "send the file's bytes, base64-encoded, in `audio`"
-        )
-    resolved = Path(path).resolve()
-    if resolved.is_file() and any(resolved.is_relative_to(folder) for folder in folders):
-        return resolved
-    raise DataError(f"no audio file {path!r} in the folders this model may read")
-
-
-def _given(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
-def update_flag(value: Any) -> bool:
-    """A row's `update_profile`: true (or left out) keeps its clip in its speaker's profile, false only reads the
-    profile; DataError for anything but a boolean."""
-    if _missing(value):
-        return True
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    raise DataError("`update_profile` must be true or false (a JSON boolean), or left out (true)")
-
-
 def served_label(checkpoint: Path) -> str:
     """What the profiles store calls a served model: its run (`run RUN_ID`), from the MLmodel beside its files."""
     try:
@@ -266,10 +183,6 @@ def served_label(checkpoint: Path) -> str:
     except Exception:  # a model folder laid out otherwise: named by its file
         run_id = None
     return f"run {run_id}" if run_id else checkpoint.name
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def signature(classes: tuple[str, ...]) -> ModelSignature:

@@ -7,15 +7,13 @@ so `parse_recipe` reads it by a schema: plain values only (no `${...}` is ever r
 closed registry's (`emotion.registry`), each parameter of the type its constructor declares, within bounds. No
 Hydra `instantiate` runs on anything read from a file, and a file names no path, URL, store or logger: an
 encoder is named (a torchaudio bundle, a hub id, a folder's name, a registered class) and found where the host
-keeps encoders (`EMOTION_ENCODER_DIRS`, the Hugging Face cache, or the folder a model carries). Anything else is
+keeps encoders (`emotion.serving.encoder_refs`). Anything else is
 refused in one line (`UnsafeRecipe`), before anything is built, read or contacted.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import re
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -27,24 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, crea
 from emotion.data.audio import MAX_DURATION
 from emotion.data.features import FeatureSet, Spectral
 from emotion.data.windows import Window
-from emotion.errors import ConfigError, EmotionError
-from emotion.registry import ENCODERS, FEATURES, NETS, Entry, dotted_name, import_extensions
+from emotion.errors import ConfigError, UnsafeRecipe
+from emotion.registry import FEATURES, NETS, Entry, dotted_name, import_extensions
+from emotion.serving.encoder_refs import EncoderRef, encoder_ref
 
-#: The variable naming the folders (separated by os.pathsep) where this host keeps pretrained encoders.
-ENCODER_DIRS = "EMOTION_ENCODER_DIRS"
 #: The longest string, and the deepest nesting, a recipe may hold.
 MAX_STRING = 256
 MAX_DEPTH = 6
-#: A hub id (`org/name`) and a folder's name, as a recipe may give them.
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
-NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,127}")
 #: Constructor parameters that the recipe's other parts give, not the class's own entry.
 NET_ARGUMENTS = ("input_shapes", "num_classes")
 FEATURE_ARGUMENTS = ("spectral", "window", "encoder", "checkpoint")
-
-
-class UnsafeRecipe(EmotionError):
-    """A saved recipe that is not plain, bounded data of the registered classes: nothing of it is built."""
 
 
 class SpectralSettings(BaseModel):
@@ -80,98 +70,6 @@ class NormalizeSettings(BaseModel):
     scale: Literal["mean_var", "mean"] = "mean_var"
     min_clips: Annotated[int, Field(ge=1, le=10_000)] = 10
     shrinkage: Annotated[float, Field(ge=0, le=10_000)] = 2.0
-
-
-@dataclass(frozen=True)
-class EncoderRef:
-    """A pretrained encoder as a recipe names it: `kind` bundle (torchaudio), hub (a hub id), folder (a folder's
-    name, found in the host's encoder folders) or class (a registered `Encoder`); `checkpoint`: a bundle's weights
-    file, by name."""
-
-    kind: Literal["bundle", "hub", "folder", "class"]
-    name: str
-    checkpoint: str | None = None
-
-    def load(self, whisper_input: str, carried: Path | None = None) -> Any:
-        """The encoder: from the folder a model carries when given, else from where this host keeps it."""
-        from emotion.encoders import saved_encoder_overrides
-        from emotion.encoders.huggingface import load_huggingface
-        from emotion.encoders.torchaudio_bundle import TorchaudioEncoder
-
-        if carried is not None:
-            found = saved_encoder_overrides(carried)
-            if found.get("checkpoint"):
-                return TorchaudioEncoder(self.name, found["checkpoint"])
-            return load_huggingface(str(carried), whisper_input)
-        if self.kind == "class":
-            return ENCODERS[self.name].cls()
-        if self.kind == "bundle":
-            checkpoint = host_encoder_path(self.checkpoint) if self.checkpoint else None
-            if self.checkpoint and checkpoint is None:
-                raise self._not_here(self.checkpoint)
-            return TorchaudioEncoder(self.name, str(checkpoint) if checkpoint else None)
-        folder = host_encoder_path(self.name)
-        if folder is not None:
-            return load_huggingface(str(folder), whisper_input)
-        if self.kind == "hub":
-            return load_huggingface(self.name, whisper_input)  # the local Hugging Face cache only
-        raise self._not_here(self.name)
-
-    @staticmethod
-    def _not_here(name: str) -> ConfigError:
-        return ConfigError(
-            f"the model's encoder {name} is in none of the folders this host keeps encoders in ({ENCODER_DIRS}); "
-            "add the folder holding it there, or promote the run with emotion-promote --with-upstream so that "
-            "the model carries its encoder"
-        )
-
-
-#: The encoder folders and weights files this process's own (trusted) configs named, by name: a run that trains
-#: on a folder logs a model that loads from it without further setting.
-_NAMED_HERE: dict[str, Path] = {}
-
-
-def host_encoder_path(name: str) -> Path | None:
-    """`name` (a folder's or file's name, or `org/name`) under one of the host's encoder folders, or named by
-    this process's own config, if there."""
-    for folder in os.environ.get(ENCODER_DIRS, "").split(os.pathsep):
-        if not folder:
-            continue
-        for candidate in (Path(folder) / name, Path(folder) / name.rsplit("/", 1)[-1]):
-            if candidate.exists():
-                return candidate.resolve()
-    return _NAMED_HERE.get(name)
-
-
-def encoder_ref(value: str, checkpoint: str | None, source: str) -> EncoderRef:
-    """How a recipe's `encoder` (and a bundle's `checkpoint`) names the encoder; paths are kept by name only."""
-    from emotion.encoders.torchaudio_bundle import is_bundle
-
-    weights = Path(checkpoint).name if checkpoint else None
-    if weights is not None and not NAME.fullmatch(weights):
-        raise UnsafeRecipe(f"{source}'s recipe names the encoder weights {_short(checkpoint)}: not loaded")
-    if is_bundle(value):
-        return EncoderRef("bundle", value, weights)
-    if value in ENCODERS:
-        return EncoderRef("class", value)
-    if HUB_ID.fullmatch(value) and ".." not in value:
-        return EncoderRef("hub", value)
-    name = Path(value).name if value.startswith("/") else value  # models saved before recorded a folder's path
-    if NAME.fullmatch(name) and name not in ("..", "."):
-        return EncoderRef("folder", name)
-    raise UnsafeRecipe(f"{source}'s recipe names the encoder {_short(value)}, which is not an encoder's name")
-
-
-def recorded_encoder(encoder: str, checkpoint: str | None) -> tuple[str, str | None]:
-    """What a recipe records of the encoder a (trusted) training config names: a folder or weights file by its
-    name alone; this process remembers where it is."""
-    for given in (encoder, checkpoint):
-        path = Path(given).expanduser() if given else None
-        if path is not None and path.exists():
-            _NAMED_HERE[path.resolve().name] = path.resolve()
-    if Path(encoder).expanduser().is_dir():
-        encoder = Path(encoder).expanduser().resolve().name
-    return encoder, Path(checkpoint).name if checkpoint else None
 
 
 @dataclass(frozen=True)
