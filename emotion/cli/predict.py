@@ -9,6 +9,8 @@ emotion-predict recordings/ --speaker-folders          # recordings/SPEAKER/*.wa
 emotion-predict --manifest clips.csv                   # columns path and speaker
 emotion-predict new.wav --speaker alice                # alice's clips of earlier calls count too (--profiles)
 emotion-predict new.wav --speaker alice --read-only    # ... and this one is not added to her profile
+emotion-predict --timeline call.mp3 --plot plots/      # a recording of any length: a row per segment of speech
+emotion-predict --timeline call.wav --segments call.rttm   # its speakers' turns (pyannote's RTTM, or a CSV)
 """
 
 from __future__ import annotations
@@ -82,7 +84,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="read the speakers' profiles without adding these clips to them",
     )
+    over_time = parser.add_argument_group(
+        "timeline",
+        "recordings of any length (a call, an interview), streamed in blocks: one row per segment of speech "
+        "(silero-vad's, or --segments), each classified alone; a speaker-adaptive model normalises each "
+        "speaker's segments by their own statistics in the recording (no profiles store)",
+    )
+    over_time.add_argument(
+        "--timeline",
+        action="store_true",
+        help="a row per segment: file, start, end, speaker (--speaker, else the file's name), emotion, ...",
+    )
+    over_time.add_argument(
+        "--segments",
+        type=Path,
+        help="a diarization whose segments replace the detector's: RTTM (pyannote's output) or a CSV of columns "
+        "start, end (seconds), speaker (and file, for several files); implies --timeline",
+    )
+    over_time.add_argument("--plot", type=Path, help="write a PNG per file into this folder; implies --timeline")
+    over_time.add_argument(
+        "--smooth",
+        type=int,
+        default=1,
+        help="the PNG shows each class's probability averaged over this many neighbouring segments of the same "
+        "speaker (the table keeps each segment's own; default: %(default)s, none)",
+    )
     args = parser.parse_args(argv)
+    args.timeline = args.timeline or args.segments is not None or args.plot is not None
+    if args.smooth < 1:
+        parser.error(f"--smooth {args.smooth}: average over 1 segment (none) or more")
+    if args.smooth > 1 and args.plot is None:
+        parser.error("--smooth smooths the pictures: give --plot FOLDER too")
+    if args.segments is not None and (args.speaker is not None or args.speaker_folders or args.manifest):
+        parser.error("--segments names the speakers: give it without --speaker, --speaker-folders or --manifest")
     if not args.paths and args.manifest is None:
         parser.error("give audio files or folders, or --manifest")
     if args.paths and args.manifest is not None:
@@ -150,9 +184,44 @@ def _text_table(predictions: pd.DataFrame) -> str:
     return "\n".join(line(row).rstrip() for row in [columns, *cells]) + "\n"
 
 
+def timeline_main(args: argparse.Namespace) -> None:
+    """`--timeline`: a row per segment of speech of each file (`emotion.serving.timeline`), and its pictures."""
+    from emotion.serving.segments import read_segments
+    from emotion.serving.timeline import timelines
+
+    try:
+        check_writable(args.output)
+        files, speakers = files_and_speakers(args)
+        if args.segments is not None:
+            read_segments(args.segments)  # a bad line is said before the model loads
+        recognizer = load_recognizer(args.model, args.tracking_uri)
+        if args.min_clips is not None:
+            recognizer.normalizer.min_clips = args.min_clips
+        found = timelines(recognizer, files, speakers, args.segments, args.batch_size, args.on_bad_file)
+        if args.plot is not None:
+            from emotion.serving.timeline_plot import write_plots
+
+            pictures = write_plots(found, args.plot, args.smooth)
+            print(f"wrote {len(pictures)} picture(s) to {args.plot}: {', '.join(p.name for p in pictures[:3])}"
+                  + (", ..." if len(pictures) > 3 else ""), file=sys.stderr)  # fmt: skip
+    except PartialPredictions as stopped:  # what was predicted before the failure is kept
+        write(render(stopped.predictions, args.format), args.output, len(stopped.predictions))
+        fail(str(stopped))
+    except EmotionError as exc:
+        fail(str(exc))
+    rows = found.frame
+    empty_table = rows.empty and args.format == "table"
+    write("  ".join(rows.columns) + "\n" if empty_table else render(rows, args.format), args.output, len(rows))
+    if found.skipped:
+        fail(f"skipped {len(found.skipped)} of {len(files)} files (each named above)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = parse_args(argv)
+    if args.timeline:
+        timeline_main(args)
+        return
     try:
         check_writable(args.output)
         files, speakers = files_and_speakers(args)

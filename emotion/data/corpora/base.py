@@ -25,7 +25,7 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sa
 #: Labels some corpora have beyond the six; keep them by adding them to `data.classes`.
 EXTRA_EMOTIONS: tuple[str, ...] = ("calm", "surprise", "boredom")
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 BadFilePolicy = Literal["skip", "error"]
 

@@ -1,0 +1,182 @@
+"""Emotions over time in recordings of any length (`emotion-predict --timeline`): one row per segment of speech.
+
+    audio file (WAV, FLAC, OGG, MP3; any length)
+      -> scan (`emotion.serving.streaming`): decoded block by block at 16 kHz (`stream`: never the whole file in
+         memory), silero-vad's speech probability and the level (dB) of each 32 ms frame
+      -> segments (`emotion.serving.segments`): silero-vad's speech timestamps merged across pauses under
+         `MERGE_GAP`, or a diarization's (`read_segments`: RTTM or CSV, kept as given); each split at its quietest
+         frames into pieces no longer than the model judges at once (`longest_segment`) and widened to the
+         shortest it was trained on
+      -> cut: decoded block by block again, at the model's rate, keeping only the segments' samples
+      -> classify: `EmotionRecognizer.classify_waves`, each speaker's segments in one call: a speaker-adaptive model
+         normalises them by that speaker's own statistics in this recording (label-free; no profiles store)
+      -> one row per segment: file, start, end, speaker, emotion, confidence, normalization, prob_<class>
+
+Memory: one block of the file at a time while decoding (`BLOCK_SECONDS`), then the speech segments alone, at the
+model's rate (about 230 MB an hour of speech at 16 kHz), for the classifier.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from emotion.errors import ConfigError, DataError
+from emotion.serving.files import PartialPredictions, file_groups
+from emotion.serving.segments import Segment, plan, read_segments, segments_of, speech_segments
+from emotion.serving.streaming import Scan, cut, duration, scan
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from emotion.serving.recognizer import EmotionRecognizer
+
+#: The longest segment judged at once (seconds), whatever longer clips the model was trained on.
+MAX_SEGMENT = 8.0
+#: The columns of a timeline before the classes' probabilities.
+COLUMNS = ("file", "start", "end", "speaker", "emotion", "confidence", "normalization")
+
+
+@dataclass
+class Timeline:
+    """The segments of some files (one row each, `COLUMNS` then `prob_<class>`), each file's duration (seconds),
+    and one message per file skipped."""
+
+    frame: pd.DataFrame
+    durations: dict[str, float]
+    skipped: list[str]
+
+
+def longest_segment(recognizer: EmotionRecognizer, longest: float = MAX_SEGMENT) -> float:
+    """The longest segment (seconds) given the model at once: `longest`, no more than its `max_duration`, and no
+    more than its window for a model that judges one centre window of each clip (the rest would go unheard)."""
+    features = recognizer.features
+    seconds = min(longest, recognizer.front_end.max_duration)
+    if not features.whole_clip and not features.window.whole_utterance:
+        seconds = min(seconds, features.n_samples / recognizer.sample_rate)
+    if seconds < recognizer.front_end.min_duration:
+        raise ConfigError(
+            f"segments of at most {seconds:g} s are shorter than the model's data.min_duration="
+            f"{recognizer.front_end.min_duration:g} s"
+        )
+    return seconds
+
+
+def timeline(
+    recognizer: EmotionRecognizer,
+    path: str | Path,
+    speaker: str | None = None,
+    given: Sequence[Segment] | None = None,
+    batch_size: int = 32,
+    longest: float = MAX_SEGMENT,
+) -> tuple[pd.DataFrame, float]:
+    """One file's rows (`COLUMNS`, then `prob_<class>`), and its duration (seconds).
+
+    The segments are silero-vad's (or `given`: a diarization's, their speakers named or None), in time order.
+    `speaker`: the speaker of segments of no named speaker (default: the file's stem). A speaker-adaptive model
+    classifies each speaker's segments in one call, normalised by their own statistics (those segments'; under
+    `normalize.min_clips` of them, blended with the non-adaptive answer, as the `normalization` column says);
+    other models go `batch_size` segments at a time.
+    """
+    path = Path(path)
+    speaker = speaker or path.stem
+    shortest, longest = recognizer.front_end.min_duration, longest_segment(recognizer, longest)
+    if given is None:
+        found = scan(path, detect=True)
+        candidates = speech_segments(found)
+    else:
+        candidates = list(given)
+        too_long = any(s.duration > longest for s in candidates)
+        found = scan(path, detect=False) if too_long else Scan(duration(path), None, np.zeros(0))
+    planned = [replace(s, speaker=s.speaker or speaker) for s in plan(candidates, found.duration, shortest, longest,
+                                                                       found.levels)]  # fmt: skip
+    waves = cut(path, [(s.start, s.end) for s in planned], recognizer.sample_rate)
+    kept = [i for i, wave in enumerate(waves) if len(wave)]
+    planned, waves = [planned[i] for i in kept], [waves[i] for i in kept]
+    return classify(recognizer, path, planned, waves, batch_size), found.duration
+
+
+def classify(
+    recognizer: EmotionRecognizer, path: Path, segments: Sequence[Segment], waves: Sequence[torch.Tensor],
+    batch_size: int,
+) -> pd.DataFrame:  # fmt: skip
+    """The rows of a file's segments (their waveforms at the model's rate), in the segments' order."""
+    import pandas as pd
+
+    classes = [f"prob_{name}" for name in recognizer.classes]
+    if not segments:  # typed columns: numbers stay numbers when joined to other files' rows
+        text = ("file", "speaker", "emotion", "normalization")
+        return pd.DataFrame({name: pd.Series(dtype=object if name in text else float) for name in [*COLUMNS, *classes]})
+    speakers = [s.speaker for s in segments]
+    frames = []
+    for group in file_groups(speakers, batch_size, whole_speakers=recognizer.adaptive):
+        classified = recognizer.classify_waves([waves[i] for i in group], [speakers[i] for i in group], None, False)
+        frames.append(classified.frame().set_axis(group))
+    frame = pd.concat(frames).sort_index().drop(columns="silent")
+    frame.insert(0, "speaker", speakers)
+    frame.insert(0, "end", [s.end for s in segments])
+    frame.insert(0, "start", [s.start for s in segments])
+    frame.insert(0, "file", str(path))
+    return frame.reset_index(drop=True)[[*COLUMNS, *classes]]
+
+
+def timelines(
+    recognizer: EmotionRecognizer,
+    files: Sequence[Path],
+    speakers: Sequence[str | None] | None = None,
+    segments: str | Path | Mapping[str | None, list[Segment]] | None = None,
+    batch_size: int = 32,
+    on_bad_file: str = "error",
+) -> Timeline:
+    """Each file's timeline (`timeline`), one after the other, rows in the files' order.
+
+    `speakers`: each file's speaker (None: its stem). `segments`: a diarization (a file `read_segments` reads, or
+    what it read) whose segments replace the detector's. A file that cannot be decoded is skipped with a warning,
+    or under `on_bad_file="error"` stops it (`PartialPredictions`, holding the rows made before).
+    """
+    import pandas as pd
+
+    speakers = list(speakers) if speakers is not None else [None] * len(files)
+    table = read_segments(segments) if isinstance(segments, (str, Path)) else segments
+    source = str(segments) if isinstance(segments, (str, Path)) else "the segments"
+    frames: list[pd.DataFrame] = []
+    durations: dict[str, float] = {}
+    skipped: list[str] = []
+    for path, speaker in zip(files, speakers, strict=True):
+        given = segments_of(table, path, len(files), source) if table is not None else None
+        try:
+            frame, durations[str(path)] = timeline(recognizer, path, speaker, given, batch_size)
+        except DataError as exc:
+            if on_bad_file == "error":
+                made = [frame for frame in frames if not frame.empty]
+                made = pd.concat(made, ignore_index=True) if made else pd.DataFrame()
+                raise PartialPredictions(f"{exc} ({len(frames)} files predicted before it)", made) from None
+            skipped.append(str(exc))
+            print(f"warning: skipped {path}: {exc}", file=sys.stderr)
+            continue
+        if frame.empty:
+            print(f"warning: no speech found in {path}", file=sys.stderr)
+        frames.append(frame)
+    if not frames:
+        raise DataError(f"no file could be predicted ({len(skipped)} skipped), e.g. {skipped[0]}")
+    found = [frame for frame in frames if not frame.empty] or frames[:1]
+    return Timeline(pd.concat(found, ignore_index=True), durations, skipped)
+
+
+def smooth(frame: pd.DataFrame, segments: int) -> pd.DataFrame:
+    """`frame` with each `prob_<class>` replaced by its centred moving average over `segments` segments of the same
+    file and speaker (in time order; fewer at the ends); 1 or less: unchanged."""
+    if segments <= 1 or frame.empty:
+        return frame
+    columns = [name for name in frame.columns if name.startswith("prob_")]
+    smoothed = frame.copy()
+    for _, rows in frame.sort_values("start").groupby(["file", "speaker"], sort=False):
+        averaged = rows[columns].rolling(segments, center=True, min_periods=1).mean()
+        smoothed.loc[rows.index, columns] = averaged
+    return smoothed
