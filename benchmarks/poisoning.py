@@ -11,6 +11,9 @@ profile); then `--scored` other clips of theirs are classified with `update_prof
 - `replay`: the victim's first enrolled clip with noise at -80 dBFS added (each clip its own noise);
 - `impostor`: clips of another speaker of the corpus (real speech, as a client naming the wrong person sends).
 
+With `EMOTION_PROFILES_READ_ONLY=1` the victim is enrolled as the model's operator enrols (`emotion-predict`),
+and every request, the crafted ones included, only reads.
+
 The figure is the share of scored predictions that changed (pooled over folds), and the pooled UAR before and
 after. `--calibrate` measures instead what `emotion.serving.enrolment`'s thresholds are set from: each
 held-out clip's distribution score (its mean squared z-score against its fold model's population), that of
@@ -146,8 +149,7 @@ def measure_fold(
     victim = [read(c) for c in enrolled]
     for kind in KINDS:
         speaker = f"{victim_name}-{kind}"
-        for samples in victim:
-            emotion_of(model, samples, speaker, update=True)
+        enrol(model, victim, speaker)
         truths.setdefault(kind, []).extend(c.emotion for c in scored)
         sent = 0
         for count in (0, *COUNTS):
@@ -196,6 +198,18 @@ def calibration(folds: list[mlflow.entities.Run], clips: list[Clip]) -> dict:
         "nearest_other_clip_distance": quantiles(nearest),
         "replay_distance": quantiles(replayed),
     }
+
+
+def enrol(model: EmotionModel, victim: list[np.ndarray], speaker: str) -> None:
+    """The victim's clips sent one a request; where the served model's profiles are read-only
+    (`EMOTION_PROFILES_READ_ONLY`), added as its operator adds them (`emotion-predict --speaker`)."""
+    if not os.environ.get("EMOTION_PROFILES_READ_ONLY"):
+        for samples in victim:
+            emotion_of(model, samples, speaker, update=True)
+        return
+    recognizer = model.recognizer
+    waves = [recognizer.from_samples(samples, RATE) for samples in victim]
+    recognizer.classify_waves(waves, [speaker] * len(waves), model.profiles, update=True)
 
 
 def read(clip: Clip) -> np.ndarray:

@@ -11,6 +11,9 @@ per request.
   model (the head's twin, selected and fitted as a `normalize=population` run of the same recipe would be).
   Each of `--draws` draws enrols other clips; the figures are each draw's UAR pooled over the folds, their mean
   and spread, and the worst draw's difference from the non-adaptive answer.
+- `--study blend` (how to weigh a short profile): the same draws as `clips`, each scored clip's probabilities of
+  the adaptive head alone and of the non-adaptive one recorded once, then each weighting of the two by the
+  profile's n clips (`WEIGHTINGS`, with `--min-clips` as m) scored on them: the curve each would serve.
 - `--study mix` (emotion-mix sensitivity): a profile of `--pool` clips drawn `random`ly, `balanced` over the six
   emotions, `neutral`-heavy (two thirds neutral) or `angry`-heavy (two thirds angry); then every other clip of
   the speaker is classified against it, for each shrinkage of `--shrinkage` (the served normaliser's, changed
@@ -95,7 +98,7 @@ def main() -> None:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--data", type=Path, required=True, help="the corpus folder the cross-validation read")
     parser.add_argument("--reader", default="savee")
-    parser.add_argument("--study", choices=("clips", "mix"), default="clips")
+    parser.add_argument("--study", choices=tuple(STUDIES), default="clips")
     parser.add_argument("--draws", type=int, default=1)
     parser.add_argument("--min-clips", type=int, help="the served normaliser's (default: the model's)")
     parser.add_argument("--pool", type=int, default=12, help="--study mix: the clips of each profile")
@@ -107,8 +110,7 @@ def main() -> None:
     everything = read_corpus(args.data, args.reader, classes=[*EMOTIONS, *EXTRA_EMOTIONS]).clips
     with tempfile.TemporaryDirectory() as folder:
         os.environ[PROFILES_VARIABLE] = f"sqlite:///{folder}/profiles.db"
-        study = clips_study if args.study == "clips" else mix_study
-        figures = study(runs, everything, args)
+        figures = STUDIES[args.study](runs, everything, args)
     result = {"study": args.study, "cv_run": args.cv_run, "corpus": args.reader, "folds": len(runs),
               "draws": args.draws, "min_clips": args.min_clips, **figures, "machine": machine()}  # fmt: skip
     print(json.dumps(result, indent=2))
@@ -173,6 +175,71 @@ def clips_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: a
     return {"curve": curve}
 
 
+#: Candidate weights of the adaptive answer for a profile of n clips (m: min_clips), `--study blend`.
+WEIGHTINGS: dict[str, Callable[[int, int], float]] = {
+    "cliff (n >= m)": lambda n, m: float(n >= m),
+    "linear (n / m)": lambda n, m: min(1.0, n / m),
+    "linear (n / 2m)": lambda n, m: min(1.0, n / (2 * m)),
+    "square ((n / m)^2)": lambda n, m: min(1.0, n / m) ** 2,
+    "square ((n / 2m)^2)": lambda n, m: min(1.0, n / (2 * m)) ** 2,
+    "n / (n + m)": lambda n, m: n / (n + m),
+}
+
+
+def blend_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: argparse.Namespace) -> dict:
+    """The k-clip curve each weighting in `WEIGHTINGS` would give (see the module's docstring)."""
+    m = args.min_clips or 10
+    records: dict[tuple[str, int], list[tuple[str, int, np.ndarray, np.ndarray]]] = {}
+    classes: list[str] = []
+
+    def score(model: EmotionModel, clips: list[Clip], scored: list[Clip]) -> None:
+        recognizer = model.recognizer
+        recognizer.normalizer.min_clips = 1  # the adaptive answer alone, whatever the profile's size
+        front = cached_front_end(recognizer, clips)
+        twin = {c.path: probabilities_of(recognizer, front[c.path], None, None, False) for c in scored}
+        for k in KS:
+            for draw in range(1 if k in (0, "all") else args.draws):
+                speaker = f"{scored[0].speaker}-{k}-{draw}"
+                order = [clips[i] for i in np.random.default_rng(draw).permutation(len(clips))]
+                enrolled = order if k == "all" else order[: int(k)]
+                for clip in enrolled:
+                    probabilities_of(recognizer, front[clip.path], speaker, model.profiles, True)
+                held = model.profiles.clips_of(recognizer.version, speaker)
+                for c in scored if k == "all" else [c for c in scored if c not in enrolled]:
+                    own = probabilities_of(recognizer, front[c.path], speaker, model.profiles, False)
+                    n = held if k == "all" else held + 1  # the clip itself joins its own profile
+                    records.setdefault((str(k), draw), []).append((c.emotion, n, own, twin[c.path]))
+        classes[:] = recognizer.classes
+
+    per_fold(runs, everything, score, None)
+    curves = {}
+    for name, weight in WEIGHTINGS.items():
+        curve = {}
+        for k in map(str, KS):
+            draws = sorted(d for kk, d in records if kk == k)
+            scores, plain = [], []
+            for d in draws:
+                rows = records[(k, d)]
+                truths = [t for t, *_ in rows]
+                blended = [weight(n, m) * own + (1 - weight(n, m)) * twin for _, n, own, twin in rows]
+                scores.append(uar(truths, [classes[int(p.argmax())] for p in blended]))
+                plain.append(uar(truths, [classes[int(twin.argmax())] for *_, twin in rows]))
+            worst = min(a - p for a, p in zip(scores, plain, strict=True))
+            curve[k] = {"adaptive": round(float(np.mean(scores)), 4), "adaptive_std": round(float(np.std(scores)), 4),
+                        "non_adaptive": round(float(np.mean(plain)), 4),
+                        "worst_draw_minus_non_adaptive": round(worst, 4)}  # fmt: skip
+        curves[name] = curve
+        print(name, {k: (v["adaptive"], v["worst_draw_minus_non_adaptive"]) for k, v in curve.items()}, flush=True)
+    return {"min_clips": m, "curves": curves}
+
+
+def probabilities_of(recognizer: Any, front: tuple[Any, Any], speaker: str | None, profiles: Any, update: bool) -> Any:
+    """The class probabilities the served model gives one clip sent alone (`classify_inputs`)."""
+    wave, raw = front
+    probabilities, _ = recognizer.classify_inputs(raw, [speaker], profiles, update, [wave], [is_silent(wave)])
+    return probabilities[0].numpy()
+
+
 def cached_front_end(recognizer: Any, clips: list[Clip]) -> dict[str, tuple[Any, Any]]:
     """Each clip's decoded waveform and front-end output (the encoder runs once a clip)."""
     front = {}
@@ -184,9 +251,7 @@ def cached_front_end(recognizer: Any, clips: list[Clip]) -> dict[str, tuple[Any,
 
 def said(recognizer: Any, front: tuple[Any, Any], speaker: str | None, profiles: Any, update: bool) -> str:
     """The emotion the served model gives one clip sent alone (its path after the encoder: `classify_inputs`)."""
-    wave, raw = front
-    probabilities, _ = recognizer.classify_inputs(raw, [speaker], profiles, update, [wave], [is_silent(wave)])
-    return recognizer.classes[int(probabilities.argmax())]
+    return recognizer.classes[int(probabilities_of(recognizer, front, speaker, profiles, update).argmax())]
 
 
 def mix_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: argparse.Namespace) -> dict:
@@ -216,6 +281,8 @@ def mix_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: arg
                    for shrink in args.shrinkage} for mix in MIXES}  # fmt: skip
     return {"pool": args.pool, "shrinkage": args.shrinkage, "uar": table}
 
+
+STUDIES = {"clips": clips_study, "blend": blend_study, "mix": mix_study}
 
 if __name__ == "__main__":
     main()

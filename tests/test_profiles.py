@@ -97,7 +97,8 @@ def test_a_clip_of_no_speaker_gets_exactly_the_non_adaptive_runs_answer_and_few_
 
     assert set(unnamed.normalization) == {NO_SPEAKER}
     torch.testing.assert_close(unnamed.probabilities, plain.probabilities)  # the twin: the population run's head
-    torch.testing.assert_close(alone, own / 4 + plain.probabilities * 3 / 4)  # 1 clip of a minimum of 4
+    weight = (1 / 4) ** 2  # 1 clip of a minimum of 4: (n / min_clips)^2
+    torch.testing.assert_close(alone, own * weight + plain.probabilities * (1 - weight))
     run = store.client.get_run(adaptive_run).data.params
     assert run["fallback_selected"] == store.client.get_run(population_run).data.params["selected"]
 

@@ -131,7 +131,8 @@ def test_a_speaker_with_fewer_clips_than_the_minimum_gets_the_adaptive_and_non_a
     assert few["normalization"].tolist() == [BLENDED] * 3  # 3 clips of the model's minimum of 4
     assert none["normalization"].tolist() == [NO_SPEAKER] * 3
     assert three["normalization"].tolist() == ["speaker"] * 3  # --min-clips 3: their own statistics, fully
-    blend = 3 / 4 * three.filter(like="prob_") + 1 / 4 * none.filter(like="prob_")  # no cliff at the minimum
+    weight = (3 / 4) ** 2  # (n / min_clips)^2: no cliff at the minimum
+    blend = weight * three.filter(like="prob_") + (1 - weight) * none.filter(like="prob_")
     np.testing.assert_allclose(few.filter(like="prob_"), blend, atol=2e-4)  # CSV: 4 decimals
 
 

@@ -12,8 +12,8 @@ training population's by `shrinkage` clips' worth: with n clips, a weight n / (n
 own. In training, a speaker with fewer than `min_clips` clips (or none named) is standardised by the training
 population's statistics instead, which the normaliser keeps with the trained model; a trained model blends its
 answer for a speaker of n clips with its non-adaptive one (a scikit-learn head's twin: `emotion.models.estimator`)
-by `weight(n)`, n / min_clips up to 1 (`emotion.serving.recognizer`). Training, validation and test clips all
-go through the same stage (the datamodule applies it to the cached features), and so do the clips
+by `weight(n)`, (n / min_clips)^2 up to 1 (`emotion.serving.recognizer`). Training, validation and test clips
+all go through the same stage (the datamodule applies it to the cached features), and so do the clips
 `emotion-predict`, the served model and `emotion-evaluate` classify (`emotion.serving.recognizer`).
 `normalize=none`: no standardisation at all.
 """
@@ -229,8 +229,9 @@ class SpeakerNormalizer(nn.Module):
 
     def weight(self, clips: int) -> float:
         """How much a speaker-adaptive answer weighs against the non-adaptive one for a speaker of `clips` clips
-        when served: n / min_clips up to 1 (a ramp, no cliff at `min_clips`)."""
-        return min(1.0, clips / self.min_clips)
+        when served: (n / min_clips)^2 up to 1, no cliff at `min_clips` (of the weightings measured on Emo-DB and
+        SAVEE, `benchmarks/speaker_clips.py --study blend`, the one that lost least where few clips hurt)."""
+        return min(1.0, clips / self.min_clips) ** 2
 
     def by_population(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every clip normalised by the training population's statistics (a speaker-adaptive network's

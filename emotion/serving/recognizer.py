@@ -199,7 +199,7 @@ class EmotionRecognizer:
         clips by that speaker's own statistics: those of these clips, or, with a `profiles` store, of the clips
         of theirs it keeps for this model and these (kept for later calls where `update`, per clip or for all, is
         true, and only those `emotion.serving.enrolment` admits). Its answer for a speaker with n clips blends
-        the adaptive answer and the non-adaptive one by `normalizer.weight(n)` (n / min_clips, up to 1); for a
+        the adaptive answer and the non-adaptive one by `normalizer.weight(n)` ((n / min_clips)^2, up to 1); for a
         clip of no speaker, the non-adaptive answer alone. Other models ignore speakers.
         """
         raw = self.front_end.inputs([self.front_end.prepare(wave) for wave in waves])
