@@ -190,6 +190,12 @@ def test_every_failure_of_a_request_is_one_line_for_the_caller_naming_nothing_of
     assert refused.value.get_http_status_code() == 400
 
 
+@pytest.fixture(scope="module")
+def refusing_model(twins) -> mlflow.pyfunc.PyFuncModel:
+    """The served model, loaded once for the requests it refuses (before any profile is read)."""
+    return served(twins[0])
+
+
 @pytest.mark.parametrize(
     ("field", "value", "said"),
     [
@@ -203,13 +209,13 @@ def test_every_failure_of_a_request_is_one_line_for_the_caller_naming_nothing_of
     ],
 )
 def test_a_requests_speaker_and_update_profile_are_typed_and_bounded(
-    twins, tiny_corpus: Path, field: str, value: object, said: str
+    refusing_model: mlflow.pyfunc.PyFuncModel, twins, tiny_corpus: Path, field: str, value: object, said: str
 ) -> None:
     store, run_id, _ = twins
     _, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
     row = {"speaker": "dana", field: value}
     with pytest.raises(Refusal) as refused:
-        one_request(served(store), wavs[0], **row)
+        one_request(refusing_model, wavs[0], **row)
     message = refused.value.message
     assert said in message and "\n" not in message and len(message) < 300
     assert refused.value.get_http_status_code() == 400
