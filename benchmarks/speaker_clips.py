@@ -230,7 +230,7 @@ def blend_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: a
                         "worst_draw_minus_non_adaptive": round(worst, 4)}  # fmt: skip
         curves[name] = curve
         print(name, {k: (v["adaptive"], v["worst_draw_minus_non_adaptive"]) for k, v in curve.items()}, flush=True)
-    return {"min_clips": m, "curves": curves}
+    return {"weighting_m": m, "curves": curves}
 
 
 def probabilities_of(recognizer: Any, front: tuple[Any, Any], speaker: str | None, profiles: Any, update: bool) -> Any:
