@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import shutil
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import closing
@@ -22,10 +21,11 @@ import torch
 
 from emotion.cli.profiles import main
 from emotion.data.normalize import Moments
-from emotion.errors import ConfigError, DataError, EmotionError
-from emotion.ops.team import postgres_tool, start_postgres, stop_postgres
+from emotion.errors import ConfigError, DataError
+from emotion.ops.team import start_postgres, stop_postgres
 from emotion.serving.profile_db import ProfileStoreError, clips_table
 from emotion.serving.profiles import MAX_AGE_VARIABLE, MAX_CLIPS_VARIABLE, ProfileStore, open_profiles, speaker_name
+from tests.postgres import postgres_folder
 
 MODEL = "0123456789abcdef" * 2
 #: Writers at once: processes (each its own engine) and threads of this process (sharing one).
@@ -56,12 +56,7 @@ def send(url: str, clips: list[tuple[str, list[float]]], barrier, results) -> No
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL of its own (trusting local connections) in a temporary folder PostgreSQL's user can reach."""
-    try:
-        postgres_tool("initdb")
-    except EmotionError as exc:
-        pytest.skip(f"{exc}; .ci/run installs it")
-    root = Path(tempfile.mkdtemp(prefix="emotion-profiles-"))
-    root.chmod(0o755)  # PostgreSQL runs as the postgres user when we are root: it must reach its folder
+    root = postgres_folder("emotion-profiles-")
     from tests.conftest import free_port  # here: the writers' process imports this module, and not MLflow
 
     port = free_port()

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,11 +26,10 @@ import sqlalchemy.exc
 import torch
 from optuna.trial import TrialState
 
-from emotion.errors import EmotionError
-from emotion.ops.team import postgres_tool
 from emotion.serving.profiles import ProfileStore, clip_moments
 from emotion.sweep.sweeper import worker_of
 from tests.conftest import free_port
+from tests.postgres import postgres_folder
 from tests.test_sweep import QUICK
 
 pytestmark = pytest.mark.integration
@@ -43,12 +41,7 @@ BUDGET = 5
 @pytest.fixture(scope="module")
 def team() -> Iterator[dict]:
     """`emotion-team up` (passwords: the default) in a folder of its own, as a user starts it; `down` afterwards."""
-    try:
-        postgres_tool("initdb")
-    except EmotionError as exc:
-        pytest.skip(f"{exc}; .ci/run installs it")
-    root = Path(tempfile.mkdtemp(prefix="emotion-team-"))
-    root.chmod(0o755)  # PostgreSQL runs as the postgres user when we are root: it must reach its folder
+    root = postgres_folder("emotion-team-")
     ports = ["--database-port", str(free_port()), "--mlflow-port", str(free_port())]
     team = [sys.executable, "-m", "emotion.cli.team"]
     try:
