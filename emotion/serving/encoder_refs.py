@@ -92,7 +92,7 @@ def encoder_ref(value: str, checkpoint: str | None, source: str) -> EncoderRef:
 
     weights = Path(checkpoint).name if checkpoint else None
     if weights is not None and not NAME.fullmatch(weights):
-        raise UnsafeRecipe(f"{source}'s recipe names the encoder weights {_short(checkpoint)}: not loaded")
+        raise UnsafeRecipe(f"{source}'s recipe names the encoder weights {short_repr(checkpoint)}: not loaded")
     if is_bundle(value):
         return EncoderRef("bundle", value, weights)
     if value in ENCODERS:
@@ -102,7 +102,7 @@ def encoder_ref(value: str, checkpoint: str | None, source: str) -> EncoderRef:
     name = Path(value).name if value.startswith("/") else value  # models saved before recorded a folder's path
     if NAME.fullmatch(name) and name not in ("..", "."):
         return EncoderRef("folder", name)
-    raise UnsafeRecipe(f"{source}'s recipe names the encoder {_short(value)}, which is not an encoder's name")
+    raise UnsafeRecipe(f"{source}'s recipe names the encoder {short_repr(value)}, which is not an encoder's name")
 
 
 def recorded_encoder(encoder: str, checkpoint: str | None) -> tuple[str, str | None]:
@@ -117,6 +117,7 @@ def recorded_encoder(encoder: str, checkpoint: str | None) -> tuple[str, str | N
     return encoder, Path(checkpoint).name if checkpoint else None
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
+    """A value as a one-line error may quote it: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "...'"

@@ -27,7 +27,7 @@ from emotion.data.features import FeatureSet, Spectral
 from emotion.data.windows import Window
 from emotion.errors import ConfigError, UnsafeRecipe
 from emotion.registry import FEATURES, NETS, Entry, dotted_name, import_extensions
-from emotion.serving.encoder_refs import EncoderRef, encoder_ref
+from emotion.serving.encoder_refs import EncoderRef, encoder_ref, short_repr
 
 #: The longest string, and the deepest nesting, a recipe may hold.
 MAX_STRING = 256
@@ -163,7 +163,7 @@ def check_plain(value: Any, source: str, depth: int = 0) -> None:
         if len(value) > MAX_STRING:
             raise UnsafeRecipe(f"{source}'s recipe holds a string of {len(value)} characters: not loaded")
         if "${" in value:
-            raise UnsafeRecipe(f"{source}'s recipe holds an interpolation ({_short(value)}), never resolved")
+            raise UnsafeRecipe(f"{source}'s recipe holds an interpolation ({short_repr(value)}), never resolved")
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -262,7 +262,7 @@ def _lists_as_tuples(hint: Any) -> Any:
 def _entry(registry: Mapping[str, Entry], target: Any, kind: str, source: str) -> Entry:
     if not isinstance(target, str) or target not in registry:
         raise UnsafeRecipe(
-            f"{source}'s recipe names {_short(target)}, which is not a {kind} emotion knows (an extension's own: "
+            f"{source}'s recipe names {short_repr(target)}, which is not a {kind} emotion knows (an extension's own: "
             "register it, docs/extending.md): not loaded"
         )
     return registry[target]
@@ -279,7 +279,7 @@ def _without_target(data: Any, cls: type, source: str) -> dict[str, Any]:
     data = _mapping(data if data is not None else {}, cls.__name__.lower(), source)
     target = data.pop("_target_", dotted_name(cls))
     if target != dotted_name(cls):
-        raise UnsafeRecipe(f"{source}'s recipe names {_short(target)} for {cls.__name__}: not loaded")
+        raise UnsafeRecipe(f"{source}'s recipe names {short_repr(target)} for {cls.__name__}: not loaded")
     return data
 
 
@@ -287,8 +287,3 @@ def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"])
     return f"{where}: {error['msg'].lower()}"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "...'"

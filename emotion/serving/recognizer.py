@@ -223,14 +223,13 @@ class EmotionRecognizer:
         speakers = list(speakers) if speakers is not None else [None] * count
         if not self.adaptive:
             return self.head.probabilities(dict(raw)), [BY_POPULATION] * count
-        known = None
         if self.keeps_profiles(profiles):
             updates = [update] * count if isinstance(update, bool) else list(update)
             clips = ClipsOfRequest(raw, speakers, waves, silent)
             known = enrolled_profiles(self.normalizer, profiles, self.version, clips, updates)
-        inputs, _ = self.normalizer(raw, speakers, profiles=known, min_clips=1)
-        if known is None:
+        else:  # these clips' own statistics
             known = self.normalizer.profiles(raw, speakers)
+        inputs, _ = self.normalizer(raw, speakers, profiles=known, min_clips=1)
         clips_of = [known[speaker].clips if speaker in known else 0 for speaker in speakers]
         weights = torch.tensor([self.normalizer.weight(n) for n in clips_of]).unsqueeze(1)
         adaptive = self.head.probabilities(inputs)
