@@ -22,7 +22,7 @@ import torch
 import torchaudio.functional as AF
 
 from emotion.data.audio import fit_length, load_audio
-from emotion.data.corpora.base import Clip
+from emotion.data.corpora.base import AUDIO_SUFFIXES, Clip
 from emotion.errors import ConfigError
 
 
@@ -116,11 +116,9 @@ class WaveAugment:
             raise ConfigError(
                 f"augment.noise.kind=files needs augment.noise.folder to be a folder: {self.noise.folder}"
             )
-        files = sorted(
-            p for p in Path(self.noise.folder).expanduser().rglob("*") if p.suffix.lower() in (".wav", ".flac")
-        )
+        files = sorted(p for p in Path(self.noise.folder).expanduser().rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         if not files:
-            raise ConfigError(f"noise folder holds no .wav or .flac files: {self.noise.folder}")
+            raise ConfigError(f"noise folder holds no audio files ({', '.join(AUDIO_SUFFIXES)}): {self.noise.folder}")
         return files
 
 

@@ -12,6 +12,8 @@ clips no longer than the training's `data.max_duration`, rates of 4 to 384 kHz; 
 refused in one line (INVALID_PARAMETER_VALUE: HTTP 400 when served), and the server goes on.
 Output: `emotion`, `confidence`, `silent`, `normalization` and one `prob_<class>` column per class; a clip quieter than
 `emotion.serving.recognizer.SILENCE_DBFS` (-60 dB RMS) has `silent` true and the emotion `silence`, at confidence 0.
+A request with `params={"timeline": true}` sends recordings of any length instead, up to its own bounds, and gets
+one row per segment of speech (`emotion.serving.served_timeline`).
 The model (`EmotionModel`, logged into its run by `log_pyfunc`) carries the trained model's checkpoint (restored
 alone by `EmotionRecognizer.from_checkpoint`: the same object `emotion-predict` and `emotion-evaluate` classify
 with), optionally its encoder, and the `emotion` package.
@@ -34,7 +36,7 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 import emotion
 from emotion.errors import DataError, EmotionError
@@ -43,7 +45,9 @@ from emotion.serving.profiles import ProfileStore, speaker_name
 from emotion.serving.recognizer import EmotionRecognizer
 from emotion.serving.requests import (
     REQUEST_SHAPE,
+    TIMELINE_COLUMNS,
     Refusal,
+    check_params,
     checked_rows,
     decode_base64,
     given,
@@ -52,6 +56,7 @@ from emotion.serving.requests import (
     refusal,
     update_flag,
 )
+from emotion.serving.served_timeline import served_timeline
 
 #: Packages the model imports, pinned to the versions it was logged with (and those of its feature set).
 REQUIREMENTS = (
@@ -64,6 +69,7 @@ REQUIREMENTS = (
     "pandas",
     "scikit-learn",
     "skops",
+    "silero-vad",
 )
 FEATURE_REQUIREMENTS = {"egemaps": ("opensmile",), "ssl": ("transformers", "safetensors", "huggingface-hub")}
 
@@ -103,8 +109,11 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
-        """The request's clips classified; any failure is one line (HTTP 400 when served), never a stack trace."""
+        """The request's clips classified (`params` {"timeline": true}: its recordings' segments); any failure is
+        one line (HTTP 400 when served), never a stack trace."""
         try:
+            if (params or {}).get("timeline"):
+                return served_timeline(self.recognizer, checked_rows(model_input, TIMELINE_COLUMNS))
             return self._classified(model_input)
         except Refusal:
             raise
@@ -149,11 +158,12 @@ class EmotionModel(mlflow.pyfunc.PythonModel):
 
 
 def refuse_bad_json_in_one_line() -> None:
-    """In MLflow's scoring server, a request body that is not JSON is refused in one line, without echoing it.
+    """In MLflow's scoring server, a request body that is not JSON, or whose `params` the model does not take
+    (`check_params`), is refused in one line, without echoing it.
 
-    The server answers such a body with the decoder's exception and the whole body quoted back (a 3 MB body,
-    a 4 MB answer), and offers no hook for it: its decoding function is wrapped here, once, when the model
-    loads in the server. Elsewhere (emotion-predict, a notebook) nothing changes.
+    The server answers such a body with the decoder's exception (or the parameter check's) and the whole body
+    quoted back (a 3 MB body, a 4 MB answer), and offers no hook for it: its decoding function is wrapped here,
+    once, when the model loads in the server. Elsewhere (emotion-predict, a notebook) nothing changes.
     """
     server = sys.modules.get("mlflow.pyfunc.scoring_server")
     decode = getattr(server, "_decode_json_input", None)
@@ -162,7 +172,7 @@ def refuse_bad_json_in_one_line() -> None:
 
     def decode_or_refuse(json_input: Any) -> Any:
         try:
-            return decode(json_input)
+            decoded = decode(json_input)
         except MlflowException as exc:
             cause = exc.__cause__
             if isinstance(cause, json.JSONDecodeError):
@@ -171,6 +181,8 @@ def refuse_bad_json_in_one_line() -> None:
             if isinstance(cause, UnicodeDecodeError):
                 raise refusal(f"the request body is not UTF-8 text; send {REQUEST_SHAPE}") from None
             raise
+        check_params(decoded)
+        return decoded
 
     decode_or_refuse.refuses_in_one_line = True  # type: ignore[attr-defined]
     server._decode_json_input = decode_or_refuse
@@ -186,11 +198,15 @@ def served_label(checkpoint: Path) -> str:
 
 
 def signature(classes: tuple[str, ...]) -> ModelSignature:
-    """The outputs' schema. The inputs have none here: MLflow would refuse a bad request with its own message
-    (a stack trace, Python objects); `checked_rows` and the recognizer refuse it in one line instead."""
+    """The outputs' schema (a clip's row), and the one parameter a request may set: `timeline` (a boolean, default
+    false). The inputs have none here: MLflow would refuse a bad request with its own message (a stack trace,
+    Python objects); `checked_rows` and the recognizer refuse it in one line instead."""
     outputs = [ColSpec("string", "emotion"), ColSpec("double", "confidence"), ColSpec("boolean", "silent")]
     outputs.append(ColSpec("string", "normalization"))
-    return ModelSignature(outputs=Schema(outputs + [ColSpec("double", f"prob_{c}") for c in classes]))
+    return ModelSignature(
+        outputs=Schema(outputs + [ColSpec("double", f"prob_{c}") for c in classes]),
+        params=ParamSchema([ParamSpec("timeline", "boolean", False)]),
+    )
 
 
 def input_example(sample_rate: int) -> pd.DataFrame:

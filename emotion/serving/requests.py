@@ -1,9 +1,10 @@
 """Reading a request to the served model (`emotion.serving.pyfunc`): its rows checked, or refused in one line.
 
-It holds the columns a row may hold (`INPUT_COLUMNS`) and the limits its host sets (`MAX_ROWS`, `AUDIO_DIRS`); the
-request's rows checked (`checked_rows`); a row's values read: an audio file's bytes from base64 (`decode_base64`),
-a file on the host under its allowed folders (`readable_path`), whether the clip joins its speaker's profile
-(`update_flag`); and a refusal in one line (`Refusal`, `refusal`: INVALID_PARAMETER_VALUE, HTTP 400 when served).
+It holds the columns a row may hold (`INPUT_COLUMNS`; a timeline's: `TIMELINE_COLUMNS`) and the limits its host
+sets (`MAX_ROWS`, `AUDIO_DIRS`); the request's rows checked (`checked_rows`); a row's values read: an audio file's
+bytes from base64 (`decode_base64`), a file on the host under its allowed folders (`readable_path`), whether the clip
+joins its speaker's profile (`update_flag`); and a refusal in one line (`Refusal`, `refusal`: INVALID_PARAMETER_VALUE,
+HTTP 400 when served).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ DEFAULT_MAX_ROWS = 64
 
 #: The columns a request's rows may hold (each row: `audio`, or `path`, or `waveform` with `sample_rate`).
 INPUT_COLUMNS = ("audio", "path", "waveform", "sample_rate", "speaker", "update_profile")
+#: The columns a row of a timeline request (`params={"timeline": true}`) may hold: a recording as a file, and a
+#: diarization (`segments`); it reads and adds to no speaker profile.
+TIMELINE_COLUMNS = ("audio", "path", "speaker", "segments")
+#: The parameters a request may set (its `params`, beside its rows), each a JSON boolean.
+PARAMS = ("timeline",)
 #: What a request looks like, as a refusal says it.
 REQUEST_SHAPE = '{"dataframe_records": [{"audio": "<a file\'s bytes, base64>"}]}'
 
@@ -56,19 +62,39 @@ def refusal(message: str) -> Refusal:
     return Refusal(" ".join(message.split()), error_code=INVALID_PARAMETER_VALUE)
 
 
-def checked_rows(model_input: Any) -> list[dict[str, Any]]:
-    """The request's rows; Refusal if it has none, too many (`EMOTION_MAX_ROWS`) or a column the model does not take."""
+def checked_rows(model_input: Any, columns: tuple[str, ...] = INPUT_COLUMNS) -> list[dict[str, Any]]:
+    """The request's rows; Refusal if it has none, too many (`EMOTION_MAX_ROWS`) or a column not in `columns`."""
     if not isinstance(model_input, pd.DataFrame):
-        raise refusal(f"send a table of rows (dataframe_records) with the columns {list(INPUT_COLUMNS)}")
-    unknown = sorted(str(c) for c in model_input.columns if c not in INPUT_COLUMNS)
+        raise refusal(f"send a table of rows (dataframe_records) with the columns {list(columns)}")
+    unknown = sorted(str(c) for c in model_input.columns if c not in columns)
+    if "segments" in unknown and columns == INPUT_COLUMNS:
+        raise refusal('`segments` are read by a timeline only: send them with "params": {"timeline": true}')
     if unknown:
-        raise refusal(f"unknown column(s) {unknown}: each row takes {list(INPUT_COLUMNS)}")
+        raise refusal(f"unknown column(s) {unknown}: each row takes {list(columns)}")
     if model_input.empty:
         raise refusal("the request holds no rows: send one row per clip")
     limit = int(os.environ.get(MAX_ROWS) or DEFAULT_MAX_ROWS)
     if len(model_input) > limit:
         raise refusal(f"{len(model_input)} rows in one request, more than the {limit} this model takes ({MAX_ROWS})")
     return model_input.to_dict("records")
+
+
+def check_params(body: Any) -> None:
+    """Refusal, in one line, for a request body (decoded JSON) whose `params` the model does not take.
+
+    MLflow checks them against the signature too, but refuses a bad one with the whole request quoted back.
+    """
+    params = body.get("params") if isinstance(body, dict) else None
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise refusal('`params` must be an object, e.g. {"timeline": true}')
+    unknown = sorted(str(name) for name in params if name not in PARAMS)
+    if unknown:
+        raise refusal(f"unknown parameter(s) {unknown}: the model takes {list(PARAMS)}")
+    for name in PARAMS:
+        if name in params and not isinstance(params[name], bool):
+            raise refusal(f"`params.{name}` must be true or false (a JSON boolean)")
 
 
 def decode_base64(text: Any) -> bytes:

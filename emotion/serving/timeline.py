@@ -1,4 +1,5 @@
-"""Emotions over time in recordings of any length (`emotion-predict --timeline`): one row per segment of speech.
+"""Emotions over time in recordings of any length (`emotion-predict --timeline`, and the served model's timeline
+requests: `emotion.serving.served_timeline`): one row per segment of speech.
 
     audio file (WAV, FLAC, OGG, MP3; any length)
       -> scan (`emotion.serving.streaming`): decoded block by block at 16 kHz (`stream`: never the whole file in
@@ -11,6 +12,8 @@
       -> classify: `EmotionRecognizer.classify_waves`, each speaker's segments in one call: a speaker-adaptive model
          normalises them by that speaker's own statistics in this recording (label-free; no profiles store)
       -> one row per segment: file, start, end, speaker, emotion, confidence, normalization, prob_<class>
+
+`timeline` is `planned` (scan and segments) then `judged` (cut and classify): a caller may bound the plan between.
 
 Memory: one block of the file at a time while decoding (`BLOCK_SECONDS`), then the speech segments alone, at the
 model's rate (about 230 MB an hour of speech at 16 kHz), for the classifier.
@@ -76,16 +79,27 @@ def timeline(
     batch_size: int = 32,
     longest: float = MAX_SEGMENT,
 ) -> tuple[pd.DataFrame, float]:
-    """One file's rows (`COLUMNS`, then `prob_<class>`), and its duration (seconds).
+    """One file's rows (`COLUMNS`, then `prob_<class>`), and its duration (seconds): `planned` then `judged`.
 
-    The segments are silero-vad's (or `given`: a diarization's, their speakers named or None), in time order.
-    `speaker`: the speaker of segments of no named speaker (default: the file's stem). A speaker-adaptive model
-    classifies each speaker's segments in one call, normalised by their own statistics (those segments'; under
-    `normalize.min_clips` of them, blended with the non-adaptive answer, as the `normalization` column says);
-    other models go `batch_size` segments at a time.
+    `speaker`: the speaker of segments of no named speaker (default: the file's stem).
     """
     path = Path(path)
-    speaker = speaker or path.stem
+    segments, seconds = planned(recognizer, path, speaker or path.stem, given, longest)
+    return judged(recognizer, path, segments, batch_size), seconds
+
+
+def planned(
+    recognizer: EmotionRecognizer,
+    path: Path,
+    speaker: str,
+    given: Sequence[Segment] | None = None,
+    longest: float = MAX_SEGMENT,
+) -> tuple[list[Segment], float]:
+    """The segments of a file the model judges, in time order, and the file's duration (seconds).
+
+    They are silero-vad's (or `given`: a diarization's, their speakers named or None: `speaker`'s), split to at most
+    `longest` seconds and widened to the model's shortest (`emotion.serving.segments.plan`).
+    """
     shortest, longest = recognizer.front_end.min_duration, longest_segment(recognizer, longest)
     if given is None:
         found = scan(path, detect=True)
@@ -94,12 +108,22 @@ def timeline(
         candidates = list(given)
         too_long = any(s.duration > longest for s in candidates)
         found = scan(path, detect=False) if too_long else Scan(duration(path), None, np.zeros(0))
-    planned = [replace(s, speaker=s.speaker or speaker) for s in plan(candidates, found.duration, shortest, longest,
-                                                                       found.levels)]  # fmt: skip
-    waves = cut(path, [(s.start, s.end) for s in planned], recognizer.sample_rate)
+    pieces = plan(candidates, found.duration, shortest, longest, found.levels)
+    return [replace(s, speaker=s.speaker or speaker) for s in pieces], found.duration
+
+
+def judged(
+    recognizer: EmotionRecognizer, path: Path, segments: Sequence[Segment], batch_size: int = 32
+) -> pd.DataFrame:
+    """The rows of a file's `planned` segments: their samples cut from it (a second streamed pass) and classified.
+
+    A speaker-adaptive model classifies each speaker's segments in one call, normalised by their own statistics
+    (those segments'; under `normalize.min_clips` of them, blended with the non-adaptive answer, as the
+    `normalization` column says); other models go `batch_size` segments at a time.
+    """
+    waves = cut(path, [(s.start, s.end) for s in segments], recognizer.sample_rate)
     kept = [i for i, wave in enumerate(waves) if len(wave)]
-    planned, waves = [planned[i] for i in kept], [waves[i] for i in kept]
-    return classify(recognizer, path, planned, waves, batch_size), found.duration
+    return classify(recognizer, path, [segments[i] for i in kept], [waves[i] for i in kept], batch_size)
 
 
 def classify(
