@@ -8,7 +8,12 @@ model), then `mlflow models serve` (one uvicorn worker) on 127.0.0.1. Every requ
 - latency: `--requests` requests one after another (after 3 warm-up requests): p50 and p95;
 - load: `--clients` threads, each sending its next request as soon as the last is answered, for
   `--duration` seconds: requests per second, p50 and p99 latency, errors (any answer but HTTP 200, or none),
-  and the peak resident memory of the server's process tree.
+  and the peak resident memory of the server's process tree;
+- batching: for each of `--clips-per-request` (1, 8, 32), `--requests` // 4 requests one after another, each
+  carrying that many copies of the clip (the served model encodes a request's clips in batches of similar
+  length): p50 latency, milliseconds per clip and requests per second.
+
+`--precision` is the model's `features.precision` (fp32, bf16 or auto), recorded in its recipe and served.
 
 python -m benchmarks.serving --encoder ../shared/models/whisper-base --clip ../shared/data/savee/DC_a01.wav
 """
@@ -57,14 +62,14 @@ def clip_of(path: Path, seconds: float, folder: Path) -> bytes:
     return out.read_bytes()
 
 
-def make_model(encoder: str, whisper_input: str, folder: Path) -> str:
+def make_model(encoder: str, whisper_input: str, precision: str, folder: Path) -> str:
     """Train a quick whisper_base model and promote it with its encoder; returns the store's URI."""
     store = f"sqlite:///{folder / 'mlruns.db'}"
     env = {**os.environ, "EMOTION_CACHE_DIR": str(folder / "cache")}
     encoder = str(Path(encoder).resolve()) if Path(encoder).exists() else encoder  # training runs in `folder`
     train = [BIN / "emotion-train", "experiment=whisper_base", f"features.encoder={encoder}", "debug=tiny",
-             f"features.whisper_input={whisper_input}", f"logger.tracking_uri={store}",
-             "+trainer.enable_progress_bar=false"]  # fmt: skip
+             f"features.whisper_input={whisper_input}", f"features.precision={precision}",
+             f"logger.tracking_uri={store}", "+trainer.enable_progress_bar=false"]  # fmt: skip
     subprocess.run(train, cwd=folder, env=env, check=True, capture_output=True)
     promote = [BIN / "emotion-promote", "--tracking-uri", store, "--with-upstream"]
     print(subprocess.run(promote, cwd=folder, env=env, check=True, capture_output=True, text=True).stdout.strip())
@@ -149,7 +154,7 @@ def serve_and_measure(store: str, clip: bytes, args: argparse.Namespace, folder:
     try:
         wait_until_answering(f"http://127.0.0.1:{port}/ping", server, folder / "serve.log")
         url = f"http://127.0.0.1:{port}/invocations"
-        body = json.dumps({"dataframe_records": [{"audio": base64.b64encode(clip).decode()}]}).encode()
+        body = request_body(clip, 1)
         idle = tree_rss(server.pid)
         for _ in range(3):
             request(url, body)
@@ -161,6 +166,7 @@ def serve_and_measure(store: str, clip: bytes, args: argparse.Namespace, folder:
         elapsed = time.perf_counter() - start
         memory.running = False
         memory.join()
+        batching = [batched_requests(url, clip, count, max(3, args.requests // 4)) for count in args.clips_per_request]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -177,7 +183,27 @@ def serve_and_measure(store: str, clip: bytes, args: argparse.Namespace, folder:
         "load_errors": errors,
         "server_rss_idle_mb": round(idle / 1e6, 1),
         "server_rss_peak_mb": round(memory.peak / 1e6, 1),
+        "batching": batching,
     }
+
+
+def request_body(clip: bytes, count: int) -> bytes:
+    """An /invocations body of `count` rows, each the clip's bytes in base64."""
+    audio = base64.b64encode(clip).decode()
+    return json.dumps({"dataframe_records": [{"audio": audio}] * count}).encode()
+
+
+def batched_requests(url: str, clip: bytes, count: int, requests: int) -> dict:
+    """`requests` sequential requests of `count` clips each (after one warm-up): p50, ms per clip, requests/s."""
+    body = request_body(clip, count)
+    request(url, body)
+    start = time.perf_counter()
+    answered = [request(url, body) for _ in range(requests)]
+    elapsed = time.perf_counter() - start
+    p50 = percentile([s for s, _ in answered], 50)
+    return {"clips_per_request": count, "requests": requests, "p50_ms": round(p50, 1),
+            "ms_per_clip": round(p50 / count, 1), "requests_per_s": round(requests / elapsed, 2),
+            "errors": sum(not ok for _, ok in answered)}  # fmt: skip
 
 
 def main() -> None:
@@ -185,6 +211,8 @@ def main() -> None:
     parser.add_argument("--encoder", default="openai/whisper-base", help="a hub id or folder (features.encoder)")
     parser.add_argument("--clip", type=Path, required=True, help="a recording the request's clip is cut from")
     parser.add_argument("--whisper-input", choices=("cut", "pad30"), default="cut", help="Whisper's input policy")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32", help="features.precision")
+    parser.add_argument("--clips-per-request", type=int, nargs="+", default=[1, 8, 32], help="the batching sizes")
     parser.add_argument("--seconds-of-audio", type=float, default=3.0)
     parser.add_argument("--requests", type=int, default=40, help="sequential requests for the latency")
     parser.add_argument("--clients", type=int, default=8)
@@ -193,12 +221,14 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
-        store = make_model(args.encoder, args.whisper_input, folder)
+        store = make_model(args.encoder, args.whisper_input, args.precision, folder)
         figures = serve_and_measure(store, clip_of(args.clip, args.seconds_of_audio, folder), args, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    result = {"encoder": args.encoder, "whisper_input": args.whisper_input, "audio_seconds": args.seconds_of_audio}
-    result |= figures | {"machine": machine()}
+    result = {"encoder": args.encoder, "whisper_input": args.whisper_input, "precision": args.precision,
+              "audio_seconds": args.seconds_of_audio, "date": time.strftime("%Y-%m-%d"),
+              "command": "python -m benchmarks.serving " + " ".join(sys.argv[1:])}  # fmt: skip
+    result |= figures | {"loadavg": [round(x, 2) for x in os.getloadavg()], "machine": machine()}
     for key, value in figures.items():
         print(f"{key:<22} {value}")
     earlier = json.loads(args.output.read_text()) if args.output.is_file() else []

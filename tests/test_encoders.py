@@ -114,6 +114,43 @@ def test_features_ssl_reads_whisper_from_a_folder_and_keys_its_cache_by_the_inpu
     assert cut.encoder._model is None  # nothing loaded until a clip is encoded
 
 
+@needs_whisper
+def test_whispers_log_mel_of_a_clips_own_frames_is_its_feature_extractors_on_the_30_s_input(whisper) -> None:
+    """The cut policy's front end reads only the clip, yet gives the extractor's numbers: cached features stay valid."""
+    waves = emodb_clips(3)
+    waves[1] = waves[1][:12345]  # a length that is not a whole number of hops
+    padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    lengths = torch.tensor([len(w) for w in waves])
+    extracted = whisper.extractor([w.numpy() for w in waves], sampling_rate=16000, return_tensors="pt").input_features
+    frames = int(2 * (((lengths.max() + 159) // 160 + 1) // 2))  # even, as the encoder's stride asks
+
+    torch.testing.assert_close(whisper.log_mel(padded, lengths, frames), extracted[..., :frames], atol=0, rtol=0)
+    whole = torch.cat(emodb_clips(20))[None, : 30 * 16000]
+    on_30_s = whisper.extractor(whole[0].numpy(), sampling_rate=16000, return_tensors="pt").input_features
+    torch.testing.assert_close(whisper.log_mel(whole, torch.tensor([30 * 16000]), 3000), on_30_s, atol=0, rtol=0)
+
+
+@needs_whisper
+def test_bf16_precision_keys_its_own_cache_and_stays_close_to_fp32_whose_cache_key_is_unchanged(whisper) -> None:
+    fp32 = SSLLayers(Spectral(), encoder=str(WHISPER), whisper_input="cut")
+    bf16 = SSLLayers(Spectral(), encoder=str(WHISPER), whisper_input="cut", precision="bf16")
+    assert "precision" not in fp32.params() and bf16.params()["precision"] == "bf16"
+    assert fp32.key() != bf16.key()
+    with pytest.raises(ConfigError, match=r"features\.precision=fp16: choose one of"):
+        SSLLayers(Spectral(), encoder=str(WHISPER), precision="fp16")
+    waves = emodb_clips(1)
+
+    exact = whisper.pooled_statistics(waves, 10**9)[0]
+    whisper.precision = "bf16"
+    try:
+        fast = whisper.pooled_statistics(waves, 10**9)[0]
+    finally:
+        whisper.precision = "fp32"
+
+    assert not torch.equal(fast, exact)  # autocast did run the layers in bfloat16
+    torch.testing.assert_close(fast, exact, atol=0.05 * float(exact.abs().max()), rtol=0)
+
+
 SMALL = {
     "hidden_size": 32,
     "num_hidden_layers": 2,

@@ -20,6 +20,7 @@ import torch
 from emotion.data.features import FeatureSet, Spectral
 from emotion.data.windows import Window
 from emotion.encoders import Encoder, load_encoder
+from emotion.encoders.base import Precision, resolved_precision
 from emotion.encoders.huggingface import WhisperInput
 from emotion.errors import ConfigError
 
@@ -44,6 +45,7 @@ class SSLLayers(FeatureSet):
         batch_seconds: float = 60.0,
         pooling: Pooling = "mean",
         window: Window | None = None,
+        precision: Precision = "fp32",
     ) -> None:
         super().__init__(spectral, window)
         if pooling not in POOLINGS:
@@ -57,11 +59,13 @@ class SSLLayers(FeatureSet):
             rate = self.encoder.sample_rate
             raise ConfigError(f"{self.encoder.source} takes {rate} Hz audio: set features.spectral.sample_rate={rate}")
         self.batch_samples = int(batch_seconds * self.sample_rate)
+        self.encoder.precision = resolved_precision(precision, self.encoder.device)
 
     def params(self) -> dict:
         """What the cache stores (not `pooling`: every pooling reads the same cached statistics)."""
         size = {"layers": self.encoder.num_layers, "width": self.encoder.width, "stored": "mean,std"}
-        return {"name": self.name, **self.encoder.identity(), **size, "sample_rate": self.sample_rate,
+        bf16 = {"precision": "bf16"} if self.encoder.precision == "bf16" else {}  # fp32 keys what it always keyed
+        return {"name": self.name, **self.encoder.identity(), **bf16, **size, "sample_rate": self.sample_rate,
                 **self._trim_params()}  # fmt: skip
 
     def shapes(self) -> dict[str, tuple[int, ...]]:

@@ -11,13 +11,19 @@ Weights are loaded at first use (`model`): a run whose clips are all cached neve
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+
+from emotion.errors import ConfigError
+
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def length_batches(lengths: Sequence[int], padded_budget: int) -> list[list[int]]:
@@ -57,9 +63,40 @@ def per_clip_frames(
     return torch.nn.utils.rnn.pad_sequence(frames, batch_first=True), counts
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16, AMX): the rule the training precision follows."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """`fp32` or `bf16`: `auto` is bf16 on a CPU with native bfloat16 (docs/performance.md measures its UAR), else
+    fp32 (on a GPU too); ConfigError in one line for any other name."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"features.precision={precision}: choose one of {list(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cpu" and native_bf16() else "fp32"
+    return precision
+
+
 def frame_mask(frames: torch.Tensor, total: int) -> torch.Tensor:
     """(batch, total) booleans, True on each clip's first `frames[i]` frames."""
     return torch.arange(total, device=frames.device)[None, :] < frames[:, None]
+
+
+def linear_weights_in_bf16(network: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `network` whose linear layers' weights are bfloat16: what autocast would cast them to, made once."""
+    twin = copy.deepcopy(network)
+    for module in twin.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)
+    return twin
+
+
+def frame_sums(layers: Sequence[torch.Tensor], frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each clip's layers summed over its real frames, and their squares: two (batch, layers, width), float64."""
+    real = frame_mask(frames, layers[0].shape[1]).unsqueeze(-1)
+    stacked = torch.stack([layer.double() * real for layer in layers], dim=1)  # (batch, layers, frames, width)
+    return stacked.sum(dim=2).cpu(), stacked.square().sum(dim=2).cpu()
 
 
 class Encoder(ABC):
@@ -75,17 +112,25 @@ class Encoder(ABC):
     width: int
     #: The longest stretch (seconds) it takes at once; longer clips are encoded in windows of this length.
     max_seconds: float | None = None
+    #: `fp32`, or `bf16`: the network under bfloat16 autocast (its front end's signal processing stays fp32).
+    precision: str = "fp32"
 
     def __init__(self) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._model: torch.nn.Module | None = None
+        self._bf16: tuple[torch.nn.Module, torch.nn.Module] | None = None  # (the network, its bfloat16 twin)
 
     @property
     def model(self) -> torch.nn.Module:
-        """The network, loaded (frozen, in eval mode, on the GPU if there is one) at its first use."""
+        """The network, loaded (frozen, in eval mode, on the GPU if there is one) at its first use; with `precision`
+        bf16, a copy whose linear layers hold bfloat16 weights (autocast casts frozen weights again at every call)."""
         if self._model is None:
             self._model = self.load().requires_grad_(False).eval().to(self.device)
-        return self._model
+        if self.precision != "bf16":
+            return self._model
+        if self._bf16 is None or self._bf16[0] is not self._model:
+            self._bf16 = (self._model, linear_weights_in_bf16(self._model))
+        return self._bf16[1]
 
     @abstractmethod
     def load(self) -> torch.nn.Module:
@@ -121,16 +166,15 @@ class Encoder(ABC):
         sums = torch.zeros(len(waves), self.num_layers, self.width, dtype=torch.float64)
         squares = torch.zeros_like(sums)
         counts = torch.zeros(len(waves), dtype=torch.float64)
-        for batch in length_batches([self.padded_cost(len(p)) for p in pieces], batch_samples):
-            padded, lengths = pad_batch([pieces[i] for i in batch])
-            layers, frames = self.hidden_states(padded.to(self.device, torch.float32), lengths.to(self.device))
-            real = frame_mask(frames, layers[0].shape[1]).unsqueeze(-1)
-            stacked = torch.stack([layer.double() * real for layer in layers], dim=1)  # (batch, layers, frames, width)
-            summed, squared = stacked.sum(dim=2).cpu(), stacked.square().sum(dim=2).cpu()
-            for row, i in enumerate(batch):
-                sums[owners[i]] += summed[row]
-                squares[owners[i]] += squared[row]
-                counts[owners[i]] += float(frames[row])
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            for batch in length_batches([self.padded_cost(len(p)) for p in pieces], batch_samples):
+                padded, lengths = pad_batch([pieces[i] for i in batch])
+                layers, frames = self.hidden_states(padded.to(self.device, torch.float32), lengths.to(self.device))
+                summed, squared = frame_sums(layers, frames)
+                for row, i in enumerate(batch):
+                    sums[owners[i]] += summed[row]
+                    squares[owners[i]] += squared[row]
+                    counts[owners[i]] += float(frames[row])
         mean = sums / counts[:, None, None]
         variance = (squares / counts[:, None, None] - mean.square()).clamp_min(0.0)
         return mean.float(), variance.sqrt().float()

@@ -8,11 +8,11 @@ once (`hf download ID`), and an id that is not there is refused in one line nami
 The hidden states are what `output_hidden_states=True` gives: the input of the first layer, then each
 layer's output (the last one after the final layer norm, where the model has one).
 
-- Whisper takes the log-mel of its own feature extractor (the folder's `preprocessor_config.json`),
-  always computed as for a 30 s input. `whisper_input="pad30"` runs the encoder on all 3000 frames, as
-  Whisper was trained; `"cut"` keeps only the clip's frames and the matching position embeddings, far
-  cheaper for short clips. Either way each clip is pooled over its own frames, and clips longer than
-  30 s are encoded in 30 s windows.
+- Whisper takes the log-mel of its own feature extractor (the folder's `preprocessor_config.json`): the
+  numbers it gives for a 30 s input, computed on only the frames the encoder reads (`WhisperLogMel`).
+  `whisper_input="pad30"` runs the encoder on all 3000 frames, as Whisper was trained; `"cut"` keeps only
+  the clip's frames and the matching position embeddings, far cheaper for short clips. Either way each
+  clip is pooled over its own frames, and clips longer than 30 s are encoded in 30 s windows.
 - The wav2vec2 family runs its convolutional front end one clip at a time (the group norm of base models
   spans the whole input, so padding would change it), then the transformer on a padded batch, masked.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from emotion.encoders.base import Encoder, frame_mask, per_clip_frames
+from emotion.encoders.whisper_frontend import WhisperLogMel
 from emotion.errors import ConfigError
 
 WhisperInput = Literal["cut", "pad30"]
@@ -133,6 +133,7 @@ class WhisperEncoderLayers(HuggingFaceEncoder):
 
         self.whisper_input = whisper_input
         self._extractor = WhisperFeatureExtractor.from_pretrained(folder)
+        self.log_mel = WhisperLogMel(self._extractor)
         self.sample_rate = int(self._extractor.sampling_rate)
         self.hop_length = int(self._extractor.hop_length)
         self.input_frames = int(self._extractor.nb_max_frames)
@@ -161,14 +162,14 @@ class WhisperEncoderLayers(HuggingFaceEncoder):
         return model.encoder
 
     def hidden_states(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        clips = [wave[:n].cpu().numpy() for wave, n in zip(waves, lengths.tolist(), strict=True)]
-        log_mel = self._extractor(clips, sampling_rate=self.sample_rate, return_tensors="pt").input_features
-        frames = torch.tensor([2 * math.ceil(math.ceil(n / self.hop_length) / 2) for n in lengths.tolist()])
-        log_mel, frames = log_mel.to(self.device), frames.to(self.device)
+        frames = 2 * torch.div(torch.div(lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor") + 1,
+                               2, rounding_mode="floor")  # fmt: skip
         if self.whisper_input == "pad30":
+            log_mel = self.log_mel(waves, lengths, self.input_frames)
             states = self.model(log_mel, output_hidden_states=True).hidden_states
             return list(states), frames // 2
-        return cut_whisper_layers(self.model, log_mel[:, :, : int(frames.max())], frames), frames // 2
+        log_mel = self.log_mel(waves, lengths, int(frames.max()))
+        return cut_whisper_layers(self.model, log_mel, frames), frames // 2
 
 
 def cut_whisper_layers(encoder: torch.nn.Module, log_mel: torch.Tensor, frames: torch.Tensor) -> list[torch.Tensor]:
@@ -177,20 +178,28 @@ def cut_whisper_layers(encoder: torch.nn.Module, log_mel: torch.Tensor, frames: 
 
     (transformers' `WhisperEncoder` insists on 3000 input frames and ignores any mask, hence this copy of its
     forward.) Input frames past a clip's own are zeroed, as the convolutions' zero padding would be if the
-    clip were alone; keys past its output frames are masked.
+    clip were alone; keys past its output frames are masked. A batch of clips of one length needs no mask, and
+    attention then runs on its fastest kernel.
     """
     total = log_mel.shape[-1]
-    x = log_mel * frame_mask(frames, total)[:, None, :].to(log_mel.dtype)
+    padded = bool((frames < total).any())
+    x = log_mel * frame_mask(frames, total)[:, None, :].to(log_mel.dtype) if padded else log_mel
     x = F.gelu(encoder.conv2(F.gelu(encoder.conv1(x)))).permute(0, 2, 1)
     x = x + encoder.embed_positions.weight[: x.shape[1]]
-    keys = frame_mask(frames // 2, x.shape[1])
-    mask = torch.zeros(keys.shape, dtype=x.dtype, device=x.device).masked_fill(~keys, torch.finfo(x.dtype).min)
+    mask = padding_mask(frames // 2, x.shape[1], x.dtype) if padded else None
     states = [x]
     for layer in encoder.layers:
-        x = layer(x, mask[:, None, None, :])
+        x = layer(x, mask)
         states.append(x)
     states[-1] = encoder.layer_norm(x)
     return states
+
+
+def padding_mask(frames: torch.Tensor, total: int, dtype: torch.dtype) -> torch.Tensor:
+    """The additive attention mask (batch, 1, 1, total) hiding keys past each clip's `frames`."""
+    keys = frame_mask(frames, total)
+    mask = torch.zeros(keys.shape, dtype=dtype, device=keys.device).masked_fill(~keys, torch.finfo(dtype).min)
+    return mask[:, None, None, :]
 
 
 class Wav2Vec2FamilyLayers(HuggingFaceEncoder):
