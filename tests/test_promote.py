@@ -75,6 +75,23 @@ def test_dry_run_prints_the_leaderboard_and_changes_nothing(store: Store, capsys
     assert store.client.search_registered_models("name = 'dry'") == []
 
 
+def test_a_cost_budget_promotes_the_best_run_it_affords_and_refuses_one_that_no_run_meets(store: Store, capsys) -> None:
+    for name, value, milliseconds in (("a", 0.80, 900.0), ("b", 0.70, 40.0), ("c", 0.60, 30.0)):
+        store.score(run_id_of(store, name), value)
+        store.client.log_metric(run_id_of(store, name), "cost/ms_per_clip", milliseconds)  # as a sweep's trial logs it
+
+    store.promote("--name", "budget", "--max-ms-per-clip", "50")
+    assert store.client.get_model_version_by_alias("budget", "champion").run_id == run_id_of(store, "b")
+    assert "within --max-ms-per-clip 50 (cost/ms_per_clip: #1 40.0, #2 30.0)" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as exited:
+        store.promote("--name", "budget", "--max-ms-per-clip", "20")
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "no run costs at most 20 ms per clip: the cheapest of the 3 that measured it costs 30.0 (run c," in err
+    assert store.client.get_model_version_by_alias("budget", "champion").run_id == run_id_of(store, "b")
+
+
 def test_a_leaky_run_is_refused_unless_forced(store: Store, capsys) -> None:
     leaky = store.train("leaky", "augment=noise", "augment.before_split=true", "split=clip")
     assert store.client.get_run(leaky).data.tags["leaky"] == "true"

@@ -14,11 +14,14 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from emotion.errors import ConfigError
 from emotion.sweep.search_space import parse_search_space
+from emotion.sweep.sweeper import StudySweep
+from emotion.sweep.sweeper import _tell as tell
 from tests.conftest import TINY_CORPUS
 
 QUICK = [
@@ -209,27 +212,65 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path, cache_dir
     assert failed.data.tags["error"].startswith("FloatingPointError: training loss became")  # the reason, one line
 
 
-def test_a_two_objective_sweep_trades_accuracy_against_size(tmp_path: Path, cache_dir: Path) -> None:
-    run_sweep(
+def test_a_two_objective_sweep_weighs_accuracy_against_the_measured_cost_and_logs_its_pareto_front(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    result = run_sweep(
         tmp_path,
         cache_dir,
         "hydra/sweeper=optuna",
         "hydra/sweeper/sampler=grid",
         "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.study_name=size",
-        "hydra.sweep.dir=multirun/size",
+        "hydra.sweeper.study_name=cost",
+        "hydra.sweep.dir=multirun/cost",
         "trainer.max_epochs=1",
-        "hydra.sweeper.direction=[maximize,minimize]",
-        "hydra.sweeper.objectives=[val/uar,trainable_params]",
-        "model.net.dense=choice(8,64)",
+        "+trainer.limit_train_batches=2",
+        "+cost.clips=4",
+        "hydra.sweeper.objectives={val/uar:maximize,cost/ms_per_clip:minimize}",
+        "model.optimizer.lr=choice(0.001,0.002)",
     )
-    study = load_study(tmp_path, "size")
-    sizes = {t.params["model.net.dense"]: t.values[1] for t in study.trials if t.state == TrialState.COMPLETE}
-    assert sizes.keys() == {8, 64} and sizes[8] < sizes[64]
-    children = child_runs(tmp_path, "size")
-    assert {int(float(v)) for v in sizes.values()} == {
-        int(r.data.params["trainable_params"]) for r in children.values()
-    }
+    study = load_study(tmp_path, "cost")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    output = result.stdout + result.stderr
+    assert "pruning is off: Optuna prunes single-objective studies only" in output  # the default: median
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2
+    children = child_runs(tmp_path, "cost")
+    for trial in complete:  # every trial's cost: its run's metric, measured where its params say
+        run = children[trial.number]
+        assert run.data.metrics["cost/ms_per_clip"] == pytest.approx(trial.values[1]) and trial.values[1] > 0
+        assert run.data.params["cost.clips"] == "4" and run.data.params["cost.cpu"]
+        assert run.data.params["cost.avx512_bf16"] in ("True", "False")
+    first, second = complete  # one inference path (the learning rate changes none of it) is timed once in a study
+    assert first.values[1] == second.values[1]
+    assert [children[t.number].data.params["cost.measured_by"] for t in complete] == [f"trial {first.number}"] * 2
+
+    parent = parent_run(tmp_path, "cost")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    assert "plots/pareto_front.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    table = client.download_artifacts(parent.info.run_id, "pareto_front.md", str(tmp_path))
+    header, _, *rows = Path(table).read_text().splitlines()
+    assert header.startswith("| trial | val/uar | cost/ms_per_clip |")
+    assert sorted(int(row.split("|")[1]) for row in rows) == sorted(t.number for t in study.best_trials)
+    assert parent.data.metrics["study/pareto_trials"] == len(study.best_trials)
+    assert "--max-ms-per-clip MS" in output
+
+
+def test_a_grid_sweep_runs_every_point_once_though_each_ask_builds_its_sampler_anew() -> None:
+    options = OmegaConf.create(
+        {
+            "direction": "maximize",
+            "objectives": None,
+            "sampler": {"_target_": "optuna.samplers.GridSampler", "seed": 123},
+        }
+    )
+    sweep = StudySweep(options, OmegaConf.create({"monitor": "val/uar"}))
+    space = {"a": CategoricalDistribution([1, 2]), "b": CategoricalDistribution(["x", "y"])}
+    study = optuna.create_study(direction="maximize")
+    for number in range(4):  # as the sweeper asks: a new sampler for each trial, told the trials before it
+        study.sampler = sweep._sampler(space, trials_before=number)
+        tell(study, study.ask(space), values=[0.5])  # as the sweeper tells: the grid's last stops the study
+    assert sorted((t.params["a"], t.params["b"]) for t in study.trials) == [(1, "x"), (1, "y"), (2, "x"), (2, "y")]
 
 
 def test_the_override_grammar_becomes_optuna_distributions() -> None:

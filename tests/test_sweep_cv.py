@@ -57,6 +57,8 @@ def test_a_cross_validated_trial_returns_the_mean_validation_uar_of_its_folds(
         assert sorted(trial.intermediate_values) == [0, 1]  # reported after each fold
         assert trial.intermediate_values[1] == pytest.approx(trial.value, abs=1e-6)
         assert "test/uar_mean" in parent.data.metrics  # logged, but never the objective
+        assert parent.data.metrics["cost/ms_per_clip"] > 0  # a trial's cost, measured once on its first fold's model
+        assert not any("cost/ms_per_clip" in fold.data.metrics for fold in folds)
 
     # Its trials hold no model: promotion says how to train the best one once, as a run of the study
     uri = f"sqlite:///{tmp_path}/mlruns.db"

@@ -3,6 +3,7 @@
 emotion-promote                                   # best val/uar_best of experiment "emotion"
 emotion-promote --study cnn2d_logmel --dry-run    # the leaderboard of one study, and what would happen
 emotion-promote --metric val/loss_best --mode min --name emotion-mfcc   # runs that monitored val/loss
+emotion-promote --study whisper_adaptive --max-ms-per-clip 100  # the best whose inference costs at most 100 ms a clip
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from emotion.cli import errors_as_one_line
 from emotion.config import logger_defaults
 from emotion.errors import EmotionError
-from emotion.tracking.names import OVERRIDES_TAG
+from emotion.tracking.names import COST_METRIC, OVERRIDES_TAG
 
 if TYPE_CHECKING:  # MLflow is imported once the arguments are read: `--help` and typos answer at once
     import mlflow
@@ -42,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--mode", choices=("max", "min"), default="max", help="default: %(default)s")
     parser.add_argument("--filter", help="an extra MLflow search filter, e.g. \"tags.split = 'speaker'\"")
+    parser.add_argument(
+        "--max-ms-per-clip",
+        type=float,
+        metavar="MS",
+        help=f"only runs whose measured inference cost ({COST_METRIC}: sweep trials, runs of +cost.clips=N) is at "
+        "most MS milliseconds per clip",
+    )
     parser.add_argument("--name", default="emotion", help="registered model name (default: %(default)s)")
     parser.add_argument("--allow-leaky", action="store_true", help="promote a run of the report's leaky protocol")
     parser.add_argument(
@@ -98,6 +106,27 @@ def format_leaderboard(runs: list[Run], metric: str) -> str:
     return "\n".join(lines)
 
 
+def budget_filter(args: argparse.Namespace) -> str | None:
+    """`--filter` and `--max-ms-per-clip` as one MLflow search filter (None: neither given)."""
+    budget = f"metrics.`{COST_METRIC}` <= {args.max_ms_per_clip}" if args.max_ms_per_clip is not None else None
+    return " and ".join(clause for clause in (args.filter, budget) if clause) or None
+
+
+def over_budget(candidates: list[Run], metric: str, budget: float) -> str:
+    """Why none of `candidates` fits `--max-ms-per-clip`: the cheapest cost seen, or that none was measured."""
+    measured = [run for run in candidates if COST_METRIC in run.data.metrics]
+    if not measured:
+        return (
+            f"no run that logged {metric} measured {COST_METRIC}, so none fits --max-ms-per-clip {budget:g} "
+            "(sweep trials measure it; train a run with +cost.clips=16)"
+        )
+    cheapest = min(measured, key=lambda run: run.data.metrics[COST_METRIC])
+    return (
+        f"no run costs at most {budget:g} ms per clip: the cheapest of the {len(measured)} that measured it costs "
+        f"{cheapest.data.metrics[COST_METRIC]:.1f} (run {cheapest.info.run_name}, {cheapest.info.run_id})"
+    )
+
+
 def run_classes(run: Run) -> list[str]:
     """The classes a run was trained on (its `data.classes` param), in order."""
     text = run.data.params.get("data.classes", "")
@@ -131,8 +160,10 @@ def retrain_hint(client: mlflow.MlflowClient, ranking: Ranking) -> str | None:
         for o in shlex.split(tags.get(OVERRIDES_TAG, ""))
         if not o.startswith(("split=", "split.", "cv=", "cv.", "+trial."))
     ]
+    clips = parent.data.params.get("cost.clips")  # the trial measured its cost: the run measures its own too
     command = shlex.join(["emotion-train", *overrides, "split=speaker", f"+logger.tags.study={ranking.study}",
-                          f"+logger.tags.trial_number={tags.get('trial_number', '')}"])  # fmt: skip
+                          f"+logger.tags.trial_number={tags.get('trial_number', '')}",
+                          *([f"+cost.clips={clips}"] if clips else [])])  # fmt: skip
     return (
         f"study {ranking.study!r}'s trials are cross-validations, whose parent runs hold no model (their folds "
         f"do, each trained on a subset of the speakers). Its best is trial {tags.get('trial_number', '?')} "
@@ -199,25 +230,38 @@ def dry_run_plan(best: Run, what: str, args: argparse.Namespace, old: ModelVersi
     return f"would register {what} as a new version of {args.name} with alias @{CHAMPION}; current champion: {now}"
 
 
+def nothing_to_promote(client: mlflow.MlflowClient, ranking: Ranking, args: argparse.Namespace) -> str:
+    """Why no run competes: no such study, a study of cross-validations to train once, a cost budget that none
+    meets, or no run at all."""
+    from emotion.serving.registry import Ranking, cross_validation_parents, leaderboard, study_names
+
+    if args.study and args.study not in (studies := study_names(client, args.experiment)):
+        return f"no study {args.study!r} in experiment {args.experiment!r} (its studies: {studies or 'none'})"
+    if args.study and (hint := retrain_hint(client, ranking)):
+        return hint
+    if args.max_ms_per_clip is not None:
+        unbudgeted = Ranking(args.experiment, args.metric, args.mode, args.study, args.filter)
+        if candidates := leaderboard(client, unbudgeted, limit=1000) or cross_validation_parents(client, unbudgeted):
+            return over_budget(candidates, args.metric, args.max_ms_per_clip)
+    scope = f"study {args.study!r}" if args.study else f"experiment {args.experiment!r}"
+    return f"no FINISHED run of {scope} logged {args.metric}: nothing to promote"
+
+
 def run(args: argparse.Namespace) -> None:
     import mlflow
 
-    from emotion.serving.registry import Ranking, current_champion, leaderboard, promote, require_store, study_names
+    from emotion.serving.registry import Ranking, current_champion, leaderboard, promote, require_store
 
     require_store(args.tracking_uri)
     client = mlflow.MlflowClient(args.tracking_uri)
-    ranking = Ranking(args.experiment, args.metric, args.mode, args.study, args.filter)
+    ranking = Ranking(args.experiment, args.metric, args.mode, args.study, budget_filter(args))
     runs = leaderboard(client, ranking, limit=args.top)
     if not runs:
-        if args.study and args.study not in (studies := study_names(client, args.experiment)):
-            raise EmotionError(
-                f"no study {args.study!r} in experiment {args.experiment!r} (its studies: {studies or 'none'})"
-            )
-        if args.study and (hint := retrain_hint(client, ranking)):
-            raise EmotionError(hint)
-        scope = f"study {args.study!r}" if args.study else f"experiment {args.experiment!r}"
-        raise EmotionError(f"no FINISHED run of {scope} logged {args.metric}: nothing to promote")
+        raise EmotionError(nothing_to_promote(client, ranking, args))
     print(format_leaderboard(runs, args.metric))
+    if args.max_ms_per_clip is not None:
+        costs = ", ".join(f"#{rank} {run.data.metrics[COST_METRIC]:.1f}" for rank, run in enumerate(runs, 1))
+        print(f"within --max-ms-per-clip {args.max_ms_per_clip:g} ({COST_METRIC}: {costs})")
     if note := unranked_cross_validations(client, ranking):
         print(note)
     best = runs[0]

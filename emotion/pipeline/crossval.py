@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion.metrics import METRIC_KEYS, scores, scores_by_corpus
 from emotion.pipeline.build import build_datamodule, build_logger, built, run_tags
+from emotion.pipeline.cost import log_cost, measure_cost
 from emotion.pipeline.fit import fit_run
 from emotion.sweep.trial import PrunedBetweenFolds, SweepTrial
 from emotion.tracking import reports, runs
@@ -44,12 +45,14 @@ def train_cross_validation(
 ) -> dict[str, float]:
     """Every fold of `cfg.split` as a child of one parent run, which logs their aggregate; returns the aggregate."""
     splitter = built(cfg.split)
-    folds = splitter.folds_to_run(build_datamodule(cfg, built(cfg.features)).read_manifest().clips)
+    manifest = build_datamodule(cfg, built(cfg.features)).read_manifest().clips
+    folds = splitter.folds_to_run(manifest)
     tags = run_tags(cfg, leaky=False) | sweep_tags | {ROLE_TAG: CV_ROLE, CV_TAG: splitter.name}
     logger = build_logger(cfg, f"{run_name} cv-{splitter.name}", tags)
     monitor, classes = cfg.monitor, list(cfg.data.classes)
     log.info("cross-validation %s: folds %s", splitter.name, folds)
     results: list[FoldResult] = []
+    first_model = ""  # the first fold's model file: the cross-validation's cost is measured on it
     with runs.run_status(logger, trial=trial is not None):
         runs.log_config(logger, OmegaConf.to_container(cfg, resolve=True))
         try:
@@ -57,6 +60,7 @@ def train_cross_validation(
                 fold_tags = {"mlflow.parentRunId": logger.run_id, FOLD_TAG: str(fold), CV_TAG: splitter.name}
                 outcome = fit_run(fold_config(cfg, fold), f"{run_name} fold{fold:02d}", fold_tags, trial=None)
                 results.append(outcome.fold_result(fold))
+                first_model = first_model or outcome.checkpoint
                 log_fold(results[-1], monitor)
                 if trial is not None:  # the running mean of the folds' best `monitor`; the pruner may stop here
                     trial.report_folds(results, [r.metrics[monitor] for r in results], last=fold == folds[-1])
@@ -65,6 +69,7 @@ def train_cross_validation(
             raise
         summary = summarize(results, monitor, len(classes))
         log_cross_validation(logger, results, summary, classes)
+        summary |= log_cost(logger, measure_cost(cfg, trial, first_model, manifest))
     y_true, y_pred = (np.concatenate([getattr(r, name) for r in results]) for name in ("y_true", "y_pred"))
     print("test, every fold's clips pooled, per class:\n" + reports.per_class_table(y_true, y_pred, classes))
     print(reports.cross_validation_summary(cfg.logger.tracking_uri, logger.run_id, summary, len(results)))

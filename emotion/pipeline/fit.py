@@ -27,6 +27,7 @@ from emotion.pipeline.build import (
     checkpoint_epoch,
     run_tags,
 )
+from emotion.pipeline.cost import log_cost, measure_cost
 from emotion.pipeline.estimator import fit_estimator, save_head
 from emotion.sweep.trial import SweepTrial
 from emotion.tracking import layer_weights, reports, runs
@@ -77,8 +78,12 @@ def fit_run(cfg: DictConfig, run_name: str, extra_tags: dict[str, str], trial: S
     logger = build_logger(cfg, run_name, run_tags(cfg, datamodule.leaky) | extra_tags)
     with runs.run_status(logger, trial=trial is not None):
         if isinstance(module, ScikitLearnHead):
-            return _fit_estimator_and_test(cfg, module, datamodule, logger)
-        return _fit_and_test(cfg, module, features, datamodule, logger, trial)
+            outcome = _fit_estimator_and_test(cfg, module, datamodule, logger)
+        else:
+            outcome = _fit_and_test(cfg, module, features, datamodule, logger, trial)
+        if FOLD_TAG not in extra_tags:  # a cross-validation measures once, on its first fold's model
+            outcome.metrics |= log_cost(logger, measure_cost(cfg, trial, outcome.checkpoint, datamodule.clips))
+        return outcome
 
 
 def _log_inputs(cfg: DictConfig, datamodule: EmotionDataModule, logger: Any) -> dict[str, list[str]]:

@@ -18,8 +18,7 @@ import math
 import os
 import socket
 import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,26 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
-from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
 from emotion.errors import ConfigError
 from emotion.sweep.search_space import parse_search_space
-from emotion.sweep.workers import heartbeat_interval, heartbeats, make_storage, study_lock
+from emotion.sweep.workers import (
+    WORKER_ATTR,
+    fail_interrupted_trials,
+    fail_stale_trials,
+    heartbeat_interval,
+    heartbeats,
+    make_storage,
+    study_lock,
+    worker_of,
+)
 from emotion.tracking import study as study_run
 from emotion.tracking.logger import check_server_access
+from emotion.tracking.names import COST_METRIC
 
 log = logging.getLogger(__name__)
 
-WORKER_ATTR = "worker"
 #: Seconds between looks at other workers' running trials, once this worker's share of the budget is done.
 WAIT_SECONDS = 5
 FINISHED_OR_RUNNING = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
@@ -51,13 +58,7 @@ class StudySweep:
     def __init__(self, sweeper: DictConfig, config: DictConfig) -> None:
         self.options = sweeper
         self.config = config
-        directions = sweeper.direction
-        self.directions = [directions] if isinstance(directions, str) else list(directions)
-        self.objectives = list(sweeper.objectives or [config.monitor])  # default: what every run follows
-        if len(self.objectives) != len(self.directions):
-            raise ConfigError(
-                f"hydra.sweeper.objectives {self.objectives} and direction {self.directions} differ in length"
-            )
+        self.objectives, self.directions = objectives_and_directions(sweeper, config.monitor)
 
     def run(self, arguments: list[str], launch: Any) -> list[JobReturn]:
         space, fixed = parse_search_space(self.options.params, self.options.search_space, arguments)
@@ -101,8 +102,9 @@ class StudySweep:
                 break
         self._wait_for_other_workers(study, storage)
         study_run.log_study_plots(logger.tracking_uri, parent, study, self.objectives)
-        study_run.close_study_run(logger.tracking_uri, parent)
         trial_runs = study_run.trial_run_ids(logger.tracking_uri, logger.experiment_name, study.study_name)
+        study_run.log_pareto_front(logger.tracking_uri, parent, study, self.objectives, trial_runs)
+        study_run.close_study_run(logger.tracking_uri, parent)
         report = final_report(study, self.objectives, self.directions, trial_runs)
         if instantiate(self.config.split).cross_validates:  # each trial is a cross-validation
             report = report.rsplit("\n", 1)[0] + (
@@ -153,17 +155,24 @@ class StudySweep:
 
         Optuna does not store a sampler with its study: seeded alike at every start, a resumed sweep's (or a
         second worker's) sampler would draw the first trials' parameters again. Offset at each ask, every trial
-        draws from its own stream, so a study stays reproducible from its seed and a resumed one goes on.
+        draws from its own stream, so a study stays reproducible from its seed and a resumed one goes on. Not the
+        grid sampler's: its seed orders the grid, and trial N runs point N of that order, so every ask must see
+        one order (offset, two asks could run one point twice).
         """
         options = self.options.sampler
-        seed = {"seed": int(options.seed) + trials_before} if options.get("seed") is not None else {}
         if str(options.get("_target_", "")).endswith("GridSampler"):
-            return instantiate(options, search_space=grid_of(space), **seed)
+            return instantiate(options, search_space=grid_of(space))
+        seed = {"seed": int(options.seed) + trials_before} if options.get("seed") is not None else {}
         return instantiate(options, **seed)
 
     def _pruner(self) -> optuna.pruners.BasePruner:
         if len(self.directions) > 1:
-            return optuna.pruners.NopPruner()  # Optuna prunes single-objective studies only
+            if self.options.pruner and not str(self.options.pruner.get("_target_", "")).endswith("NopPruner"):
+                log.info(
+                    "pruning is off: Optuna prunes single-objective studies only, and this one has %d objectives",
+                    len(self.directions),
+                )
+            return optuna.pruners.NopPruner()
         return instantiate(self.options.pruner) if self.options.pruner else optuna.pruners.NopPruner()
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, job: JobReturn) -> None:
@@ -189,6 +198,23 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **result: Any) -> None:
         # study.optimize(); the trial's result is stored before that (optuna/study/_tell.py, `finally`).
         if "Study.stop" not in str(exc):
             raise
+
+
+def objectives_and_directions(sweeper: DictConfig, monitor: str) -> tuple[list[str], list[str]]:
+    """What each trial returns and which way each improves: `objectives` as a mapping (`{val/uar: maximize,
+    cost/ms_per_clip: minimize}`), or a list beside `direction` (one direction, or a list of as many)."""
+    objectives = sweeper.objectives
+    if isinstance(objectives, Mapping):
+        names, directions = [str(name) for name in objectives], [str(d) for d in objectives.values()]
+    else:
+        names = list(objectives or [monitor])  # default: what every run follows
+        direction = sweeper.direction
+        directions = [direction] if isinstance(direction, str) else list(direction)
+    if len(names) != len(directions):
+        raise ConfigError(f"hydra.sweeper.objectives {names} and direction {directions} differ in length")
+    if unknown := [d for d in directions if d not in ("maximize", "minimize")]:
+        raise ConfigError(f"hydra.sweeper objectives' directions must be maximize or minimize, not {unknown}")
+    return names, directions
 
 
 def param_overrides(params: dict[str, Any]) -> list[str]:
@@ -218,51 +244,6 @@ def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
     return len(study.get_trials(deepcopy=False, states=tuple(states)))
 
 
-def worker_of(trial: optuna.trial.FrozenTrial) -> tuple[str, str]:
-    """(host, process ID) of the worker that took `trial`."""
-    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-    return host, pid
-
-
-def fail_interrupted_trials(study: optuna.Study) -> list[int]:
-    """Mark FAIL the RUNNING trials whose worker process on this host is gone; their numbers."""
-    host = socket.gethostname()
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, pid = worker_of(trial)
-        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
-            study.tell(trial.number, state=TrialState.FAIL)
-            failed.append(trial.number)
-    if failed:
-        log.warning("trials %s of study %s were interrupted: marked FAIL", failed, study.study_name)
-    return failed
-
-
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Mark FAIL the RUNNING trials whose heartbeat is too old (heartbeats on only); their numbers."""
-    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    with warnings.catch_warnings():
-        # experimental in Optuna, so it warns on every call (before every trial); nothing for the user to act on
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    failed = sorted(
-        t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running
-    )
-    if failed:
-        log.warning("trials %s of study %s stopped sending heartbeats: marked FAIL", failed, study.study_name)
-    return failed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def summary(study: optuna.Study) -> dict[str, int]:
     return {
         state.name: count_trials(study, [state]) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -285,9 +266,11 @@ def final_report(study: optuna.Study, objectives: list[str], directions: list[st
         )
         lines.append(f"best trial {trial.number}: {values} ({params}); MLflow run {trial_runs.get(trial.number, '?')}")
     if len(directions) > 1:
-        lines.insert(1, f"{len(best)} trials on the Pareto front:")
+        lines.insert(1, f"{len(best)} trials on the Pareto front (the study's run: pareto_front.md, plots/):")
     mode = "max" if directions[0] == "maximize" else "min"
+    budget = " --max-ms-per-clip MS" if COST_METRIC in objectives else ""
     lines.append(
         f"promote it with: emotion-promote --study {study.study_name} --metric {objectives[0]}_best --mode {mode}"
+        + budget
     )
     return "\n".join(lines)

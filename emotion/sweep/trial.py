@@ -72,6 +72,18 @@ class SweepTrial:
             TRIAL_TAG: str(self.trial.number),
         }
 
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def shared(self, key: str) -> Any:
+        """What a trial of this study recorded under `key` (`share`), or None."""
+        return self.trial.study.user_attrs.get(key)
+
+    def share(self, key: str, value: Any) -> None:
+        """Record `value` (JSON) under `key` for the study's later trials, whatever worker runs them."""
+        self.trial.study.set_user_attr(key, value)
+
     def run_name(self, base: str) -> str:
         return trial_run_name(base, self.trial.number)
 

@@ -16,7 +16,11 @@ trials, and any worker marks FAIL the trials whose heartbeat is older than the g
 from __future__ import annotations
 
 import fcntl
+import logging
+import os
+import socket
 import threading
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,12 +28,16 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy.exc
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import TrialState
 from sqlalchemy import text
 
 from emotion.errors import ConfigError
 from emotion.tracking.logger import redacted
 
 SQLITE_PREFIX = "sqlite:///"
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -109,3 +117,51 @@ def heartbeats(storage: optuna.storages.BaseStorage, trials: Sequence[optuna.Tri
     finally:
         stop.set()
         thread.join()
+
+
+WORKER_ATTR = "worker"
+
+
+def worker_of(trial: optuna.trial.FrozenTrial) -> tuple[str, str]:
+    """(host, process ID) of the worker that took `trial`."""
+    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    return host, pid
+
+
+def fail_interrupted_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose worker process on this host is gone; their numbers."""
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, pid = worker_of(trial)
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed.append(trial.number)
+    if failed:
+        log.warning("trials %s of study %s were interrupted: marked FAIL", failed, study.study_name)
+    return failed
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose heartbeat is too old (heartbeats on only); their numbers."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    with warnings.catch_warnings():
+        # experimental in Optuna, so it warns on every call (before every trial); nothing for the user to act on
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    failed = sorted(
+        t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running
+    )
+    if failed:
+        log.warning("trials %s of study %s stopped sending heartbeats: marked FAIL", failed, study.study_name)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -17,6 +17,8 @@ TRIAL_TAG = "trial_number"
 ERROR_TAG = "error"
 #: The command-line overrides a run was trained with (`emotion-train` with them trains it again).
 OVERRIDES_TAG = "overrides"
+#: What serving a run's model costs: median wall-clock ms per clip of its whole inference path (emotion.pipeline.cost).
+COST_METRIC = "cost/ms_per_clip"
 
 
 def best_metric(monitor: str) -> str:

@@ -115,10 +115,14 @@ def log_study_progress(tracking_uri: str, run_id: str, study: optuna.Study, obje
 
 
 def log_study_plots(tracking_uri: str, run_id: str, study: optuna.Study, objectives: list[str]) -> None:
-    """Optuna's plots as PNG (matplotlib) and one HTML page (plotly): history, importances, parallel, intermediate."""
+    """Optuna's plots as PNG (matplotlib) and one HTML page (plotly): history, importances, parallel coordinates,
+    and intermediate values (one objective) or the Pareto front (several; the other plots show the first)."""
     client = mlflow.MlflowClient(tracking_uri)
     target, target_name = (None, objectives[0]) if len(objectives) == 1 else (lambda t: t.values[0], objectives[0])
     plots = _plots(target, target_name)
+    if len(objectives) > 1:  # their trials report no intermediate values (nothing to prune)
+        del plots["intermediate_values"]
+        plots |= _pareto_plot(objectives)
     html_parts: list[str] = []
     for name, (matplotlib_plot, plotly_plot) in plots.items():
         try:
@@ -156,6 +160,43 @@ def _plots(target: Callable | None, target_name: str) -> dict[str, tuple[Callabl
         ),
         "intermediate_values": (matplotlib.plot_intermediate_values, plotly.plot_intermediate_values),
     }
+
+
+def _pareto_plot(objectives: list[str]) -> dict[str, tuple[Callable, Callable]]:
+    from optuna import visualization as plotly
+    from optuna.visualization import matplotlib
+
+    def front(plot: Callable) -> Callable:
+        return lambda study: plot(study, target_names=objectives)
+
+    return {"pareto_front": (front(matplotlib.plot_pareto_front), front(plotly.plot_pareto_front))}
+
+
+def pareto_front_table(study: optuna.Study, objectives: list[str], trial_runs: Mapping[int, str]) -> str:
+    """The trials on the Pareto front of a multi-objective study as a Markdown table, best first objective first:
+    number, objectives, parameters and MLflow run."""
+    front = sorted(study.best_trials, key=lambda t: t.values[0], reverse=study.directions[0].name == "MAXIMIZE")
+    params = sorted({name for trial in front for name in trial.params})
+    lines = [
+        "| trial | " + " | ".join([*objectives, *params]) + " | MLflow run |",
+        "|" + "---|" * (len(objectives) + len(params) + 2),
+    ]
+    for trial in front:
+        values = [f"{value:.4g}" for value in trial.values] + [str(trial.params.get(name, "")) for name in params]
+        lines.append(f"| {trial.number} | " + " | ".join(values) + f" | {trial_runs.get(trial.number, '?')} |")
+    return "\n".join(lines) + "\n"
+
+
+def log_pareto_front(
+    tracking_uri: str, run_id: str, study: optuna.Study, objectives: list[str], trial_runs: Mapping[int, str]
+) -> None:
+    """The Pareto front's trials as `pareto_front.md` on the study's run (a multi-objective study with a complete
+    trial), and how many they are (`study/pareto_trials`)."""
+    if len(objectives) < 2 or not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return
+    client = mlflow.MlflowClient(tracking_uri)
+    client.log_text(run_id, pareto_front_table(study, objectives, trial_runs), "pareto_front.md")
+    client.log_metric(run_id, "study/pareto_trials", len(study.best_trials))
 
 
 def close_study_run(tracking_uri: str, run_id: str) -> None:
