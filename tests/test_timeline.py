@@ -26,7 +26,7 @@ from emotion.errors import DataError
 from emotion.models.estimator import EstimatorHead
 from emotion.serving.files import audio_files
 from emotion.serving.recognizer import EmotionRecognizer
-from emotion.serving.segments import Segment, plan, read_segments, speech_segments
+from emotion.serving.segments import SPEECH_PAD, Segment, plan, read_segments, speech_segments
 from emotion.serving.streaming import cut, scan, stream, vad_model
 from emotion.serving.timeline import COLUMNS, timelines
 from emotion.serving.timeline_plot import plot_timeline
@@ -63,9 +63,9 @@ def joined(clips: list[Path], pauses: list[float], rng: np.random.Generator) -> 
     return np.concatenate(parts), spans
 
 
-def found_each(spans: list[tuple], segments: list[Segment], within: float = 0.3) -> None:
+def found_each(spans: list[tuple], segments: list[Segment], within: float = 0.3 + SPEECH_PAD) -> None:
     """Each span has segments covering half of it or more, the first starting and the last ending within
-    `within` s of its own start and end; every segment lies on a span."""
+    `within` s of its own start and end (the detector's, widened by `SPEECH_PAD`); every segment lies on a span."""
     for start, end in spans:
         over = [s for s in segments if s.end > start and s.start < end]
         covered = sum(min(end, s.end) - max(start, s.start) for s in over)

@@ -4,6 +4,7 @@ diarization's turns (RTTM or CSV: `read_segments`), fitted to the durations the 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,7 +16,10 @@ from emotion.errors import DataError
 from emotion.serving.streaming import FRAME_SECONDS, VAD_RATE, Scan, one_thread
 
 #: Speech segments closer than this (seconds) are one (the detector's only: a diarization's are kept as given).
-MERGE_GAP = 0.3
+MERGE_GAP = 0.15
+#: Pause (seconds) kept around each of the detector's segments, as far as halfway to the next: the clips models are
+#: trained on hold some silence around their speech (docs/recordings.md measures what it changes).
+SPEECH_PAD = 0.3
 #: How far (seconds) either side of an even split point the quietest frame is looked for.
 QUIET_SEARCH = 1.0
 #: The record types of an RTTM file other than SPEAKER: skipped (NIST RTTM; pyannote writes SPEAKER lines only).
@@ -39,14 +43,24 @@ class Segment:
 
 
 def speech_segments(found: Scan) -> list[Segment]:
-    """silero-vad's speech segments of a scan (its default thresholds and padding), merged across short pauses."""
+    """silero-vad's speech segments of a scan (its default thresholds and padding), merged across short pauses,
+    each widened by `SPEECH_PAD` into the pauses around it (`pad`)."""
     with one_thread():  # (importing silero_vad sets torch to one thread for good)
         from silero_vad import get_speech_timestamps_from_probs
 
     assert found.speech is not None, "scan(path, detect=True) first"
     samples = round(found.duration * VAD_RATE)
     stamps = get_speech_timestamps_from_probs(found.speech, sampling_rate=VAD_RATE, audio_length_samples=samples)
-    return merge([Segment(s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in stamps])
+    merged = merge([Segment(s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in stamps], MERGE_GAP)
+    return pad(merged, SPEECH_PAD, found.duration)
+
+
+def pad(segments: Sequence[Segment], seconds: float, duration: float) -> list[Segment]:
+    """Segments in time order, not overlapping, each widened by up to `seconds` on either side: no further than
+    halfway to its neighbour, nor out of the recording's `duration`."""
+    bounds = [0.0, *((a.end + b.start) / 2 for a, b in itertools.pairwise(segments)), duration]
+    return [replace(s, start=max(s.start - seconds, bounds[i]), end=min(s.end + seconds, bounds[i + 1]))
+            for i, s in enumerate(segments)]  # fmt: skip
 
 
 def merge(segments: Sequence[Segment], gap: float = MERGE_GAP) -> list[Segment]:
