@@ -1,5 +1,6 @@
-"""The command-line apps (`emotion-train`, `-promote`, `-predict`, `-evaluate`, `-runs`, `-profiles`, `-team`) and
-their shared error handling: a mistake is one `error:` line on standard error and exit status 1, never a traceback.
+"""The command-line apps (`emotion-train`, `-promote`, `-predict`, `-evaluate`, `-runs`, `-profiles`, `-export`,
+`-team`) and their shared error handling: a mistake is one `error:` line on standard error and exit status 1,
+never a traceback.
 
 No app imports another: what two share lives in the packages they call.
 """
