@@ -212,3 +212,37 @@ def test_a_genuine_model_reads_with_the_same_identity_however_often_it_is_saved(
         wav = next(tiny_corpus.glob("*.wav"))
         once, again = first.classify_files([wav]), second.classify_files([wav])
         torch.testing.assert_close(once.probabilities, again.probabilities)
+
+
+def test_a_crafted_blend_curve_is_refused_in_one_line_and_a_genuine_one_is_served_by(
+    recipe: dict[str, Any], tmp_path: Path
+) -> None:
+    crafted = {
+        "a weight above 1": [[1, 0.0], [8, 1.5]],
+        "a negative weight": [[1, -0.1], [8, 1.0]],
+        "weights that fall": [[1, 0.5], [8, 0.2]],
+        "clips that do not rise": [[8, 0.0], [4, 1.0]],
+        "no clip": [[0, 0.0], [8, 1.0]],
+        "too many points": [[n, 0.0] for n in range(1, 14)],
+        "a weight that is not a number": [[1, "0.5"]],
+        "a count that is not a whole number": [[1.5, 0.5]],
+        "a weight that is not a number at all": [[1, float("nan")]],
+        "a point of three numbers": [[1, 0.5, 2]],
+        "not a list": "ramp",
+        "no point": [],
+    }
+    genuine = recipe | {"net": {}}  # a scikit-learn head's recipe has no network
+    refusals = {}
+    for name, curve in crafted.items():
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        path = estimator_file(folder, genuine | {"normalize": {"mode": "speaker", "blend_curve": curve}})
+        with pytest.raises(EmotionError) as refused:
+            EmotionRecognizer.from_checkpoint(path)
+        refusals[name] = str(refused.value)
+    ramp = estimator_file(tmp_path, genuine | {"normalize": {"mode": "speaker", "blend_curve": [[1, 0.0], [5, 0.8]]}})
+    served = EmotionRecognizer.from_checkpoint(ramp)
+
+    for name, message in refusals.items():
+        assert "\n" not in message and message.startswith("crafted.skops's recipe: normalize.blend_curve"), name
+    assert [served.normalizer.weight(n) for n in (1, 3, 5, 40)] == pytest.approx([0.0, 0.4, 0.8, 0.8])

@@ -21,13 +21,15 @@ from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import MelMean, Spectral
 from emotion.data.normalize import SpeakerNormalizer
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
+from emotion.pipeline.blend import CLIPS
 from emotion.pipeline.build import build_datamodule, built
 from emotion.serving.recognizer import BLENDED, NO_SPEAKER, EmotionRecognizer
 from tests.conftest import TINY_CORPUS
 from tests.stores import Store
 
-#: A scikit-learn head on cheap features, speaker-adaptive; each tiny-corpus speaker has 12 clips.
-SPEAKER_STAGE = ["features=mel_mean", "normalize=speaker", "normalize.min_clips=4"]
+#: A scikit-learn head on cheap features, speaker-adaptive, blending by the (n / min_clips)^2 rule (no learned
+#: curve); each tiny-corpus speaker has 12 clips.
+SPEAKER_STAGE = ["features=mel_mean", "normalize=speaker", "normalize.min_clips=4", "normalize.learn_blend=false"]
 ADAPTIVE = ["model=logreg", "model.grid.C=[0.1,1]", *SPEAKER_STAGE]
 
 
@@ -241,3 +243,38 @@ def test_an_svm_head_restored_from_its_skops_file_alone_predicts_the_test_speake
     emotion_of = {Path(clip.path): clip.emotion for clip in read_corpus(tiny_corpus).clips}
     accuracy = np.mean([guess == emotion_of[wav] for guess, wav in zip(predicted, wavs, strict=True)])
     assert accuracy == pytest.approx(store.client.get_run(run_id).data.metrics["test/acc"])
+
+
+def test_a_scikit_learn_head_learns_its_blend_curve_keeps_it_in_its_file_and_serves_by_it(
+    tmp_path: Path, cache_dir: Path, tiny_corpus: Path
+) -> None:
+    store = Store(tmp_path, cache_dir, model=())
+    run_id = store.train(
+        "learned",
+        "model=svm",
+        "model.grid.C=[1]",
+        "features=mel_mean",
+        "normalize=speaker",
+        "normalize.learn_blend=true",
+    )
+    recognizer = EmotionRecognizer.from_checkpoint(Path(store.configs[run_id].paths.output_dir) / "model.skops")
+
+    curve = recognizer.normalizer.blend_curve  # learned on the training speakers, read back from the file
+    assert curve is not None and [clips for clips, _ in curve] == list(CLIPS)
+    weights = [weight for _, weight in curve]
+    assert weights == sorted(weights) and all(0 <= w <= 1 for w in weights)
+    logged = store.client.get_run(run_id).data.params["blend_curve"]
+    assert logged == " ".join(f"{clips}:{weight}" for clips, weight in curve)
+    assert [tuple(point) for point in recognizer.recipe["normalize"]["blend_curve"]] == list(curve)
+
+    # served, a speaker of n clips gets w(n) * the adaptive answer + (1 - w(n)) * the twin's
+    speaker, wavs = speaker_of_the_test(store, run_id, tiny_corpus)
+    plain = recognizer.classify_files(wavs[:3]).probabilities
+    recognizer.normalizer.blend_curve = ((1, 1.0),)
+    own = recognizer.classify_files(wavs[:3], [speaker] * 3).probabilities
+    recognizer.normalizer.blend_curve = ((1, 0.0), (2, 0.2), (4, 0.6), (8, 1.0))  # 3 clips: halfway from 2 to 4
+    blended = recognizer.classify_files(wavs[:3], [speaker] * 3)
+    assert recognizer.normalizer.weight(3) == pytest.approx(0.4)
+    torch.testing.assert_close(blended.probabilities, 0.4 * own + 0.6 * plain)
+    assert blended.normalization == [BLENDED] * 3
+    assert [recognizer.normalizer.weight(n) for n in (0, 1, 8, 500)] == [0.0, 0.0, 1.0, 1.0]  # flat past the ends

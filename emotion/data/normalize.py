@@ -10,11 +10,13 @@ from labels: a speaker the model never heard needs only some unlabeled clips of 
 are their clips' `Moments` (sums, which add up across requests: `emotion.serving.profiles`), shrunk toward the
 training population's by `shrinkage` clips' worth: with n clips, a weight n / (n + shrinkage) on the speaker's
 own. In training, a speaker with fewer than `min_clips` clips (or none named) is standardised by the training
-population's statistics instead, which the normaliser keeps with the trained model; a trained model blends its
+population's statistics instead, which the normaliser keeps with the trained model. A trained model blends its
 answer for a speaker of n clips with its non-adaptive one (a scikit-learn head's twin: `emotion.models.estimator`)
-by `weight(n)`, (n / min_clips)^2 up to 1 (`emotion.serving.recognizer`). Training, validation and test clips
-all go through the same stage (the datamodule applies it to the cached features), and so do the clips
-`emotion-predict`, the served model and `emotion-evaluate` classify (`emotion.serving.recognizer`).
+by `weight(n)` (`emotion.serving.recognizer`): the `blend_curve` a scikit-learn head learned from its training
+speakers' own k-clip curves (`learn_blend`: `emotion.pipeline.blend`), never above the rule of a model without
+one, (n / min_clips)^2 up to 1. Training, validation and test clips, and those `emotion-predict`, the served
+model and `emotion-evaluate` classify, all go through the same stage (the datamodule applies it to the cached
+features, the recognizer to a request's).
 `normalize=none`: no standardisation at all.
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emotion.data.blending import BlendCurve, checked_curve, curve_weight
 from emotion.errors import ConfigError
 
 Mode = Literal["none", "population", "speaker"]
@@ -162,6 +165,8 @@ class SpeakerNormalizer(nn.Module):
         scale: Scale = "mean_var",
         min_clips: int = 10,
         shrinkage: float = 2.0,
+        learn_blend: bool = False,
+        blend_curve: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -175,6 +180,9 @@ class SpeakerNormalizer(nn.Module):
                 f"normalize.shrinkage={shrinkage}: give 0 or more clips' worth (and min_clips 2 or more with 0)"
             )
         self.mode, self.scale, self.min_clips, self.shrinkage = mode, scale, int(min_clips), float(shrinkage)
+        #: Whether a scikit-learn head learns `blend_curve` in training (`emotion.pipeline.blend`).
+        self.learn_blend = bool(learn_blend)
+        self.blend_curve: BlendCurve | None = checked_curve(blend_curve)
         # Population statistics only where they are used: models of the other modes keep their checkpoints' keys.
         self.population = Standardizer(shapes) if self.adaptive else None
 
@@ -219,7 +227,7 @@ class SpeakerNormalizer(nn.Module):
         for row, speaker in enumerate(speakers):
             if speaker in statistics:
                 for name, (mean, std) in statistics[speaker].items():
-                    normalized[name][row] = self._standardize(inputs[name][row], mean, std)
+                    normalized[name][row] = self.standardize(inputs[name][row], mean, std)
                 ways.append(BY_SPEAKER)
                 continue
             for name in normalized:
@@ -229,9 +237,12 @@ class SpeakerNormalizer(nn.Module):
 
     def weight(self, clips: int) -> float:
         """How much a speaker-adaptive answer weighs against the non-adaptive one for a speaker of `clips` clips
-        when served: (n / min_clips)^2 up to 1, no cliff at `min_clips` (of the weightings measured on Emo-DB and
-        SAVEE, `benchmarks/speaker_clips.py --study blend`, the one that lost least where few clips hurt)."""
-        return min(1.0, clips / self.min_clips) ** 2
+        when served: the `blend_curve` interpolated linearly in n between its points (its first point's weight
+        below it, its last's past it; 0 with no clip), else (n / min_clips)^2 up to 1 (`benchmarks/speaker_clips.py`
+        measures both: docs/speakers.md)."""
+        if self.blend_curve is None:
+            return min(1.0, clips / self.min_clips) ** 2
+        return curve_weight(self.blend_curve, clips)
 
     def by_population(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every clip normalised by the training population's statistics (a speaker-adaptive network's
@@ -240,7 +251,7 @@ class SpeakerNormalizer(nn.Module):
 
     def _by_population(self, name: str, x: torch.Tensor) -> torch.Tensor:
         mean = getattr(self.population, f"{name}_mean")
-        return self._standardize(x, mean, getattr(self.population, f"{name}_std"))
+        return self.standardize(x, mean, getattr(self.population, f"{name}_std"))
 
     @staticmethod
     def profiles(
@@ -267,7 +278,8 @@ class SpeakerNormalizer(nn.Module):
             statistics[name] = (shrunk_mean.float(), shrunk_var.sqrt().clamp_min(1e-5).float())
         return statistics
 
-    def _standardize(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    def standardize(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """`x` standardised by a mean and std (centred only with `scale=mean`)."""
         return (x - mean) / std if self.scale == "mean_var" else x - mean
 
     def _fallback_reason(self, speaker: str | None, clips: int) -> str:

@@ -7,13 +7,16 @@ the test speakers choose nothing, and their clips are not read before the chosen
 model is then fitted on those speakers' clips, and calibrated on the same folds if it gives no probabilities (an
 SVC): once, not inside every candidate. `val/<metric>` is the chosen candidate's mean over the held-out folds,
 the run's monitor and a sweep's objective. A speaker-adaptive run also selects and fits the same grid on the
-features before the `normalize` stage: the non-adaptive twin that answers for speakers with too few clips. The
+features before the `normalize` stage: the non-adaptive twin that answers for speakers with too few clips; and
+with `normalize.learn_blend`, how much each answer weighs for a speaker of n clips, learned on the same speaker
+folds from the training speakers' own k-clip curves (`emotion.pipeline.blend`), kept in the recipe. The
 run logs what a network's run logs (params, split, test scores, confusion matrix) and keeps the fitted head as a
 skops file (`model.skops`), its checkpoint.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,12 @@ from sklearn.model_selection import GridSearchCV, GroupKFold, LeaveOneGroupOut
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from emotion.data.blending import BlendCurve
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import ConfigError
 from emotion.metrics import METRICS, scores
 from emotion.models.estimator import AUTO_FOLDS, AUTO_LOSO_SPEAKERS, EstimatorHead, LayerView, ScikitLearnHead
+from emotion.pipeline.blend import Fit, InnerClips, learn_curve
 from emotion.tracking import reports
 from emotion.tracking.names import best_metric
 
@@ -131,6 +136,9 @@ def fit_estimator(
         raw = head.rows({name: datamodule.unnormalized.tensors[name][chosen] for name in names})
         twin, head.fallback = select_and_fit(spec, raw, labels[chosen], speakers, True, monitor)
         said["fallback_selected"] = selected(twin.best_params_)
+        if datamodule.normalizer.learn_blend:
+            clips = inner_clips(datamodule, head, chosen, rows, raw, labels[chosen])
+            said["blend_curve"] = keep_blend(spec, head, clips, logger)
     logger.log_hyperparams(said)
     y_true = labels[split.test]
     y_pred = head.probabilities({name: table.tensors[name][split.test] for name in names}).argmax(dim=1).numpy()
@@ -139,6 +147,68 @@ def fit_estimator(
     logger.log_metrics(metrics)
     reports.log_test_report(logger.experiment, logger.run_id, y_true, y_pred, list(spec.classes))
     return head, metrics, y_true, y_pred
+
+
+def inner_clips(
+    datamodule: EmotionDataModule, head: EstimatorHead, chosen: list[int], rows: np.ndarray, raw: np.ndarray,
+    labels: np.ndarray,
+) -> InnerClips:  # fmt: skip
+    """The run's training and validation clips (`chosen`) as the blend's learning reads them, with the other
+    classes' clips of their speakers (label-free profiles)."""
+    table, unnormalized, pool = datamodule.table, datamodule.unnormalized, datamodule.pool
+    assert table is not None and unnormalized is not None
+    clips = [table.clips[i] for i in chosen]
+    features = {name: unnormalized.tensors[name][chosen] for name in head.input_names}
+    speakers = [clip.speaker for clip in clips]
+    extra = [i for i, clip in enumerate(pool.clips) if clip.speaker in set(speakers)] if pool is not None else []
+    own = {name: pool.tensors[name][extra] for name in head.input_names} if pool is not None and extra else {}
+    original = np.array([clip.copy == 0 for clip in clips])
+    pooled = [pool.clips[i].speaker for i in extra] if pool is not None else []
+    return InnerClips(features, rows, raw, labels, speakers, original, own, pooled)
+
+
+#: The speaker folds an SVC is calibrated on when the blend's learning refits it in an inner fold.
+CALIBRATION_FOLDS = 3
+
+
+def refit_like(fitted: Any) -> Fit:
+    """Fits of the candidate `fitted` is (a fitted head) afresh on other clips; one calibrated after selection (an
+    SVC) calibrated again on `CALIBRATION_FOLDS` speaker folds of those clips."""
+
+    def fit(rows: np.ndarray, labels: np.ndarray, speakers: list[str]) -> Any:
+        if not isinstance(fitted, CalibratedClassifierCV):
+            return clone(fitted).fit(rows, labels)
+        folds = speaker_folds(CALIBRATION_FOLDS, speakers)
+        return CalibratedClassifierCV(clone(fitted.estimator), method="sigmoid", cv=folds, ensemble=False).fit(
+            rows, labels
+        )
+
+    return fit
+
+
+def learned_blend(inner_folds: str | int, head: EstimatorHead, clips: InnerClips) -> tuple[BlendCurve | None, dict]:
+    """The blend curve of `head` (fitted, with its twin) learned on its training speakers' `clips` in the speaker
+    folds `inner_folds` says (`emotion.pipeline.blend`), and what it was learned from; under 3 speakers (no inner
+    fold to calibrate in), none: the rule of a model without a curve."""
+    if len(set(clips.speakers)) < 3:
+        return None, {"curve": None, "why": "under 3 speakers"}
+    folds = speaker_folds(inner_folds, clips.speakers)
+    start = time.perf_counter()
+    fits = refit_like(head.estimator), refit_like(head.fallback)
+    curve, figures = learn_curve(clips, folds, *fits, head.normalizer, head.rows, len(head.classes))
+    return curve, {"curve": curve, "sizes": figures, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def keep_blend(spec: ScikitLearnHead, head: EstimatorHead, clips: InnerClips, logger: Any) -> str:
+    """`learned_blend`'s curve set on the head's normaliser and in the recipe it is saved with, its figures logged
+    (`blend_curve.json`); the curve in words."""
+    curve, said = learned_blend(spec.inner_folds, head, clips)
+    logger.experiment.log_dict(logger.run_id, said, "blend_curve.json")
+    if curve is None:
+        return "none (under 3 speakers)"
+    head.normalizer.blend_curve = curve
+    spec.hparams["recipe"]["normalize"]["blend_curve"] = [list(point) for point in curve]
+    return " ".join(f"{clips_}:{weight}" for clips_, weight in curve)
 
 
 def save_head(head: EstimatorHead, recipe: dict[str, Any], folder: str | Path) -> Path:

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
 
 from emotion.data.audio import MAX_DURATION
+from emotion.data.blending import CurveSchema
 from emotion.data.features import FeatureSet, Spectral
 from emotion.data.windows import Window
 from emotion.errors import ConfigError, UnsafeRecipe
@@ -70,6 +71,8 @@ class NormalizeSettings(BaseModel):
     scale: Literal["mean_var", "mean"] = "mean_var"
     min_clips: Annotated[int, Field(ge=1, le=10_000)] = 10
     shrinkage: Annotated[float, Field(ge=0, le=10_000)] = 2.0
+    learn_blend: bool = False
+    blend_curve: CurveSchema | None = None
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ SILENCE = "silence"
 #: How a speaker-adaptive model answered, besides `speaker` (its speaker's own statistics, fully).
 BLENDED = "speaker, blended with the non-adaptive answer (few clips)"
 NO_SPEAKER = "population (no speaker given)"
-NO_PROFILE = "population (no clips of this speaker yet)"
+NO_PROFILE = "population (too few clips of this speaker yet)"
 
 
 @dataclass
