@@ -29,7 +29,7 @@ from tests.stores import Store
 
 #: A scikit-learn head on cheap features, speaker-adaptive, blending by the (n / min_clips)^2 rule (no learned
 #: curve); each tiny-corpus speaker has 12 clips.
-SPEAKER_STAGE = ["features=mel_mean", "normalize=speaker", "normalize.min_clips=4", "normalize.learn_blend=false"]
+SPEAKER_STAGE = ["features=mel_mean", "normalize=speaker", "normalize.min_clips=4"]
 ADAPTIVE = ["model=logreg", "model.grid.C=[0.1,1]", *SPEAKER_STAGE]
 
 

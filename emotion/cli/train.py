@@ -62,10 +62,21 @@ def remove_if_untrained(output_dir: Path) -> None:
     """
     if (output_dir / "checkpoints").exists() or not output_dir.is_dir():
         return
+    close_log_files_in(output_dir)
     shutil.rmtree(output_dir, ignore_errors=True)
     with contextlib.suppress(OSError):  # rmdir removes empty folders only
         output_dir.parent.rmdir()  # outputs/DATE
         output_dir.parent.parent.rmdir()  # outputs
+
+
+def close_log_files_in(folder: Path) -> None:
+    """Detach and close the root logger's file handlers writing under `folder` (Hydra's `train.log`), so nothing
+    logged after the folder is gone tries to reopen it."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(folder.resolve()):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def check_composes(overrides: list[str]) -> None:
