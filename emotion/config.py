@@ -28,10 +28,14 @@ def cpu_precision() -> str:
     `EMOTION_CPU_PRECISION` overrides both."""
     if os.environ.get(CPU_PRECISION_VARIABLE):
         return os.environ[CPU_PRECISION_VARIABLE]
+    return "bf16-mixed" if native_bf16() else "32-true"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16, AMX): what training and encoding precision follow."""
     import torch  # here, not at the top: the CLIs read their arguments before torch loads
 
-    native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bf16-mixed" if native_bf16 else "32-true"
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 #: The variable naming the speaker profiles store's SQLAlchemy URL (`none`: keep no profiles).

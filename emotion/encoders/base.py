@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 
+from emotion.config import native_bf16
 from emotion.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -61,11 +62,6 @@ def per_clip_frames(
     frames = [front_end(wave[:n]) for wave, n in zip(waves, lengths.tolist(), strict=True)]
     counts = torch.tensor([len(f) for f in frames], device=waves.device)
     return torch.nn.utils.rnn.pad_sequence(frames, batch_first=True), counts
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16, AMX): the rule the training precision follows."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def resolved_precision(precision: str, device: torch.device) -> str:

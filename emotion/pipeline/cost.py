@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from emotion.config import native_bf16
 from emotion.data.corpora import Clip
 from emotion.serving.recognizer import EmotionRecognizer
 from emotion.sweep.trial import SweepTrial
@@ -98,12 +99,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_has_bf16() -> bool:
-    """Whether the CPU has AVX512-BF16."""
-    cpuinfo = Path("/proc/cpuinfo")
-    return cpuinfo.is_file() and " avx512_bf16" in cpuinfo.read_text()
-
-
 def measure_cost(
     cfg: DictConfig, trial: SweepTrial | None, checkpoint: str | Path, clips: Sequence[Clip]
 ) -> dict[str, Any]:
@@ -114,7 +109,7 @@ def measure_cost(
     count = clips_to_time(cfg, trial)
     if count <= 0 or not checkpoint or not clips:
         return {}
-    machine = {"cost.cpu": cpu_name(), "cost.avx512_bf16": cpu_has_bf16(), "cost.threads": THREADS}
+    machine = {"cost.cpu": cpu_name(), "cost.avx512_bf16": native_bf16(), "cost.threads": THREADS}
     key = f"cost:{inference_path_key(cfg)}:{hashlib.sha1(str(machine).encode()).hexdigest()[:8]}"
     known = trial.shared(key) if trial is not None else None
     if known is not None:
