@@ -57,7 +57,7 @@ from emotion.config import PROFILES_VARIABLE
 from emotion.data.cache import FeatureCache
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, Clip, read_corpus
 from emotion.metrics import unweighted_average_recall
-from emotion.pipeline.blend import InnerClips, Served, recall_of_classes, serve_speaker
+from emotion.pipeline.blend import InnerClips, Served, serve_speaker
 from emotion.pipeline.build import build_datamodule, built
 from emotion.pipeline.estimator import inner_clips, learned_blend
 from emotion.serving.pyfunc import EmotionModel
@@ -412,7 +412,7 @@ def simulated_curve(served: Served, learned_weights: np.ndarray) -> dict:
         row = {}
         for name, probabilities in answers.items():
             guesses = probabilities.argmax(axis=1)
-            per_draw = [recall_of_classes(labels[at][draws[at] == d], guesses[draws[at] == d])
+            per_draw = [unweighted_average_recall(labels[at][draws[at] == d], guesses[draws[at] == d])
                         for d in sorted(set(draws[at].tolist()))]  # fmt: skip
             row[name] = per_draw
         plain = np.array(row["twin"])

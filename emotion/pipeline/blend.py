@@ -26,6 +26,7 @@ import torch
 
 from emotion.data.blending import BlendCurve
 from emotion.data.normalize import Moments, SpeakerNormalizer
+from emotion.metrics import unweighted_average_recall
 
 #: The profile sizes (clips, the scored one included) at which a weight is learned.
 CLIPS = (1, 2, 3, 4, 6, 8, 10, 16, 32)
@@ -184,10 +185,5 @@ def blend_scores(blended: np.ndarray, labels: np.ndarray, draws: np.ndarray) -> 
     """A blend's mean log-likelihood of the true classes, and its UAR in each draw."""
     likelihood = float(np.log(np.clip(blended[np.arange(len(labels)), labels], 1e-12, None)).mean())
     guesses = blended.argmax(axis=1)
-    uar = [recall_of_classes(labels[draws == d], guesses[draws == d]) for d in sorted(set(draws.tolist()))]
+    uar = [unweighted_average_recall(labels[draws == d], guesses[draws == d]) for d in sorted(set(draws.tolist()))]
     return likelihood, np.array(uar)
-
-
-def recall_of_classes(labels: np.ndarray, guesses: np.ndarray) -> float:
-    """UAR: the mean recall of the classes present in `labels` (`emotion.metrics`'s, in numpy: it runs per weight)."""
-    return float(np.mean([np.mean(guesses[labels == c] == c) for c in np.unique(labels)]))
