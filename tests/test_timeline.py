@@ -27,7 +27,7 @@ from emotion.models.estimator import EstimatorHead
 from emotion.serving.files import audio_files
 from emotion.serving.recognizer import EmotionRecognizer
 from emotion.serving.segments import SPEECH_PAD, Segment, plan, read_segments, speech_segments
-from emotion.serving.streaming import cut, scan, stream, vad_model
+from emotion.serving.streaming import cut, cut_each, scan, stream, vad_model
 from emotion.serving.timeline import COLUMNS, timelines
 from emotion.serving.timeline_plot import plot_timeline
 
@@ -143,6 +143,8 @@ def test_a_diarization_names_each_segments_speaker_and_each_speaker_is_normalise
         torch.testing.assert_close(probabilities[rows], alone.probabilities, atol=1e-5, rtol=0)
     as_one = adaptive.classify_waves(waves, ["one"] * len(waves), None, False).probabilities
     assert (as_one - probabilities).abs().max() > 1e-3  # their own statistics, not the recording's
+    one_by_one = timelines(adaptive, [path], segments=tmp_path / "call.rttm", batch_size=1).frame
+    pd.testing.assert_frame_equal(one_by_one, frame, atol=1e-6)  # features a segment at a time: the same rows
 
     figure = plot_timeline(frame, len(samples) / RATE, "call.flac")
     FigureCanvasAgg(figure).draw()
@@ -192,6 +194,13 @@ def test_blocks_resampled_apart_join_as_the_whole_file_resampled_at_once(tmp_pat
         assert len(blocks) > 3
         torch.testing.assert_close(torch.cat(blocks), load_audio(tmp_path / name, RATE), atol=1e-6, rtol=0)
     assert [p.name for p in audio_files([tmp_path])] == ["a.mp3", "a.wav"]  # folders are searched for MP3 too
+
+    whole = load_audio(tmp_path / "a.wav", RATE)
+    spans = [(0.5, 2.9), (0.2, 0.6), (1.0, 1.0), (2.5, 9.0)]  # overlapping, out of order, empty, past the end
+    waves = dict(cut_each(tmp_path / "a.wav", spans, RATE, block_seconds=0.7))
+    assert sorted(waves) == [0, 1, 2, 3]
+    for index, (start, end) in enumerate(spans):
+        torch.testing.assert_close(waves[index], whole[round(start * RATE) : round(end * RATE)], atol=1e-6, rtol=0)
 
 
 def test_a_bad_rttm_or_csv_line_is_one_error_naming_its_line(tmp_path: Path, capsys) -> None:

@@ -14,6 +14,7 @@ import math
 import re
 import sys
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -186,20 +187,38 @@ def _seconds_bar(path: str | Path, what: str) -> Iterator:
 
 
 def cut(path: str | Path, spans: Sequence[tuple[float, float]], rate: int) -> list[torch.Tensor]:
-    """The samples at `rate` of each (start, end) span (seconds), decoded block by block (`stream`; it stops after
-    the last span)."""
+    """The samples at `rate` of each (start, end) span (seconds), in the spans' order (`cut_each`, all at once)."""
+    waves = dict(cut_each(path, spans, rate))
+    return [waves[index] for index in range(len(spans))]
+
+
+def cut_each(
+    path: str | Path, spans: Sequence[tuple[float, float]], rate: int, block_seconds: float = BLOCK_SECONDS
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Each (start, end) span's index and samples at `rate`, as soon as the stream (`stream`, block by block) has
+    passed its end: only the spans under way are held. A span past the file's end holds what the file had."""
     bounds = [(round(start * rate), round(end * rate)) for start, end in spans]
-    pieces: list[list[torch.Tensor]] = [[] for _ in spans]
-    last = max((end for _, end in bounds), default=0)
+    waiting = deque(sorted(range(len(bounds)), key=lambda index: bounds[index]))
+    under_way: dict[int, list[torch.Tensor]] = {}
     position = 0
-    for block in stream(path, rate):
+    for block in stream(path, rate, block_seconds):
         begin, position = position, position + len(block)
-        for index, (start, end) in enumerate(bounds):
-            if start < position and end > begin:
-                pieces[index].append(block[max(start, begin) - begin : min(end, position) - begin].clone())
-        if position >= last:
-            break
-    return [torch.cat(piece) if piece else torch.zeros(0) for piece in pieces]
+        while waiting and bounds[waiting[0]][0] < position:
+            under_way[waiting.popleft()] = []
+        for index in list(under_way):
+            start, end = bounds[index]
+            if end > begin:
+                under_way[index].append(block[max(start, begin) - begin : min(end, position) - begin].clone())
+            if end <= position:
+                yield index, _joined(under_way.pop(index))
+        if not waiting and not under_way:
+            return
+    for index in [*under_way, *waiting]:
+        yield index, _joined(under_way.get(index, []))
+
+
+def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(pieces) if pieces else torch.zeros(0)
 
 
 def duration(path: str | Path) -> float:

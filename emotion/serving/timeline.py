@@ -8,19 +8,22 @@ requests: `emotion.serving.served_timeline`): one row per segment of speech.
          `MERGE_GAP`, or a diarization's (`read_segments`: RTTM or CSV, kept as given); each split at its quietest
          frames into pieces no longer than the model judges at once (`longest_segment`) and widened to the
          shortest it was trained on
-      -> cut: decoded block by block again, at the model's rate, keeping only the segments' samples
-      -> classify: `EmotionRecognizer.classify_waves`, each speaker's segments in one call: a speaker-adaptive model
-         normalises them by that speaker's own statistics in this recording (label-free; no profiles store)
+      -> features: decoded block by block again, at the model's rate, each segment's samples cut as the stream
+         passes it and the model's front end run on `batch_size` segments at a time (`segment_features`)
+      -> classify: `EmotionRecognizer.classify_inputs` on every segment at once: a speaker-adaptive model
+         normalises each speaker's segments by that speaker's own statistics in this recording (label-free; no
+         profiles store)
       -> one row per segment: file, start, end, speaker, emotion, confidence, normalization, prob_<class>
 
 `timeline` is `planned` (scan and segments) then `judged` (cut and classify): a caller may bound the plan between.
 
-Memory: one block of the file at a time while decoding (`BLOCK_SECONDS`), then the speech segments alone, at the
-model's rate (about 230 MB an hour of speech at 16 kHz), for the classifier.
+Memory: one block of the file at a time while decoding (`BLOCK_SECONDS`), and the audio of one group of segments
+while their features are computed; the features of every segment (pooled: far smaller than its audio) until classified.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -31,9 +34,10 @@ import numpy as np
 import torch
 
 from emotion.errors import ConfigError, DataError
-from emotion.serving.files import PartialPredictions, file_groups
+from emotion.serving.files import PartialPredictions
+from emotion.serving.recognizer import Classification, clips_in, is_silent
 from emotion.serving.segments import Segment, plan, read_segments, segments_of, speech_segments
-from emotion.serving.streaming import Scan, cut, duration, scan
+from emotion.serving.streaming import Scan, cut_each, duration, scan
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,42 +116,60 @@ def planned(
     return [replace(s, speaker=s.speaker or speaker) for s in pieces], found.duration
 
 
+@torch.no_grad()
 def judged(
     recognizer: EmotionRecognizer, path: Path, segments: Sequence[Segment], batch_size: int = 32
 ) -> pd.DataFrame:
-    """The rows of a file's `planned` segments: their samples cut from it (a second streamed pass) and classified.
-
-    A speaker-adaptive model classifies each speaker's segments in one call, normalised by their own statistics
-    (those segments'; under `normalize.min_clips` of them, blended with the non-adaptive answer, as the
-    `normalization` column says); other models go `batch_size` segments at a time.
+    """The rows of a file's `planned` segments: their features computed `batch_size` segments at a time as a
+    second streamed pass cuts them (`segment_features`: only those segments' audio in memory), then all classified
+    at once. A speaker-adaptive model normalises each speaker's segments by their own statistics (those segments';
+    under `normalize.min_clips` of them, blended with the non-adaptive answer, as the `normalization` column says).
     """
-    waves = cut(path, [(s.start, s.end) for s in segments], recognizer.sample_rate)
-    kept = [i for i, wave in enumerate(waves) if len(wave)]
-    return classify(recognizer, path, [segments[i] for i in kept], [waves[i] for i in kept], batch_size)
-
-
-def classify(
-    recognizer: EmotionRecognizer, path: Path, segments: Sequence[Segment], waves: Sequence[torch.Tensor],
-    batch_size: int,
-) -> pd.DataFrame:  # fmt: skip
-    """The rows of a file's segments (their waveforms at the model's rate), in the segments' order."""
     import pandas as pd
 
     classes = [f"prob_{name}" for name in recognizer.classes]
-    if not segments:  # typed columns: numbers stay numbers when joined to other files' rows
+    indices, silent, raw = segment_features(recognizer, path, segments, batch_size)
+    if not indices:  # typed columns: numbers stay numbers when joined to other files' rows
         text = ("file", "speaker", "emotion", "normalization")
         return pd.DataFrame({name: pd.Series(dtype=object if name in text else float) for name in [*COLUMNS, *classes]})
-    speakers = [s.speaker for s in segments]
-    frames = []
-    for group in file_groups(speakers, batch_size, whole_speakers=recognizer.adaptive):
-        classified = recognizer.classify_waves([waves[i] for i in group], [speakers[i] for i in group], None, False)
-        frames.append(classified.frame().set_axis(group))
-    frame = pd.concat(frames).sort_index().drop(columns="silent")
-    frame.insert(0, "speaker", speakers)
-    frame.insert(0, "end", [s.end for s in segments])
-    frame.insert(0, "start", [s.start for s in segments])
+    kept = [segments[i] for i in indices]
+    probabilities, ways = recognizer.classify_inputs(raw, [s.speaker for s in kept])
+    frame = Classification(probabilities, silent, recognizer.classes, ways).frame().drop(columns="silent")
+    frame.insert(0, "speaker", [s.speaker for s in kept])
+    frame.insert(0, "end", [s.end for s in kept])
+    frame.insert(0, "start", [s.start for s in kept])
     frame.insert(0, "file", str(path))
-    return frame.reset_index(drop=True)[[*COLUMNS, *classes]]
+    return frame.set_axis(indices).sort_index().reset_index(drop=True)[[*COLUMNS, *classes]]
+
+
+def segment_features(
+    recognizer: EmotionRecognizer, path: Path, segments: Sequence[Segment], batch_size: int
+) -> tuple[list[int], list[bool], dict[str, torch.Tensor]]:
+    """The index of each segment with samples (in the order the stream passed them), whether it is silent, and the
+    model's front-end outputs of them all (one clip a segment), computed `batch_size` segments at a time."""
+    spans = [(s.start, s.end) for s in segments]
+    waves = ((index, wave) for index, wave in cut_each(path, spans, recognizer.sample_rate) if len(wave))
+    indices: list[int] = []
+    silent: list[bool] = []
+    parts: list[dict[str, torch.Tensor]] = []
+    while group := list(itertools.islice(waves, batch_size)):
+        indices += [index for index, _ in group]
+        silent += [is_silent(wave) for _, wave in group]
+        parts.append(recognizer.front_end.inputs([recognizer.front_end.prepare(wave) for _, wave in group]))
+    return indices, silent, joined_inputs(parts)
+
+
+def joined_inputs(parts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Front-end outputs of consecutive groups of clips as one (a windowed front end's `segments`, the clip of each
+    window, counted on across the groups); empty for no group."""
+    if not parts:
+        return {}
+    offsets = np.cumsum([0, *(clips_in(part) for part in parts[:-1])]).tolist()
+    return {
+        name: torch.cat([part[name] + offset if name == "segments" else part[name]
+                         for part, offset in zip(parts, offsets, strict=True)])
+        for name in parts[0]
+    }  # fmt: skip
 
 
 def timelines(
