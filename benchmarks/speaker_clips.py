@@ -57,7 +57,7 @@ from emotion.config import PROFILES_VARIABLE
 from emotion.data.cache import FeatureCache
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, Clip, read_corpus
 from emotion.metrics import unweighted_average_recall
-from emotion.pipeline.blend import InnerClips, Served, serve_speaker
+from emotion.pipeline.blend import WHOLE, InnerClips, Served, serve_speaker
 from emotion.pipeline.build import build_datamodule, built
 from emotion.pipeline.estimator import inner_clips, learned_blend
 from emotion.serving.pyfunc import EmotionModel
@@ -377,7 +377,7 @@ def simulated_study(runs: list[mlflow.entities.Run], everything: list[Clip], arg
         clips = InnerClips(raw, head.rows(raw), head.rows(raw), labels, [speaker] * len(test),
                            np.ones(len(test), dtype=bool), {n: pool.tensors[n][extra] for n in head.input_names}
                            if extra else {}, [speaker] * len(extra))  # fmt: skip
-        sizes = [int(k) + 1 for k in KS if k != "all"] + [ALL]
+        sizes = [int(k) + 1 for k in KS if k != "all"] + [WHOLE]
         serve_speaker(clips, speaker, np.arange(len(test)), head.normalizer, (head.estimator, head.fallback),
                       head.rows, len(head.classes), served, sizes, args.draws)  # fmt: skip
         learned = [head.normalizer.weight(n) for n in served.profile]
@@ -391,16 +391,12 @@ def simulated_study(runs: list[mlflow.entities.Run], everything: list[Clip], arg
     return {"rule": "learned", "blend_curves": rules, "curve": simulated_curve(merged, learned)}
 
 
-#: `--study simulated`: the size that stands for `all` the speaker's clips.
-ALL = 10**6
-
-
 def simulated_curve(served: Served, learned_weights: np.ndarray) -> dict:
     """Per k: each answer's UAR per draw pooled over the folds (mean, spread, worst draw against the twin)."""
     sizes, draws, labels = np.array(served.sizes), np.array(served.draws), np.array(served.labels)
     adaptive, twin, profile = np.array(served.adaptive), np.array(served.twin), np.array(served.profile)
     curve = {}
-    for k, size in zip(KS, [int(k) + 1 for k in KS if k != "all"] + [ALL], strict=True):
+    for k, size in zip(KS, [int(k) + 1 for k in KS if k != "all"] + [WHOLE], strict=True):
         at = sizes == size
         answers = {"twin": twin[at], "adaptive alone": adaptive[at]}
         learned = learned_weights[at][:, None]

@@ -21,7 +21,7 @@ from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import MelMean, Spectral
 from emotion.data.normalize import SpeakerNormalizer
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
-from emotion.pipeline.blend import CLIPS
+from emotion.pipeline.blend import CLIPS, DRAWS, WHOLE, Served, chosen_curve
 from emotion.pipeline.build import build_datamodule, built
 from emotion.serving.recognizer import BLENDED, NO_SPEAKER, EmotionRecognizer
 from tests.conftest import TINY_CORPUS
@@ -245,6 +245,36 @@ def test_an_svm_head_restored_from_its_skops_file_alone_predicts_the_test_speake
     assert accuracy == pytest.approx(store.client.get_run(run_id).data.metrics["test/acc"])
 
 
+def served_as(adaptive_wrong: dict[int, int], whole_clips: int) -> Served:
+    """Simulated serving of 20 clips a size and draw (labels 0, 1, ...): the twin wrong on 2 of them, the adaptive
+    head wrong on `adaptive_wrong[size]` (others: none) and surer when wrong, all of a speaker's clips
+    `whole_clips`."""
+    served = Served()
+    for size in (*CLIPS, WHOLE):
+        for draw in range(DRAWS):
+            for clip in range(20):
+                label, twin_right, adaptive_right = clip % 2, clip >= 2, clip >= adaptive_wrong.get(size, 0)
+                served.sizes.append(size)
+                served.profile.append(whole_clips if size == WHOLE else size)
+                served.draws.append(draw)
+                served.labels.append(label)
+                served.twin.append(np.roll([0.6, 0.4], label if twin_right else 1 - label))
+                served.adaptive.append(np.roll([0.6, 0.4] if adaptive_right else [0.1, 0.9], label))
+    return served
+
+
+def test_a_blend_curve_follows_the_training_speakers_evidence_up_to_all_their_clips() -> None:
+    worse_until_whole = {size: 4 for size in CLIPS}  # the adaptive head loses to the twin until it has every clip
+    curve, said = chosen_curve(served_as(worse_until_whole, whole_clips=53), min_clips=10)
+    assert curve == (*((clips, 0.0) for clips in CLIPS), (53, 1.0))  # a point at the speakers' whole count
+    assert said["53"]["adaptive"] > said["53"]["twin"] and said["4"]["adaptive"] < said["4"]["twin"]
+
+    better_from_8 = {size: 4 for size in CLIPS if size < 8}
+    curve, _ = chosen_curve(served_as(better_from_8, whole_clips=20), min_clips=10)
+    assert [clips for clips, _ in curve] == list(CLIPS)  # speakers of 20 clips: the size of 32 served them whole
+    assert [weight for _, weight in curve] == [0.0] * 5 + [0.64, 1.0, 1.0, 1.0]  # the (n / 10)^2 rule caps it
+
+
 def test_a_scikit_learn_head_learns_its_blend_curve_keeps_it_in_its_file_and_serves_by_it(
     tmp_path: Path, cache_dir: Path, tiny_corpus: Path
 ) -> None:
@@ -260,7 +290,7 @@ def test_a_scikit_learn_head_learns_its_blend_curve_keeps_it_in_its_file_and_ser
     recognizer = EmotionRecognizer.from_checkpoint(Path(store.configs[run_id].paths.output_dir) / "model.skops")
 
     curve = recognizer.normalizer.blend_curve  # learned on the training speakers, read back from the file
-    assert curve is not None and [clips for clips, _ in curve] == list(CLIPS)
+    assert curve is not None and [clips for clips, _ in curve][: len(CLIPS)] == list(CLIPS)
     weights = [weight for _, weight in curve]
     assert weights == sorted(weights) and all(0 <= w <= 1 for w in weights)
     logged = store.client.get_run(run_id).data.params["blend_curve"]

@@ -2,17 +2,18 @@
 
 Served, a speaker of n clips gets w(n) * the adaptive answer + (1 - w(n)) * the non-adaptive twin's
 (`emotion.serving.recognizer`). After the run has chosen both heads (`emotion.pipeline.estimator`), each inner
-speaker fold fits the two chosen candidates on its training speakers, and each held-out speaker is served as a
-new one: for each profile size n of `CLIPS`, in `DRAWS` seeded draws, n - 1 of the speaker's clips (drawn from all
-of theirs, other classes' too: label-free) make the profile, and every other clip of theirs is normalised by that
+speaker fold fits the two chosen candidates on its training speakers, and each held-out speaker is served as a new
+one: for each profile size n of `CLIPS`, in `DRAWS` seeded draws, n - 1 of the speaker's clips (drawn from all of
+theirs, other classes' too: label-free) make the profile, and every other clip of theirs is normalised by that
 profile and itself (n clips, the served normaliser's statistics with its shrinkage), as a clip sent to the served
-model is; `all` the speaker's clips where they have fewer. Both heads' probabilities are recorded, and for each n
-the weight of `WEIGHTS` is kept whose blend has the best mean log-likelihood among those that lose no UAR against
-the twin in any draw (pooled over the held-out speakers): where the adaptive head does not beat the twin, the
-weight stays 0. Each is then at most the (n / min_clips)^2 rule's (the inner folds train the twin on one speaker
-fewer than the model's, which on few speakers makes the adaptive head look better than it serves: SAVEE), and the
-weights are made non-decreasing in n from above (each the least of those at its size and beyond), so a weight is
-never larger than the evidence at more clips allows: the learned curve only ever lowers the rule.
+model is; `all` the speaker's clips where they have fewer; and last with all of their clips (`WHOLE`: its point at
+the speakers' median count). Both heads' probabilities are recorded, and for each n the weight of `WEIGHTS` is kept
+whose blend has the best mean log-likelihood among those that lose no UAR against the twin in any draw (pooled over
+the held-out speakers): where the adaptive head does not beat the twin, the weight stays 0. Each is then at most the
+(n / min_clips)^2 rule's (the inner folds train the twin on one speaker fewer than the model's, which on few
+speakers makes the adaptive head look better than it serves: SAVEE), and the weights are made non-decreasing in n
+from above (each the least of those at its size and beyond), so a weight is never larger than the evidence at more
+clips allows: the learned curve only ever lowers the rule.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from emotion.data.blending import BlendCurve
 from emotion.data.normalize import Moments, SpeakerNormalizer
 from emotion.metrics import unweighted_average_recall
 
-#: The profile sizes (clips, the scored one included) at which a weight is learned.
+#: The profile sizes (clips, the scored one included) at which a weight is learned; then at `WHOLE`.
 CLIPS = (1, 2, 3, 4, 6, 8, 10, 16, 32)
+#: The size that stands for all of a held-out speaker's clips: its point sits at their median count (where that
+#: is past `CLIPS`), so a speaker with as many clips as the training speakers had is served as they were.
+WHOLE = 10**6
 #: The weights of the adaptive answer tried at each size.
 WEIGHTS = tuple(round(float(w), 1) for w in np.linspace(0.0, 1.0, 11))
 #: Seeded draws of each profile size for each held-out speaker.
@@ -77,8 +81,9 @@ def learn_curve(
     rows_of: Callable[[Mapping[str, torch.Tensor]], np.ndarray],
     classes: int,
 ) -> tuple[BlendCurve, dict[str, Any]]:
-    """The learned curve ((clips, weight) points on `CLIPS`) and, per size, what it was learned from: the twin's,
-    the adaptive head's and the chosen blend's UAR (mean over draws) and the weight chosen there."""
+    """The learned curve ((clips, weight) points on `CLIPS`, and at the speakers' whole count) and, per size, what
+    it was learned from: the twin's, the adaptive head's and the chosen blend's UAR (mean over draws) and the weight
+    chosen there."""
     served = Served()
     shapes = {name: tuple(x.shape[1:]) for name, x in clips.raw.items()}
     for train, held in folds:
@@ -102,7 +107,7 @@ def serve_speaker(
     rows_of: Callable[[Mapping[str, torch.Tensor]], np.ndarray],
     classes: int,
     served: Served,
-    sizes: Sequence[int] = CLIPS,
+    sizes: Sequence[int] = (*CLIPS, WHOLE),
     draws: int = DRAWS,
 ) -> None:
     """One held-out speaker served with profiles of each size and draw; both heads' probabilities into `served`."""
@@ -163,22 +168,28 @@ def probabilities(estimator: Any, rows: np.ndarray, classes: int) -> np.ndarray:
 
 
 def chosen_curve(served: Served, min_clips: int) -> tuple[BlendCurve, dict[str, Any]]:
-    """Per size the weight of `WEIGHTS` with the best log-likelihood among those losing no UAR in any draw, at most
-    the (n / min_clips)^2 rule's, then made non-decreasing from above; and per size what it was chosen from."""
+    """Per size (`CLIPS`, then all of each speaker's clips: `WHOLE`) the weight of `WEIGHTS` with the best
+    log-likelihood among those losing no UAR in any draw, at most the (n / min_clips)^2 rule's, then made
+    non-decreasing from above; and per size what it was chosen from."""
     sizes, draws, labels = np.array(served.sizes), np.array(served.draws), np.array(served.labels)
-    adaptive, twin = np.array(served.adaptive), np.array(served.twin)
-    best, said = [], {}
-    for size in CLIPS:
-        at = sizes == size
+    adaptive, twin, profile = np.array(served.adaptive), np.array(served.twin), np.array(served.profile)
+    points, best, said = [], [], {}
+    for size in (*CLIPS, WHOLE):
+        at, clips = sizes == size, size
+        if size == WHOLE:
+            if not at.any() or np.median(profile[at]) <= CLIPS[-1]:
+                continue  # speakers of few clips: the largest size of `CLIPS` served them whole
+            clips = int(np.median(profile[at]))
         candidates = {w: blend_scores(w * adaptive[at] + (1 - w) * twin[at], labels[at], draws[at]) for w in WEIGHTS}
         floor = candidates[0.0][1]
         safe = [w for w, (_, uar) in candidates.items() if all(uar >= floor)]
         weight = max(safe, key=lambda w: (candidates[w][0], -w))
-        best.append(min(weight, round(min(1.0, size / min_clips) ** 2, 2)))
+        points.append(clips)
+        best.append(min(weight, round(min(1.0, clips / min_clips) ** 2, 2)))
         uar = {name: round(float(candidates[w][1].mean()), 4) for name, w in (("twin", 0.0), ("adaptive", 1.0))}
-        said[str(size)] = uar | {"blend": round(float(candidates[weight][1].mean()), 4), "weight": weight}
+        said[str(clips)] = uar | {"blend": round(float(candidates[weight][1].mean()), 4), "weight": weight}
     rising = [min(best[i:]) for i in range(len(best))]
-    return tuple(zip(CLIPS, rising, strict=True)), said
+    return tuple(zip(points, rising, strict=True)), said
 
 
 def blend_scores(blended: np.ndarray, labels: np.ndarray, draws: np.ndarray) -> tuple[float, np.ndarray]:
