@@ -86,7 +86,9 @@ def export_model(
 
 
 def write_encoder(encoder: WhisperEncoderLayers, path: Path, int8: bool) -> None:
-    """The encoder's graph at `path`, checked against PyTorch (then quantised, with `int8`)."""
+    """The encoder's fp32 graph at `path` (whatever precision the model encodes in here: `features.precision=auto`
+    is bf16 on some CPUs), checked against PyTorch in fp32 (then quantised, with `int8`)."""
+    encoder.precision = "fp32"
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         exported = Path(scratch) / "encoder.onnx"
         export_encoder(encoder, exported)
