@@ -61,9 +61,11 @@ def speaker_clips() -> list[Path]:
 
 
 def recipe() -> dict:
-    """The recipe `experiment=whisper_base_adaptive features.whisper_input=cut` writes, with `MIN_CLIPS`."""
+    """The recipe `experiment=whisper_base_adaptive features.whisper_input=cut` writes, with `MIN_CLIPS`, encoding
+    in bf16 (what `features.precision=auto` is on a CPU with bfloat16): its export is the fp32 network all the same."""
     features = {"_target_": "emotion.data.ssl.SSLLayers", "encoder": "whisper-base", "whisper_input": "cut",
-                "pooling": "mean", "spectral": {"_target_": "emotion.data.features.Spectral"}}  # fmt: skip
+                "pooling": "mean", "precision": "bf16",
+                "spectral": {"_target_": "emotion.data.features.Spectral"}}  # fmt: skip
     normalize = {"mode": "speaker", "scale": "mean_var", "min_clips": MIN_CLIPS, "shrinkage": 2.0}
     return {"net": {}, "features": features, "front_end": {"min_duration": 0.25, "max_duration": 300.0},
             "normalize": normalize}  # fmt: skip
@@ -103,6 +105,7 @@ def fitted_and_exported(folder: Path) -> Exported:
     EstimatorHead(head, CLASSES, ["ssl"], normalizer, twin).save(folder / "model.skops", recipe())
     export.main([str(folder / "model.skops"), str(folder / "onnx")])
     recognizer = EmotionRecognizer.from_checkpoint(folder / "model.skops")
+    recognizer.features.encoder.precision = "fp32"  # the package's answers in fp32, as exported
     package = recognizer.front_end.inputs([recognizer.decode(path) for path in clips])
     return Exported(recognizer, package, folder / "onnx")
 

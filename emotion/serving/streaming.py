@@ -181,8 +181,8 @@ def _seconds_bar(path: str | Path, what: str) -> Iterator:
         seconds = sf.info(str(path)).duration
     except (sf.LibsndfileError, RuntimeError, OSError):
         seconds = 0.0
-    with tqdm(total=round(seconds), unit="s", desc=f"{what} in {Path(path).name}", disable=seconds < 120,
-              file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s") as bar:  # fmt: skip
+    with tqdm(total=seconds, unit="s", desc=f"{what} in {Path(path).name}", disable=seconds < 120,
+              file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s") as bar:  # fmt: skip
         yield bar
 
 
