@@ -159,7 +159,7 @@ def scan(path: str | Path, detect: bool = True, block_seconds: float = BLOCK_SEC
             whole = len(joined) // FRAME * FRAME
             frames, rest = joined[:whole].view(-1, FRAME), joined[whole:]
             _frames_into(frames, model, speech, levels)
-            bar.update(len(block) / VAD_RATE)
+            bar.update(min(len(block) / VAD_RATE, bar.total - bar.n))  # the header rounds the duration
         if len(rest):
             _frames_into(torch.nn.functional.pad(rest, (0, FRAME - len(rest))).view(1, FRAME), model, speech, levels)
     return Scan(samples / VAD_RATE, speech if detect else None, np.concatenate(levels) if levels else np.zeros(0))
