@@ -52,7 +52,7 @@ from benchmarks.common import in_fresh_process, machine, timed
 from benchmarks.speaker_clips import fold_runs, uar
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, Clip, read_corpus
 from emotion.data.ssl import SSLLayers
-from emotion.encoders.base import length_batches, pad_batch
+from emotion.encoders.base import length_batches, pad_batch, resolved_precision
 from emotion.serving.files import load_recognizer
 from emotion.serving.recognizer import EmotionRecognizer
 from emotion.serving.segments import MERGE_GAP, SPEECH_PAD, Segment, plan, read_segments, speech_segments
@@ -337,11 +337,16 @@ def planning_study(args: argparse.Namespace, folder: Path) -> dict:
     return {"corpus": args.reader, "cv_run": args.cv_run, "plannings": table}
 
 
-def speed_run(model: str, tracking_uri: str, path: str, whisper_input: str, encoding: str) -> dict:
-    """One timeline of `path` in this process (`in_fresh_process`): seconds to load the model and to make it."""
+def speed_run(
+    model: str, tracking_uri: str, path: str, whisper_input: str, encoding: str, precision: str | None = None
+) -> dict:
+    """One timeline of `path` in this process (`in_fresh_process`): seconds to load the model and to make it
+    (`precision`: the encoder's, instead of the model's)."""
     started = time.perf_counter()
     recognizer = load_recognizer(model, tracking_uri)
     recognizer.features.encoder.whisper_input = whisper_input
+    if precision is not None:
+        recognizer.features.encoder.precision = resolved_precision(precision, recognizer.features.encoder.device)
     loaded = time.perf_counter()
     if encoding == "alone":
         frame = timelines(recognizer, [Path(path)], ["speaker"]).frame
@@ -363,16 +368,17 @@ def speed_study(args: argparse.Namespace, folder: Path) -> dict:
     for minutes in sorted({args.minutes, args.pad30_minutes}):
         files[minutes] = folder / f"{args.reader}-{speaker}-{minutes:g}min.wav"
         write_recording(looped(clips, minutes * 60, rng), files[minutes], rng)
-    variants = [("cut", "alone", args.minutes), ("cut", "windows", args.minutes),
-                ("pad30", "alone", args.pad30_minutes), ("pad30", "windows", args.pad30_minutes)]  # fmt: skip
+    lengths = (("cut", args.minutes), ("pad30", args.pad30_minutes))
+    variants = [(policy, encoding, minutes) for policy, minutes in lengths for encoding in args.encodings]
     rows = []
     for repeat in range(args.repeats):
         for whisper_input, encoding, minutes in variants:
             model = f"runs:/{run.info.run_id}"
             result, peak = in_fresh_process(speed_run, model, args.tracking_uri, str(files[minutes]), whisper_input,
-                                            encoding)  # fmt: skip
+                                            encoding, args.precision)  # fmt: skip
             seconds = sf.info(files[minutes]).duration
-            rows.append({"whisper_input": whisper_input, "encoding": encoding, "repeat": repeat,
+            rows.append({"whisper_input": whisper_input, "encoding": encoding, "precision": args.precision or "model's",
+                         "repeat": repeat,
                          "recording_s": round(seconds, 1), **result,
                          "real_time_factor": round(seconds / result["timeline_s"], 1),
                          "peak_rss_mb": round(peak), "load_average": os.getloadavg()})  # fmt: skip
@@ -518,6 +524,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0, help="speed (cut), rttm, picture: recording length")
     parser.add_argument("--pad30-minutes", type=float, default=5.0, help="speed: the recording timed with pad30")
     parser.add_argument("--repeats", type=int, default=1, help="speed: rounds of the variants")
+    parser.add_argument("--encodings", nargs="+", choices=("alone", "windows"), default=["alone", "windows"],
+                        help="speed: each segment alone, and 30 s windows of the recording")  # fmt: skip
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), help="speed: the encoder's (else the model's)")
     parser.add_argument("--plot-dir", type=Path, default=Path("docs"), help="picture: where recording.png goes")
     parser.add_argument("--smooth", type=int, default=1, help="picture: emotion-predict --smooth")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON the result is added to")

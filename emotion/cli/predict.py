@@ -52,7 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", default=logger_defaults()["tracking_uri"], help="default: %(default)s")
     parser.add_argument("--format", choices=FORMATS, default="table", help="default: %(default)s")
     parser.add_argument("--output", "-o", type=Path, help="write to this file instead of standard output")
-    parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="clips per forward pass (default: %(default)s; --timeline: 2 minutes of speech at a time)",
+    )
     parser.add_argument(
         "--on-bad-file",
         choices=("skip", "error"),
@@ -197,7 +202,7 @@ def timeline_main(args: argparse.Namespace) -> None:
         recognizer = load_recognizer(args.model, args.tracking_uri)
         if args.min_clips is not None:
             recognizer.normalizer.min_clips = args.min_clips
-        found = timelines(recognizer, files, speakers, args.segments, args.batch_size, args.on_bad_file)
+        found = timelines(recognizer, files, speakers, args.segments, args.on_bad_file)
         if args.plot is not None:
             from emotion.serving.timeline_plot import write_plots
 

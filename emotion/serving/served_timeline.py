@@ -59,7 +59,7 @@ def limits() -> tuple[float, int]:
     return seconds, int(os.environ.get(MAX_SEGMENTS) or DEFAULT_MAX_SEGMENTS)
 
 
-def served_timeline(recognizer: EmotionRecognizer, rows: list[dict[str, Any]], batch_size: int = 32) -> pd.DataFrame:
+def served_timeline(recognizer: EmotionRecognizer, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The timeline rows of a request's recordings (rows already checked by `checked_rows`), in the rows' order."""
     import pandas as pd
 
@@ -80,7 +80,7 @@ def served_timeline(recognizer: EmotionRecognizer, rows: list[dict[str, Any]], b
         frames = []
         for number, (found, plan) in enumerate(zip(recordings, plans, strict=True)):
             with refused_in_one_line(number, len(rows), Path(folder)):
-                frames.append(judged(recognizer, found.path, plan, batch_size).drop(columns="file"))
+                frames.append(judged(recognizer, found.path, plan).drop(columns="file"))
             frames[-1].insert(0, "row", number)
     return pd.concat(frames, ignore_index=True)
 

@@ -9,7 +9,7 @@ requests: `emotion.serving.served_timeline`): one row per segment of speech.
          frames into pieces no longer than the model judges at once (`longest_segment`) and widened to the
          shortest it was trained on
       -> features: decoded block by block again, at the model's rate, each segment's samples cut as the stream
-         passes it and the model's front end run on `batch_size` segments at a time (`segment_features`)
+         passes it and the model's front end run on `GROUP_SECONDS` of them at a time (`segment_features`)
       -> classify: `EmotionRecognizer.classify_inputs` on every segment at once: a speaker-adaptive model
          normalises each speaker's segments by that speaker's own statistics in this recording (label-free; no
          profiles store)
@@ -23,9 +23,10 @@ while their features are computed; the features of every segment (pooled: far sm
 
 from __future__ import annotations
 
-import itertools
+import ctypes
+import functools
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 
 #: The longest segment judged at once (seconds), whatever longer clips the model was trained on.
 MAX_SEGMENT = 8.0
+#: Seconds of speech whose features are computed together (`segment_features`): about 8 MB of audio at 16 kHz
+#: held at once, among which the encoder batches segments of similar length (`features.batch_seconds`).
+GROUP_SECONDS = 120.0
 #: The columns of a timeline before the classes' probabilities.
 COLUMNS = ("file", "start", "end", "speaker", "emotion", "confidence", "normalization")
 
@@ -80,8 +84,8 @@ def timeline(
     path: str | Path,
     speaker: str | None = None,
     given: Sequence[Segment] | None = None,
-    batch_size: int = 32,
     longest: float = MAX_SEGMENT,
+    group_seconds: float = GROUP_SECONDS,
 ) -> tuple[pd.DataFrame, float]:
     """One file's rows (`COLUMNS`, then `prob_<class>`), and its duration (seconds): `planned` then `judged`.
 
@@ -89,7 +93,7 @@ def timeline(
     """
     path = Path(path)
     segments, seconds = planned(recognizer, path, speaker or path.stem, given, longest)
-    return judged(recognizer, path, segments, batch_size), seconds
+    return judged(recognizer, path, segments, group_seconds), seconds
 
 
 def planned(
@@ -118,9 +122,9 @@ def planned(
 
 @torch.no_grad()
 def judged(
-    recognizer: EmotionRecognizer, path: Path, segments: Sequence[Segment], batch_size: int = 32
+    recognizer: EmotionRecognizer, path: Path, segments: Sequence[Segment], group_seconds: float = GROUP_SECONDS
 ) -> pd.DataFrame:
-    """The rows of a file's `planned` segments: their features computed `batch_size` segments at a time as a
+    """The rows of a file's `planned` segments: their features computed `group_seconds` of speech at a time as a
     second streamed pass cuts them (`segment_features`: only those segments' audio in memory), then all classified
     at once. A speaker-adaptive model normalises each speaker's segments by their own statistics (those segments';
     under `normalize.min_clips` of them, blended with the non-adaptive answer, as the `normalization` column says).
@@ -128,7 +132,7 @@ def judged(
     import pandas as pd
 
     classes = [f"prob_{name}" for name in recognizer.classes]
-    indices, silent, raw = segment_features(recognizer, path, segments, batch_size)
+    indices, silent, raw = segment_features(recognizer, path, segments, group_seconds)
     if not indices:  # typed columns: numbers stay numbers when joined to other files' rows
         text = ("file", "speaker", "emotion", "normalization")
         return pd.DataFrame({name: pd.Series(dtype=object if name in text else float) for name in [*COLUMNS, *classes]})
@@ -143,20 +147,52 @@ def judged(
 
 
 def segment_features(
-    recognizer: EmotionRecognizer, path: Path, segments: Sequence[Segment], batch_size: int
+    recognizer: EmotionRecognizer, path: Path, segments: Sequence[Segment], group_seconds: float
 ) -> tuple[list[int], list[bool], dict[str, torch.Tensor]]:
     """The index of each segment with samples (in the order the stream passed them), whether it is silent, and the
-    model's front-end outputs of them all (one clip a segment), computed `batch_size` segments at a time."""
+    model's front-end outputs of them all (one clip a segment), computed `group_seconds` of speech at a time."""
     spans = [(s.start, s.end) for s in segments]
     waves = ((index, wave) for index, wave in cut_each(path, spans, recognizer.sample_rate) if len(wave))
     indices: list[int] = []
     silent: list[bool] = []
     parts: list[dict[str, torch.Tensor]] = []
-    while group := list(itertools.islice(waves, batch_size)):
+    for group in grouped(waves, round(group_seconds * recognizer.sample_rate)):
         indices += [index for index, _ in group]
         silent += [is_silent(wave) for _, wave in group]
         parts.append(recognizer.front_end.inputs([recognizer.front_end.prepare(wave) for _, wave in group]))
+        trim_heap()
     return indices, silent, joined_inputs(parts)
+
+
+def grouped(waves: Iterator[tuple[int, torch.Tensor]], samples: int) -> Iterator[list[tuple[int, torch.Tensor]]]:
+    """Consecutive (index, wave) pairs in groups of at least `samples` samples (the last: what is left)."""
+    group: list[tuple[int, torch.Tensor]] = []
+    held = 0
+    for index, wave in waves:
+        group.append((index, wave))
+        held += len(wave)
+        if held >= samples:
+            yield group
+            group, held = [], 0
+    if group:
+        yield group
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return None
+
+
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's `malloc_trim`). The encoder's activations for
+    segments of every length leave glibc's heap fragmented: over an hour of speech the process kept 0.8 GB it
+    no longer used (docs/recordings.md). A no-op where the C library is not glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def joined_inputs(parts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -177,8 +213,8 @@ def timelines(
     files: Sequence[Path],
     speakers: Sequence[str | None] | None = None,
     segments: str | Path | Mapping[str | None, list[Segment]] | None = None,
-    batch_size: int = 32,
     on_bad_file: str = "error",
+    group_seconds: float = GROUP_SECONDS,
 ) -> Timeline:
     """Each file's timeline (`timeline`), one after the other, rows in the files' order.
 
@@ -197,7 +233,7 @@ def timelines(
     for path, speaker in zip(files, speakers, strict=True):
         given = segments_of(table, path, len(files), source) if table is not None else None
         try:
-            frame, durations[str(path)] = timeline(recognizer, path, speaker, given, batch_size)
+            frame, durations[str(path)] = timeline(recognizer, path, speaker, given, group_seconds=group_seconds)
         except DataError as exc:
             if on_bad_file == "error":
                 made = [frame for frame in frames if not frame.empty]
