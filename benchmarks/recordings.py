@@ -384,7 +384,7 @@ def speed_study(args: argparse.Namespace, folder: Path) -> dict:
                          "peak_rss_mb": round(peak), "load_average": os.getloadavg()})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
     return {"corpus": args.reader, "cv_run": args.cv_run, "fold_run": run.info.run_id, "speaker": speaker,
-            "runs": rows}  # fmt: skip
+            "precision": args.precision, "runs": rows}  # fmt: skip
 
 
 def turns_recording(clips: dict[str, list[Clip]], seconds: float, path: Path, rng: np.random.Generator) -> tuple:
@@ -537,8 +537,8 @@ def main() -> None:
                "load_average": os.getloadavg(), "machine": machine()}  # fmt: skip
     print(json.dumps({k: v for k, v in result.items() if k not in ("folds", "truth", "runs")}, indent=2))
     saved = json.loads(args.output.read_text()) if args.output.exists() else []
-    key = (args.study, args.reader, args.folds)
-    saved = [r for r in saved if (r.get("study"), r.get("corpus"), r.get("folds_run")) != key]
+    key = (args.study, args.reader, args.folds, result.get("precision"))
+    saved = [r for r in saved if (r.get("study"), r.get("corpus"), r.get("folds_run"), r.get("precision")) != key]
     args.output.write_text(json.dumps([*saved, result | {"folds_run": args.folds}], indent=2) + "\n")
 
 
