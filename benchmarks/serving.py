@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -168,7 +169,8 @@ def serve_and_measure(store: str, clip: bytes, args: argparse.Namespace, folder:
         memory.join()
         batching = [batched_requests(url, clip, count, max(3, args.requests // 4)) for count in args.clips_per_request]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a server that failed to start is gone already
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     return {
         "latency_p50_ms": round(percentile([s for s, _ in sequential], 50), 1),
