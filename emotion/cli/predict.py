@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size",
         type=int,
         default=32,
-        help="clips per forward pass (default: %(default)s; --timeline: 2 minutes of speech at a time)",
+        help="clips per forward pass (default: %(default)s; not for --timeline: it encodes 2 min of speech at once)",
     )
     parser.add_argument(
         "--on-bad-file",
