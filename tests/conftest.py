@@ -49,7 +49,13 @@ FEW_BATCHES = [
 
 #: The modules that run longest, collected first. (`make test`'s xdist `loadfile` runs files with the most tests first
 #: instead: measured on a fresh clone, that balanced its two workers better than this order, 23:30 against 26:03.)
-LONGEST_FIRST = ("test_workers.py", "test_readme.py", "test_benchmarks.py", "test_extending.py")
+LONGEST_FIRST = (
+    "test_workers.py",
+    "test_readme.py",
+    "test_readme_speakers.py",
+    "test_benchmarks.py",
+    "test_extending.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
