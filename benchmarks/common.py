@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from emotion.config import cpu_name
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
 
 
@@ -46,13 +47,8 @@ class Record:
 
 def machine() -> dict[str, Any]:
     """The facts that make a figure comparable: CPU, cores, threads, versions, accelerator."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -31,6 +31,18 @@ def cpu_precision() -> str:
     return "bf16-mixed" if native_bf16() else "32-true"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the platform's word for it: what a timing names."""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16, AMX): what training and encoding precision follow."""
     import torch  # here, not at the top: the CLIs read their arguments before torch loads

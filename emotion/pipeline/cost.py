@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from emotion.config import native_bf16
+from emotion.config import cpu_name, native_bf16
 from emotion.data.corpora import Clip
 from emotion.serving.recognizer import EmotionRecognizer
 from emotion.sweep.trial import SweepTrial
@@ -85,18 +85,6 @@ def ms_per_clip(checkpoint: str | Path, clips: Sequence[Clip]) -> tuple[float, f
     finally:
         torch.set_num_threads(threads)
     return 1000 * float(np.median(timings[1:])), float(np.median(seconds))
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the platform's word for it."""
-    import platform
-
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def measure_cost(

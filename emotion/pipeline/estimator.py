@@ -160,11 +160,13 @@ def inner_clips(
     clips = [table.clips[i] for i in chosen]
     features = {name: unnormalized.tensors[name][chosen] for name in head.input_names}
     speakers = [clip.speaker for clip in clips]
-    extra = [i for i, clip in enumerate(pool.clips) if clip.speaker in set(speakers)] if pool is not None else []
-    own = {name: pool.tensors[name][extra] for name in head.input_names} if pool is not None and extra else {}
     original = np.array([clip.copy == 0 for clip in clips])
-    pooled = [pool.clips[i].speaker for i in extra] if pool is not None else []
-    return InnerClips(features, rows, raw, labels, speakers, original, own, pooled)
+    theirs = set(speakers)
+    extra = [i for i, clip in enumerate(pool.clips) if clip.speaker in theirs] if pool is not None else []
+    if not extra:
+        return InnerClips(features, rows, raw, labels, speakers, original)
+    own = {name: pool.tensors[name][extra] for name in head.input_names}
+    return InnerClips(features, rows, raw, labels, speakers, original, own, [pool.clips[i].speaker for i in extra])
 
 
 #: The speaker folds an SVC is calibrated on when the blend's learning refits it in an inner fold.
