@@ -75,7 +75,7 @@ def fold_runs(client: mlflow.MlflowClient, cv_run: str) -> list[mlflow.entities.
     return sorted(children, key=lambda run: int(run.data.tags["fold"]))
 
 
-def served_model(run: mlflow.entities.Run, min_clips: int | None) -> EmotionModel:
+def served_model(run: mlflow.entities.Run, min_clips: int | None, learn_now: bool = False) -> EmotionModel:
     """The served model of a fold run's checkpoint (its skops file), loaded as the scoring server loads it
     (`min_clips`: instead of the model's own, as `emotion-predict --min-clips` does; with `--learn-blend`, the
     blend curve its training would learn now instead of the one it holds)."""
@@ -84,13 +84,9 @@ def served_model(run: mlflow.entities.Run, min_clips: int | None) -> EmotionMode
     model.load_context(PythonModelContext(artifacts={"checkpoint": path}, model_config={}))
     if min_clips is not None:
         model.recognizer.normalizer.min_clips = min_clips
-    if LEARN_NOW:
+    if learn_now:
         model.recognizer.normalizer.blend_curve = learned_now(run, model.recognizer.head)
     return model
-
-
-#: `--learn-blend`: each fold model's curve learned now (`learned_now`), not read from its file.
-LEARN_NOW: list[bool] = []
 
 
 def fold_data(run: mlflow.entities.Run) -> Any:
@@ -157,9 +153,6 @@ def main() -> None:
     client = mlflow.MlflowClient(args.tracking_uri)
     runs = fold_runs(client, args.cv_run)
     everything = read_corpus(args.data, args.reader, classes=[*EMOTIONS, *EXTRA_EMOTIONS]).clips
-    if args.feature_cache is not None:
-        FEATURE_CACHE.update(folder=args.feature_cache, corpus=args.data)
-    LEARN_NOW[:] = [True] if args.learn_blend else []
     with tempfile.TemporaryDirectory() as folder:
         os.environ[PROFILES_VARIABLE] = f"sqlite:///{folder}/profiles.db"
         figures = STUDIES[args.study](runs, everything, args)
@@ -179,12 +172,13 @@ def per_fold(
     everything: list[Clip],
     score: Callable[[Any, list[Clip], list[Clip]], None],
     min_clips: int | None,
+    learn_now: bool,
 ) -> None:
     """`score(model, the held-out speaker's clips of every class, those of the six)` for each fold."""
     for run in tqdm(runs, desc="folds", unit="fold"):
         speaker = run.data.params["split.test_speakers"]
         clips = [c for c in everything if c.speaker == speaker]
-        score(served_model(run, min_clips), clips, [c for c in clips if c.emotion in EMOTIONS])
+        score(served_model(run, min_clips, learn_now), clips, [c for c in clips if c.emotion in EMOTIONS])
 
 
 def clips_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: argparse.Namespace) -> dict:
@@ -199,7 +193,7 @@ def clips_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: a
     def score(model: EmotionModel, clips: list[Clip], scored: list[Clip]) -> None:
         recognizer = model.recognizer
         curves[scored[0].speaker] = rule_of(recognizer.normalizer)
-        front = cached_front_end(recognizer, clips)
+        front = cached_front_end(recognizer, clips, args.feature_cache, args.data)
         unnamed = {c.path: said(recognizer, front[c.path], None, None, False) for c in scored}
         for k in KS:
             for draw in range(1 if k in (0, "all") else args.draws):
@@ -216,7 +210,7 @@ def clips_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: a
                                                     for c in left)  # fmt: skip
                 twin.setdefault(key, []).extend(unnamed[c.path] for c in left)
 
-    per_fold(runs, everything, score, args.min_clips)
+    per_fold(runs, everything, score, args.min_clips, args.learn_blend)
     curve = {}
     for k in map(str, KS):
         draws = sorted(d for kk, d in truths if kk == k)
@@ -259,7 +253,7 @@ def blend_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: a
     def score(model: EmotionModel, clips: list[Clip], scored: list[Clip]) -> None:
         recognizer = model.recognizer
         recognizer.normalizer.min_clips, recognizer.normalizer.blend_curve = 1, None  # the adaptive answer alone
-        front = cached_front_end(recognizer, clips)
+        front = cached_front_end(recognizer, clips, args.feature_cache, args.data)
         twin = {c.path: probabilities_of(recognizer, front[c.path], None, None, False) for c in scored}
         for k in KS:
             for draw in range(1 if k in (0, "all") else args.draws):
@@ -275,7 +269,7 @@ def blend_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: a
                     records.setdefault((str(k), draw), []).append((c.emotion, n, own, twin[c.path]))
         classes[:] = recognizer.classes
 
-    per_fold(runs, everything, score, None)
+    per_fold(runs, everything, score, None, args.learn_blend)
     curves = {}
     for name, weight in WEIGHTINGS.items():
         curve = {}
@@ -304,12 +298,13 @@ def probabilities_of(recognizer: Any, front: tuple[Any, Any], speaker: str | Non
     return probabilities[0].numpy()
 
 
-def cached_front_end(recognizer: Any, clips: list[Clip]) -> dict[str, tuple[Any, Any]]:
+def cached_front_end(
+    recognizer: Any, clips: list[Clip], cache: Path | None, corpus: Path
+) -> dict[str, tuple[Any, Any]]:
     """Each clip's decoded waveform and front-end output (the encoder runs once a clip; with `--feature-cache`, not
     at all: the outputs the cross-validation cached for the same feature set, read back)."""
-    stored = FEATURE_CACHE.get("folder")
-    if stored is not None:
-        table = FeatureCache(stored, FEATURE_CACHE["corpus"], recognizer.front_end).table(clips, "error")
+    if cache is not None:
+        table = FeatureCache(cache, corpus, recognizer.front_end).table(clips, "error")
         rows = {clip.path: row for row, clip in enumerate(table.clips)}
         view = {c.path: {name: x[rows[c.path]].unsqueeze(0) for name, x in table.tensors.items()} for c in clips}
         return {c.path: (recognizer.decode(c.path), view[c.path]) for c in clips}
@@ -318,10 +313,6 @@ def cached_front_end(recognizer: Any, clips: list[Clip]) -> dict[str, tuple[Any,
         wave = recognizer.decode(clip.path)
         front[clip.path] = (wave, recognizer.front_end.inputs([recognizer.front_end.prepare(wave)]))
     return front
-
-
-#: `--feature-cache`: the cache folder and corpus whose cached front-end outputs `cached_front_end` reads.
-FEATURE_CACHE: dict[str, Any] = {}
 
 
 def said(recognizer: Any, front: tuple[Any, Any], speaker: str | None, profiles: Any, update: bool) -> str:
@@ -337,7 +328,7 @@ def mix_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: arg
 
     def score(model: EmotionModel, clips: list[Clip], scored: list[Clip]) -> None:
         recognizer = model.recognizer
-        front = cached_front_end(recognizer, clips)
+        front = cached_front_end(recognizer, clips, args.feature_cache, args.data)
         for (mix, shrink), draw in [(key, d) for key in keys for d in range(args.draws)]:
             recognizer.normalizer.shrinkage = shrink
             pool = pool_of(clips, mix, args.pool, np.random.default_rng(draw))
@@ -351,7 +342,7 @@ def mix_study(runs: list[mlflow.entities.Run], everything: list[Clip], args: arg
                 truths[(mix, shrink)].append(c.emotion)
                 guesses[(mix, shrink)].append(said(recognizer, front[c.path], speaker, model.profiles, False))
 
-    per_fold(runs, everything, score, args.min_clips)
+    per_fold(runs, everything, score, args.min_clips, args.learn_blend)
     table = {mix: {str(shrink): round(uar(truths[(mix, shrink)], guesses[(mix, shrink)]), 4)
                    for shrink in args.shrinkage} for mix in MIXES}  # fmt: skip
     return {"pool": args.pool, "shrinkage": args.shrinkage, "uar": table}
@@ -366,7 +357,7 @@ def simulated_study(runs: list[mlflow.entities.Run], everything: list[Clip], arg
     chosen = [r for r in runs if args.folds is None or int(r.data.tags["fold"]) in args.folds]
     for run in tqdm(chosen, desc="folds", unit="fold"):
         served = Served()
-        head = served_model(run, None).recognizer.head
+        head = served_model(run, None, args.learn_blend).recognizer.head
         _, datamodule = fold_data(run)
         test = datamodule.split.test
         speaker = datamodule.table.clips[test[0]].speaker
