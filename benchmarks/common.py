@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import torch
 
 from emotion.config import cpu_name
@@ -57,6 +58,13 @@ def machine() -> dict[str, Any]:
         "avx512_bf16": cpu_has_bf16(),
         "platform": platform.platform(),
     }
+
+
+def fold_runs(client: mlflow.MlflowClient, cv_run: str) -> list[mlflow.entities.Run]:
+    """The fold runs of a cross-validation's parent run, in fold order."""
+    parent = client.get_run(cv_run)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{cv_run}'")
+    return sorted(children, key=lambda run: int(run.data.tags["fold"]))
 
 
 def cpu_has_bf16() -> bool:

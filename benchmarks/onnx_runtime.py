@@ -46,7 +46,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from benchmarks.common import machine, peak_rss_mb
+from benchmarks.common import fold_runs, machine, peak_rss_mb
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, read_corpus
 from emotion.metrics import unweighted_average_recall
 from emotion.serving.onnx_export import export_model, quantized
@@ -57,13 +57,6 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "classify_
 WAYS = ("transformers", "pytorch", "onnx_fp32", "onnx_int8")
 THREADS = 2
 WARMUP = 2
-
-
-def fold_runs(client: mlflow.MlflowClient, cv_run: str) -> list[Any]:
-    """The fold runs of a cross-validation's parent run, in fold order."""
-    parent = client.get_run(cv_run)
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{cv_run}'")
-    return sorted(children, key=lambda run: int(run.data.tags["fold"]))
 
 
 def model_file(run: Any) -> Path:

@@ -48,8 +48,8 @@ import soundfile as sf
 import torch
 
 import emotion.serving.segments as segments_module
-from benchmarks.common import in_fresh_process, machine, timed
-from benchmarks.speaker_clips import fold_runs, uar
+from benchmarks.common import fold_runs, in_fresh_process, machine, timed
+from benchmarks.speaker_clips import uar
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, Clip, read_corpus
 from emotion.data.ssl import SSLLayers
 from emotion.encoders.base import length_batches, pad_batch, resolved_precision

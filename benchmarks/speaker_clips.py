@@ -52,7 +52,7 @@ from mlflow.pyfunc import PythonModelContext
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from benchmarks.common import machine
+from benchmarks.common import fold_runs, machine
 from emotion.config import PROFILES_VARIABLE
 from emotion.data.cache import FeatureCache
 from emotion.data.corpora import EMOTIONS, EXTRA_EMOTIONS, Clip, read_corpus
@@ -66,13 +66,6 @@ from emotion.serving.recognizer import is_silent
 KS = (0, 1, 3, 5, 10, 20, "all")
 MIXES = ("random", "balanced", "neutral", "angry")
 RESULTS = Path(__file__).with_suffix(".json")
-
-
-def fold_runs(client: mlflow.MlflowClient, cv_run: str) -> list[mlflow.entities.Run]:
-    """The fold runs of a cross-validation's parent run, in fold order."""
-    parent = client.get_run(cv_run)
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{cv_run}'")
-    return sorted(children, key=lambda run: int(run.data.tags["fold"]))
 
 
 def served_model(run: mlflow.entities.Run, min_clips: int | None, learn_now: bool = False) -> EmotionModel:
