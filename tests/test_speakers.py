@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from sklearn.linear_model import LogisticRegression
 
 from emotion.cli import evaluate, predict, runs
 from emotion.data.corpora import read_corpus
@@ -21,8 +22,10 @@ from emotion.data.datamodule import EmotionDataModule
 from emotion.data.features import MelMean, Spectral
 from emotion.data.normalize import SpeakerNormalizer
 from emotion.data.synthetic import SyntheticCorpusConfig, generate_corpus
+from emotion.models.estimator import ScikitLearnHead
 from emotion.pipeline.blend import CLIPS, DRAWS, WHOLE, Served, chosen_curve
 from emotion.pipeline.build import build_datamodule, built
+from emotion.pipeline.estimator import select_and_fit
 from emotion.serving.recognizer import BLENDED, NO_SPEAKER, EmotionRecognizer
 from tests.conftest import TINY_CORPUS
 from tests.stores import Store
@@ -85,6 +88,19 @@ def test_a_scikit_learn_head_is_tracked_like_a_network_with_its_protocol_said(ad
     runs.main(["--tracking-uri", store.uri])
     (line,) = [line for line in capsys.readouterr().out.splitlines() if run_id in line]
     assert "speaker, speaker-adaptive" in line
+
+
+def test_a_speaker_adaptive_head_and_its_twin_chosen_from_one_grid_are_two_fitted_estimators() -> None:
+    grid = {"estimator": [LogisticRegression(max_iter=500)], "layers": ["mean"], "C": [1.0]}
+    spec = ScikitLearnHead(LogisticRegression(), ("a", "b"), {"x": (2, 4)}, grid=grid, inner_folds="loso", n_jobs=1)
+    rng = np.random.default_rng(0)
+    labels, speakers = np.arange(48) % 2, [f"s{i % 3}" for i in range(48)]
+    adaptive_rows, raw_rows = rng.standard_normal((48, 8)), rng.standard_normal((48, 8)) * 5 + 2
+    _, adaptive = select_and_fit(spec, adaptive_rows, labels, speakers, True, "val/uar")
+    alone = adaptive.predict_proba(adaptive_rows)
+    _, twin = select_and_fit(spec, raw_rows, labels, speakers, True, "val/uar")
+    assert adaptive.steps[-1][1] is not twin.steps[-1][1]
+    np.testing.assert_array_equal(adaptive.predict_proba(adaptive_rows), alone)  # the twin's fit changed nothing
 
 
 def test_predict_and_the_served_model_normalise_a_speakers_clips_together_and_agree(

@@ -108,8 +108,10 @@ def select_and_fit(
 
 def fitted_best(fitted: GridSearchCV, rows: np.ndarray, labels: np.ndarray, folds: list[Folds]) -> Any:
     """The search's best candidate fitted on every row; one without `predict_proba` (an SVC) is wrapped in a
-    sigmoid calibration fitted on the search's folds (one SVC on all rows: `ensemble=False`)."""
-    best = clone(fitted.estimator).set_params(**fitted.best_params_)
+    sigmoid calibration fitted on the search's folds (one SVC on all rows: `ensemble=False`). The chosen params are
+    cloned, as the search clones each candidate's: a grid's estimator is one object, and fitting it in place would
+    make a speaker-adaptive head and its twin, selected from the same grid, one and the same fitted estimator."""
+    best = clone(fitted.estimator).set_params(**clone(fitted.best_params_, safe=False))
     if hasattr(best, "predict_proba"):
         return best.fit(rows, labels)
     return CalibratedClassifierCV(best, method="sigmoid", cv=folds, ensemble=False).fit(rows, labels)
