@@ -73,6 +73,21 @@ def test_time_shift_moves_the_signal_and_fills_with_silence() -> None:
     assert shifted.sum() == 1.0 and shifted.argmax() != SR // 2
 
 
+def test_a_fragment_is_a_contiguous_piece_of_the_clip_between_two_quiet_pauses() -> None:
+    ramp = torch.arange(1, SR + 1, dtype=torch.float32)
+    piece = WaveAugment(SR, fragment=[0.5, 0.5])(ramp, np.random.default_rng(1))
+    assert piece.shape[-1] == SR // 2 and torch.equal(piece, torch.arange(piece[0], piece[0] + SR // 2))
+    padded = WaveAugment(SR, pause=[0.25, 0.25])(tone(), np.random.default_rng(1))
+    assert padded.shape[-1] == tone().shape[-1] + SR // 2
+    assert torch.equal(padded[SR // 4 : -SR // 4], tone())
+    assert 0 < padded[: SR // 4].abs().max() < 10 ** (-40 / 20)  # noise at -70 to -50 dBFS RMS
+
+
+def test_a_fragment_range_outside_the_clip_is_refused() -> None:
+    with pytest.raises(ConfigError, match="fragment"):
+        WaveAugment(SR, fragment=[0.5, 1.5])
+
+
 def test_each_copy_of_a_clip_draws_the_same_augmentation_every_time() -> None:
     augment = WaveAugment(SR, noise={"snr_db": [5, 30]}, gain_db=[-6, 6], seed=7)
     first = augment(tone(), augment.rng_for("/corpus/1001_IEO_ANG_MD.wav", 1))

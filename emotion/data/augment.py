@@ -1,11 +1,13 @@
 """Augmentation of training data: waveform transforms and SpecAugment masks (torchaudio).
 
-`WaveAugment` draws, for each clip, a random chain of speed perturbation, pitch
-shift, time shift, gain and additive noise (white, pink, or recordings from a
-noise folder) at an SNR drawn from a range. `SpecAugment` masks random frequency
-rows and time columns of feature batches. The datamodule applies both to the
-training partition only, after splitting (unless the report's leaky protocol is
-asked for explicitly).
+`WaveAugment` draws, for each clip, a random chain of a fragment of the clip,
+pauses around it, speed perturbation, pitch shift, time shift, gain and additive
+noise (white, pink, or recordings from a noise folder) at an SNR drawn from a
+range. Fragments and pauses show a head what a recording's speech detector cuts
+(pieces of a sentence, speech with some of the pause around it). `SpecAugment`
+masks random frequency rows and time columns of feature batches. The datamodule
+applies both to the training partition only, after splitting (unless the
+report's leaky protocol is asked for explicitly).
 """
 
 from __future__ import annotations
@@ -47,9 +49,13 @@ class WaveAugment:
         shift: float | None = None,
         speed: Sequence[float] | None = None,
         pitch_semitones: Sequence[float] | None = None,
+        fragment: Sequence[float] | None = None,
+        pause: Sequence[float] | None = None,
         seed: int = 0,
     ) -> None:
         self.sample_rate = sample_rate
+        self.fragment = _fraction_range(fragment)
+        self.pause = tuple(pause) if pause is not None else None
         self.noise = _noise_options(noise)
         self.gain_db = tuple(gain_db) if gain_db is not None else None
         self.shift = shift
@@ -65,6 +71,8 @@ class WaveAugment:
             "shift": self.shift,
             "speed": self.speed,
             "pitch_semitones": self.pitch_semitones,
+            **({"fragment": self.fragment} if self.fragment is not None else {}),
+            **({"pause": self.pause} if self.pause is not None else {}),
             "seed": self.seed,
         }
 
@@ -78,7 +86,11 @@ class WaveAugment:
         return np.random.default_rng(digest)
 
     def __call__(self, wave: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """An augmented version of a mono waveform (its length may change with speed)."""
+        """An augmented version of a mono waveform (its length may change with speed, fragment and pause)."""
+        if self.fragment is not None:
+            wave = _fragment(wave, float(rng.uniform(*self.fragment)), rng)
+        if self.pause is not None:
+            wave = self._with_pauses(wave, rng)
         if self.speed is not None:
             factor = float(rng.uniform(*self.speed))
             wave, _ = AF.speed(wave, self.sample_rate, factor)
@@ -94,6 +106,14 @@ class WaveAugment:
             noise = self._noise(wave.shape[-1], rng)
             wave = AF.add_noise(wave[None], noise[None], torch.tensor([rng.uniform(*self.noise.snr_db)]))[0]
         return wave
+
+    def _with_pauses(self, wave: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """`wave` between two pauses, each as long as drawn from `pause` (seconds): low noise (`PAUSE_DBFS`)."""
+        assert self.pause is not None
+        level = 10 ** (rng.uniform(*PAUSE_DBFS) / 20)
+        before, after = (round(rng.uniform(*self.pause) * self.sample_rate) for _ in range(2))
+        pauses = torch.from_numpy((rng.standard_normal(before + after) * level).astype(np.float32))
+        return torch.cat([pauses[:before], wave, pauses[before:]])
 
     def _noise(self, length: int, rng: np.random.Generator) -> torch.Tensor:
         assert self.noise is not None
@@ -120,6 +140,27 @@ class WaveAugment:
         if not files:
             raise ConfigError(f"noise folder holds no audio files ({', '.join(AUDIO_SUFFIXES)}): {self.noise.folder}")
         return files
+
+
+#: The level of a pause's noise (dB of full scale, RMS): a quiet room between sentences.
+PAUSE_DBFS = (-70.0, -50.0)
+
+
+def _fraction_range(fragment: Sequence[float] | None) -> tuple[float, float] | None:
+    """`fragment` checked: the fractions of a clip a fragment keeps, `[low, high]` within (0, 1]."""
+    if fragment is None:
+        return None
+    low, high = (float(value) for value in fragment)
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"augment.wave.fragment={list(fragment)}: give [low, high] fractions, 0 < low <= high <= 1")
+    return low, high
+
+
+def _fragment(wave: torch.Tensor, fraction: float, rng: np.random.Generator) -> torch.Tensor:
+    """A contiguous piece of `wave`, `fraction` of its length, starting anywhere it fits."""
+    length = max(1, round(wave.shape[-1] * fraction))
+    start = int(rng.integers(0, wave.shape[-1] - length + 1))
+    return wave[..., start : start + length]
 
 
 def _noise_options(noise: dict | None) -> NoiseOptions | None:
