@@ -83,9 +83,11 @@ def test_a_fragment_is_a_contiguous_piece_of_the_clip_between_two_quiet_pauses()
     assert 0 < padded[: SR // 4].abs().max() < 10 ** (-40 / 20)  # noise at -70 to -50 dBFS RMS
 
 
-def test_a_fragment_range_outside_the_clip_is_refused() -> None:
+def test_a_fragment_range_outside_the_clip_or_a_negative_pause_is_refused() -> None:
     with pytest.raises(ConfigError, match="fragment"):
         WaveAugment(SR, fragment=[0.5, 1.5])
+    with pytest.raises(ConfigError, match="pause"):
+        WaveAugment(SR, pause=[-0.1, 0.4])
 
 
 def test_each_copy_of_a_clip_draws_the_same_augmentation_every_time() -> None:

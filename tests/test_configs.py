@@ -116,7 +116,7 @@ def build_augment(tmp_path: Path, option: str) -> None:
     datamodule = built_datamodule(cfg)
     assert isinstance(datamodule.augmentation, Augmentation)
     assert (datamodule.augmentation.wave is None) == (option in ("none", "spec"))
-    assert (datamodule.augmentation.spec is None) == (option in ("none", "noise"))
+    assert (datamodule.augmentation.spec is None) == (option in ("none", "noise", "segments"))
 
 
 def build_features(tmp_path: Path, option: str) -> None:

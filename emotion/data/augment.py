@@ -55,7 +55,7 @@ class WaveAugment:
     ) -> None:
         self.sample_rate = sample_rate
         self.fragment = _fraction_range(fragment)
-        self.pause = tuple(pause) if pause is not None else None
+        self.pause = _seconds_range(pause)
         self.noise = _noise_options(noise)
         self.gain_db = tuple(gain_db) if gain_db is not None else None
         self.shift = shift
@@ -153,6 +153,16 @@ def _fraction_range(fragment: Sequence[float] | None) -> tuple[float, float] | N
     low, high = (float(value) for value in fragment)
     if not 0 < low <= high <= 1:
         raise ConfigError(f"augment.wave.fragment={list(fragment)}: give [low, high] fractions, 0 < low <= high <= 1")
+    return low, high
+
+
+def _seconds_range(pause: Sequence[float] | None) -> tuple[float, float] | None:
+    """`pause` checked: the seconds a pause lasts, `[low, high]` with 0 <= low <= high."""
+    if pause is None:
+        return None
+    low, high = (float(value) for value in pause)
+    if not 0 <= low <= high:
+        raise ConfigError(f"augment.wave.pause={list(pause)}: give [low, high] seconds, 0 <= low <= high")
     return low, high
 
 
