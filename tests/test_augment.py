@@ -74,14 +74,23 @@ def test_time_shift_moves_the_signal_and_fills_with_silence() -> None:
 
 
 def test_a_fragment_is_a_contiguous_piece_of_the_clip_between_two_quiet_pauses() -> None:
-    ramp = torch.arange(1, SR + 1, dtype=torch.float32)
+    ramp = torch.arange(1, SR + 1, dtype=torch.float32)  # each sample says where it was
     piece = WaveAugment(SR, fragment=[0.5, 0.5])(ramp, np.random.default_rng(1))
-    assert piece.shape[-1] == SR // 2 and torch.equal(piece, torch.arange(piece[0], piece[0] + SR // 2))
-    padded = WaveAugment(SR, pause=[0.25, 0.25])(tone(), np.random.default_rng(1))
-    assert padded.shape[-1] == tone().shape[-1] + SR // 2
-    assert torch.equal(padded[SR // 4 : -SR // 4], tone())
-    pause_rms_db = 20 * torch.log10(padded[: SR // 4].square().mean().sqrt())
+    assert piece.shape[-1] == SR // 2 and piece[0] > 1  # starts elsewhere than the clip's start
+    assert torch.equal(piece, torch.arange(piece[0], piece[0] + SR // 2))
+    padded = WaveAugment(SR, pause=[0.1, 0.3])(ramp, np.random.default_rng(1))
+    before = int((padded == 1).nonzero())
+    after = padded.shape[-1] - before - SR
+    assert torch.equal(padded[before : before + SR], ramp)
+    assert before != after and all(0.1 * SR <= n <= 0.3 * SR for n in (before, after))  # each pause drawn alone
+    pause_rms_db = 20 * torch.log10(padded[:before].square().mean().sqrt())
     assert -71 < pause_rms_db < -49  # quiet noise, -70 to -50 dBFS
+
+
+def test_the_same_copy_of_a_clip_is_the_same_fragment_every_time() -> None:
+    augment = WaveAugment(SR, fragment=[0.2, 1.0], pause=[0.0, 0.4])
+    first = augment(tone(), augment.rng_for("/corpus/03a01Fa.wav", 3))
+    assert torch.equal(first, augment(tone(), augment.rng_for("/corpus/03a01Fa.wav", 3)))
 
 
 def test_a_fragment_range_outside_the_clip_or_a_negative_pause_is_refused() -> None:
@@ -89,6 +98,13 @@ def test_a_fragment_range_outside_the_clip_or_a_negative_pause_is_refused() -> N
         WaveAugment(SR, fragment=[0.5, 1.5])
     with pytest.raises(ConfigError, match="pause"):
         WaveAugment(SR, pause=[-0.1, 0.4])
+    with pytest.raises(ConfigError, match="low, high"):
+        WaveAugment(SR, pause=[0.4])
+
+
+def test_presets_without_fragments_keep_the_cache_keys_of_their_copies() -> None:
+    noise = WaveAugment(SR, noise={"kind": "white", "snr_db": [10, 30], "p": 1.0, "folder": None})
+    assert noise.key() == "c4b97bd6bcf2"  # augment=noise's copies, as cached before fragments and pauses existed
 
 
 def test_each_copy_of_a_clip_draws_the_same_augmentation_every_time() -> None:

@@ -150,7 +150,7 @@ def _fraction_range(fragment: Sequence[float] | None) -> tuple[float, float] | N
     """`fragment` checked: the fractions of a clip a fragment keeps, `[low, high]` within (0, 1]."""
     if fragment is None:
         return None
-    low, high = (float(value) for value in fragment)
+    low, high = _pair(fragment)
     if not 0 < low <= high <= 1:
         raise ConfigError(f"augment.wave.fragment={list(fragment)}: give [low, high] fractions, 0 < low <= high <= 1")
     return low, high
@@ -160,9 +160,18 @@ def _seconds_range(pause: Sequence[float] | None) -> tuple[float, float] | None:
     """`pause` checked: the seconds a pause lasts, `[low, high]` with 0 <= low <= high."""
     if pause is None:
         return None
-    low, high = (float(value) for value in pause)
+    low, high = _pair(pause)
     if not 0 <= low <= high:
         raise ConfigError(f"augment.wave.pause={list(pause)}: give [low, high] seconds, 0 <= low <= high")
+    return low, high
+
+
+def _pair(values: Sequence[float]) -> tuple[float, float]:
+    """Two numbers, or a one-line ConfigError."""
+    try:
+        low, high = (float(value) for value in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"augment.wave: give a range as [low, high], not {values!r}") from None
     return low, high
 
 
